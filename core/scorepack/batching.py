@@ -1,0 +1,469 @@
+"""Dynamic batching: many requests, one model call, one thread that owns the model.
+
+Requests go through three steps, so that hosts with threads (gunicorn under azmlinfsrv)
+and hosts with an event loop (the embedded server) share one mechanism:
+
+1. :meth:`Batcher.admit` reserves a place *before* the request is decoded. A full queue
+   raises :class:`~scorepack.errors.QueueFullError` at once (503, Retry-After).
+2. The host decodes the body wherever it likes (off the model thread) and calls
+   :meth:`Ticket.submit` with named arrays; it gets a ``concurrent.futures.Future``.
+3. The model thread gathers queued work into one batch — up to ``max_batch_size`` rows or
+   ``max_delay_ms`` after the oldest item arrived, whichever comes first — calls the model
+   once and splits the results back per request.
+
+The batcher knows how many admitted requests are still being decoded. When none are,
+nothing else can join the batch soon, so it does not wait out the delay: a lone client
+pays no batching tax, while under load the queue fills during each model call and the
+next batch forms by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import (
+    BackendContractError,
+    NotReadyError,
+    PredictError,
+    QueueFullError,
+    ScorepackError,
+    ScoringTimeoutError,
+)
+
+__all__ = ["BatchResult", "Batcher", "BatchingConfig", "BatchStats", "Ticket"]
+
+logger = logging.getLogger("scorepack.batching")
+
+Arrays = dict[str, np.ndarray]
+RunBatch = Callable[[Arrays], Arrays]
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How requests are gathered into model calls.
+
+    ``max_queue_size`` bounds the requests admitted but not yet in a batch;
+    ``timeout_ms`` bounds a request's whole wait, from admission to its result.
+    """
+
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    max_queue_size: int = 256
+    timeout_ms: float = 30_000.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if self.max_delay_ms < 0:
+            raise ValueError("max_delay_ms must not be negative")
+        if self.max_queue_size < 1:
+            raise ValueError("max_queue_size must be at least 1")
+        if self.timeout_ms <= 0:
+            raise ValueError("timeout_ms must be positive")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One request's share of a model call."""
+
+    outputs: Arrays
+    batch_size: int
+
+
+@dataclass
+class BatchStats:
+    """Counters for /metrics and tests; updated by the model thread only."""
+
+    batches: int = 0
+    rows: int = 0
+    requests: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    rejected: int = 0
+    busy_seconds: float = 0.0
+    #: batch size (rows) → how many model calls had it
+    sizes: dict[int, int] = field(default_factory=dict)
+
+
+class _Work:
+    __slots__ = ("batch_size", "deadline", "enqueued", "future", "inputs", "key", "rows")
+
+    def __init__(self, inputs: Arrays, rows: int, deadline: float, future: Future[BatchResult]):
+        self.inputs = inputs
+        self.rows = rows
+        self.deadline = deadline
+        self.future = future
+        self.enqueued = time.monotonic()
+        # only work with the same per-row shapes and dtypes can share a model call
+        self.key = tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(inputs.items()))
+
+
+class Ticket:
+    """A place in the queue, held while the request is decoded."""
+
+    __slots__ = ("_batcher", "_done", "deadline")
+
+    def __init__(self, batcher: Batcher, deadline: float) -> None:
+        self._batcher = batcher
+        self._done = False
+        self.deadline = deadline
+
+    def submit(self, inputs: Arrays, rows: int) -> Future[BatchResult]:
+        """Queue decoded inputs (first dimension ``rows``) and give up the ticket."""
+        if self._done:
+            raise RuntimeError("ticket already used")
+        self._done = True
+        return self._batcher._submit(inputs, rows, self.deadline)
+
+    def release(self) -> None:
+        """Give up the place without submitting (decoding failed). Safe to call twice."""
+        if not self._done:
+            self._done = True
+            self._batcher._release()
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Batcher:
+    """Gathers work into batches and runs them on one model thread.
+
+    ``run_batch`` is called on that thread only, with arrays whose first dimension is the
+    batch; it must return one result row per input row (checked here). ``setup`` runs on
+    the same thread before anything else (load the model, warm it up); until it returns
+    the batcher is not ready.
+    """
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        config: BatchingConfig | None = None,
+        *,
+        model_limit: int | None = None,
+        name: str = "model",
+    ) -> None:
+        self.config = config or BatchingConfig()
+        self.name = name
+        self._run_batch = run_batch
+        self.max_rows = min(self.config.max_batch_size, model_limit or self.config.max_batch_size)
+        self.stats = BatchStats()
+        self._queue: deque[_Work] = deque()
+        self._upstream = 0  # admitted, still being decoded
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._closed = False
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(
+        self,
+        setup: Callable[[], None] | None = None,
+        teardown: Callable[[], None] | None = None,
+    ) -> None:
+        """Start the model thread: ``setup`` first, then batches until :meth:`stop`, then
+        ``teardown``, all on that one thread."""
+        if self._thread is not None:
+            raise RuntimeError("batcher already started")
+        self._thread = threading.Thread(
+            target=self._main,
+            args=(setup, teardown),
+            name=f"scorepack-{self.name}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def set_model_limit(self, limit: int | None) -> None:
+        """Cap batches at what the model accepts (known only after it is loaded)."""
+        if limit:
+            self.max_rows = min(self.max_rows, limit)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until setup finished; re-raise its error if it failed."""
+        self._ready.wait(timeout)
+        if self._failed is not None:
+            raise self._failed
+        return self._ready.is_set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._failed is None and not self._stopping
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` was called."""
+        return self._thread is not None
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error setup raised, if any."""
+        return self._failed
+
+    @property
+    def queue_depth(self) -> int:
+        with self._cond:
+            return len(self._queue) + self._upstream
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Finish what is queued, then stop the model thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # --- admission -------------------------------------------------------------------
+
+    def admit(self, timeout_ms: float | None = None) -> Ticket:
+        """Reserve a place for one request, or raise at once if the queue is full."""
+        if self._failed is not None:
+            raise NotReadyError(f"The model failed to load: {self._failed}")
+        if not self._ready.is_set():
+            raise NotReadyError()
+        if self._stopping:
+            raise NotReadyError("The server is shutting down.")
+        limit = self.config.max_queue_size
+        with self._cond:
+            if len(self._queue) + self._upstream >= limit:
+                self.stats.rejected += 1
+                raise QueueFullError(limit, retry_after=self._retry_after())
+            self._upstream += 1
+        wait = (timeout_ms if timeout_ms is not None else self.config.timeout_ms) / 1000
+        return Ticket(self, time.monotonic() + wait)
+
+    def _retry_after(self) -> float:
+        # about how long the queue in front takes to drain, at least a second
+        if not self.stats.batches:
+            return 1.0
+        per_row = self.stats.busy_seconds / max(self.stats.rows, 1)
+        return float(max(1, round(per_row * len(self._queue))))
+
+    def _release(self) -> None:
+        with self._cond:
+            self._upstream -= 1
+            self._cond.notify_all()
+
+    def _submit(self, inputs: Arrays, rows: int, deadline: float) -> Future[BatchResult]:
+        parent: Future[BatchResult] = Future()
+        if rows <= self.max_rows:
+            works = [_Work(inputs, rows, deadline, parent)]
+        else:
+            works = self._split(inputs, rows, deadline, parent)
+        with self._cond:
+            self._upstream -= 1
+            if self._closed:
+                raise NotReadyError("The server is shutting down.")
+            self._queue.extend(works)
+            self._cond.notify_all()
+        return parent
+
+    def _split(
+        self, inputs: Arrays, rows: int, deadline: float, parent: Future[BatchResult]
+    ) -> list[_Work]:
+        """A request larger than a batch runs as several; its parent future gathers them."""
+        starts = range(0, rows, self.max_rows)
+        children: list[Future[BatchResult]] = [Future() for _ in starts]
+        lock = threading.Lock()
+        remaining = [len(children)]
+
+        def gather(_: Future[BatchResult]) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            if parent.done():
+                return
+            for child in children:
+                if child.cancelled():
+                    parent.cancel()
+                    return
+                if child.exception() is not None:
+                    parent.set_exception(child.exception())  # type: ignore[arg-type]
+                    return
+            parts = [c.result() for c in children]
+            merged = {k: np.concatenate([p.outputs[k] for p in parts]) for k in parts[0].outputs}
+            parent.set_result(BatchResult(merged, max(p.batch_size for p in parts)))
+
+        def cancel_children(f: Future[BatchResult]) -> None:
+            if f.cancelled():
+                for child in children:
+                    child.cancel()
+
+        parent.add_done_callback(cancel_children)
+        works = []
+        for start, child in zip(starts, children, strict=True):
+            stop = min(start + self.max_rows, rows)
+            chunk = {k: v[start:stop] for k, v in inputs.items()}
+            works.append(_Work(chunk, stop - start, deadline, child))
+            child.add_done_callback(gather)
+        return works
+
+    # --- the model thread --------------------------------------------------------------
+
+    def _main(
+        self, setup: Callable[[], None] | None, teardown: Callable[[], None] | None
+    ) -> None:
+        try:
+            if setup is not None:
+                setup()
+        except BaseException as exc:
+            self._failed = exc
+            logger.error("%s failed to load: %s", self.name, exc)
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            if batch:
+                self._execute(batch)
+        if teardown is not None:
+            try:
+                teardown()
+            except Exception as exc:
+                logger.warning("%s did not unload cleanly: %s", self.name, exc)
+
+    def run_now(self, inputs: Arrays, rows: int) -> Arrays:
+        """Call the model at once with the batch-contract check (warm-up; model thread only)."""
+        return self._call(inputs, rows)
+
+    def _next_batch(self) -> list[_Work] | None:
+        delay = self.config.max_delay_ms / 1000
+        with self._cond:
+            while not self._queue:
+                # on stop, requests still being decoded are let in before the thread ends
+                if self._stopping and self._upstream == 0:
+                    self._closed = True
+                    return None
+                self._cond.wait()
+            due = self._queue[0].enqueued + delay
+            while True:
+                if self._compatible_rows() >= self.max_rows or self._upstream == 0:
+                    break
+                remaining = due - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    break
+                self._cond.wait(remaining)
+            return self._take()
+
+    def _compatible_rows(self) -> int:
+        key = self._queue[0].key
+        return sum(w.rows for w in self._queue if w.key == key)
+
+    def _take(self) -> list[_Work]:
+        """Pop the oldest work and what fits beside it; drop expired and cancelled work."""
+        now = time.monotonic()
+        batch: list[_Work] = []
+        kept: deque[_Work] = deque()
+        rows = 0
+        key = None
+        while self._queue:
+            work = self._queue.popleft()
+            if work.future.cancelled():
+                continue
+            if now > work.deadline:
+                self.stats.timeouts += 1
+                _fail(work.future, ScoringTimeoutError(self.config.timeout_ms / 1000))
+                continue
+            if key is None:
+                key = work.key
+            if work.key != key or rows + work.rows > self.max_rows:
+                kept.append(work)
+                continue
+            if not work.future.set_running_or_notify_cancel():
+                continue
+            batch.append(work)
+            rows += work.rows
+        self._queue = kept
+        return batch
+
+    def _execute(self, batch: list[_Work]) -> None:
+        rows = sum(w.rows for w in batch)
+        if len(batch) == 1:
+            inputs = batch[0].inputs
+        else:
+            names = batch[0].inputs.keys()
+            inputs = {n: np.concatenate([w.inputs[n] for w in batch]) for n in names}
+        started = time.perf_counter()
+        try:
+            outputs = self._call(inputs, rows)
+        except BackendContractError as exc:
+            for work in batch:
+                _fail(work.future, exc)
+            self._count(rows, started, len(batch), errors=len(batch))
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                self._count(rows, started, 1, errors=1)
+                _fail(batch[0].future, exc)
+                return
+            self._count(rows, started, 0)
+            # one bad request must not fail its batch-mates: run each on its own
+            logger.warning("batch of %d failed (%s); retrying its requests one by one", rows, exc)
+            for work in batch:
+                self._execute_alone(work)
+            return
+        self._count(rows, started, len(batch))
+        offset = 0
+        for work in batch:
+            share = {k: v[offset : offset + work.rows] for k, v in outputs.items()}
+            offset += work.rows
+            work.future.set_result(BatchResult(share, rows))
+
+    def _execute_alone(self, work: _Work) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = self._call(work.inputs, work.rows)
+        except Exception as exc:
+            self._count(work.rows, started, 1, errors=1)
+            _fail(work.future, exc)
+            return
+        self._count(work.rows, started, 1)
+        work.future.set_result(BatchResult(outputs, work.rows))
+
+    def _call(self, inputs: Arrays, rows: int) -> Arrays:
+        try:
+            outputs = self._run_batch(inputs)
+        except ScorepackError:
+            raise
+        except Exception as exc:
+            raise PredictError(f"{self.name} failed: {type(exc).__name__}: {exc}") from exc
+        for name, value in outputs.items():
+            got = value.shape[0] if getattr(value, "ndim", 0) else None
+            if got != rows:
+                raise BackendContractError(
+                    f"Backend {self.name!r} broke the batch contract: output {name!r} has "
+                    f"{got} rows for {rows} input rows (exactly one result per input is required)."
+                )
+        return outputs
+
+    def _count(self, rows: int, started: float, requests: int, errors: int = 0) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.rows += rows
+        stats.requests += requests
+        stats.errors += errors
+        stats.busy_seconds += time.perf_counter() - started
+        stats.sizes[rows] = stats.sizes.get(rows, 0) + 1
+
+
+def _fail(future: Future[BatchResult], exc: BaseException) -> None:
+    if not future.done():
+        try:
+            future.set_exception(exc)
+        except Exception:  # raced with a cancel from the waiting side
+            pass

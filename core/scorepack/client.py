@@ -1,0 +1,129 @@
+"""A client for any scoring URL: scorepack's server, azmlinfsrv, or Azure ML.
+
+Keys go as ``Authorization: Bearer KEY``, as Azure ML expects.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import orjson
+
+from .codecs import sniff
+from .errors import RemoteError
+
+__all__ = ["ScoreResponse", "ScoringClient", "content_type_for", "scoring_url"]
+
+
+def scoring_url(url: str) -> str:
+    """``http://host:port`` → ``http://host:port/score``; a URL with a path is kept."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    path = parts.path if parts.path not in ("", "/") else "/score"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def content_type_for(body: bytes) -> str:
+    """The content type to send for a body, from its first bytes."""
+    kind = sniff(body)
+    return {
+        "jpeg": "image/jpeg",
+        "png": "image/png",
+        "json": "application/json",
+    }.get(kind or "", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class ScoreResponse:
+    """A successful scoring answer."""
+
+    body: dict[str, Any]
+    status: int
+    elapsed_ms: float
+    batch_size: int | None
+    request_id: str | None
+
+
+class ScoringClient:
+    """Posts images or JSON tensors to a scoring URL and returns parsed answers."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: str | None = None,
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.url = scoring_url(url)
+        base = urlsplit(self.url)
+        self.base_url = urlunsplit((base.scheme, base.netloc, "", "", ""))
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = http or httpx.Client(timeout=timeout)
+        self._owns_http = http is None
+
+    def score(
+        self,
+        data: bytes | str | Path,
+        *,
+        content_type: str | None = None,
+        top_k: int | None = None,
+        raw: bool = False,
+    ) -> ScoreResponse:
+        """Score image bytes, JSON bytes, or a file; raise RemoteError on an error status."""
+        body = data if isinstance(data, bytes) else Path(data).read_bytes()
+        params: dict[str, str] = {}
+        if top_k is not None:
+            params["top_k"] = str(top_k)
+        if raw:
+            params["raw"] = "true"
+        headers = dict(self._headers)
+        headers["Content-Type"] = content_type or content_type_for(body)
+        started = time.perf_counter()
+        response = self._http.post(self.url, content=body, headers=headers, params=params)
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status_code >= 400:
+            raise _remote_error(response)
+        batch = response.headers.get("x-scorepack-batch-size")
+        return ScoreResponse(
+            body=orjson.loads(response.content),
+            status=response.status_code,
+            elapsed_ms=elapsed,
+            batch_size=int(batch) if batch else None,
+            request_id=response.headers.get("x-request-id"),
+        )
+
+    def score_tensors(self, inputs: dict[str, Any], **kwargs: Any) -> ScoreResponse:
+        """Score named tensors (nested lists or NumPy arrays)."""
+        body = orjson.dumps({"inputs": inputs}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return self.score(body, content_type="application/json", **kwargs)
+
+    def ready(self) -> bool:
+        """True when ``GET /health/ready`` answers 200."""
+        try:
+            return self._http.get(self.base_url + "/health/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> ScoringClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _remote_error(response: httpx.Response) -> RemoteError:
+    try:
+        error = orjson.loads(response.content)["error"]
+        return RemoteError(response.status_code, str(error["message"]), str(error["code"]))
+    except Exception:
+        text = response.text.strip()[:500] or response.reason_phrase
+        return RemoteError(response.status_code, text)

@@ -1,0 +1,261 @@
+"""The Scorer: one model, its preprocessing, its batcher and its postprocessing.
+
+Both hosts use it: the embedded server awaits :meth:`Scorer.handle_async`; the generated
+``score.py`` calls :meth:`Scorer.handle` from gunicorn threads. Python users call
+:meth:`Scorer.score` (image or JSON bytes) and :meth:`Scorer.predict` (named arrays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend
+from .batching import Batcher, BatchResult, Ticket
+from .codecs import Decoded, body_kind, check_tensors, decode_image, decode_tensors
+from .config import ScoringConfig
+from .errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    ModelError,
+    ScoringTimeoutError,
+)
+from .postprocess import OutputPlan, ScoreParams, plan_outputs
+from .preprocess import ImagePlan, plan_image
+from .signature import Signature
+
+__all__ = ["ScoreResult", "Scorer"]
+
+logger = logging.getLogger("scorepack.scorer")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """A response body and the size of the model call the request rode in."""
+
+    body: dict[str, Any]
+    batch_size: int
+
+
+class Scorer:
+    """Serve one model: decode → preprocess → batch → predict → postprocess.
+
+    Create it with a not-yet-loaded :class:`~scorepack.backend.Backend`, then
+    :meth:`start` it; the model is loaded and warmed up on the model thread.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: ScoringConfig | None = None,
+        *,
+        name: str | None = None,
+        decode_threads: int | None = None,
+    ) -> None:
+        self.backend = backend
+        self.config = config or ScoringConfig()
+        self.name = name or backend.path.stem or "model"
+        self.batcher = Batcher(self.backend.predict, self.config.batching, name=self.name)
+        self.image_plan: ImagePlan | None = None
+        self._output_plan: OutputPlan | None = None
+        self.load_seconds: float | None = None
+        self._decode_threads = decode_threads or int(
+            os.environ.get("SCOREPACK_DECODE_THREADS", 0) or min(8, (os.cpu_count() or 1) + 2)
+        )
+        self._pool: ThreadPoolExecutor | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self, *, wait: bool = True, timeout: float | None = None) -> Scorer:
+        """Load and warm up the model on its own thread; by default wait until ready."""
+        self.batcher.start(self._setup, self.backend.unload)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the model is ready; raise the load error if loading failed."""
+        return self.batcher.wait_ready(timeout)
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, warmed up and not shutting down."""
+        return self.batcher.ready
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` was called (the model may still be loading)."""
+        return self.batcher.started
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Finish queued work, unload the model, stop the threads."""
+        self.batcher.stop(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _setup(self) -> None:
+        started = time.perf_counter()
+        self.backend.load()
+        signature = self.backend.signature
+        try:
+            self.image_plan = plan_image(signature, self.config.preprocess)
+            self._output_plan = plan_outputs(signature, self.config.postprocess)
+        except ValueError as exc:
+            raise ModelError(f"The scoring settings do not fit the model: {exc}") from exc
+        self.batcher.set_model_limit(self.backend.max_batch_size)
+        if self.config.warmup:
+            for rows in sorted({1, self.batcher.max_rows}):
+                self.batcher.run_now(self._zeros(rows), rows)
+        self.load_seconds = time.perf_counter() - started
+        logger.info(
+            "%s ready in %.2f s (%s)",
+            self.name,
+            self.load_seconds,
+            ", ".join(f"{k}={v}" for k, v in self.backend.describe().items()),
+        )
+
+    def _zeros(self, rows: int) -> dict[str, np.ndarray]:
+        arrays = {}
+        plan = self.image_plan
+        for spec in self.signature.inputs:
+            if plan is not None and spec.name == plan.input:
+                item: tuple[int, ...] = (
+                    (plan.height, plan.width, plan.channels)
+                    if plan.layout == "NHWC"
+                    else (plan.channels, plan.height, plan.width)
+                )
+            else:
+                item = tuple(d or 1 for d in spec.item_shape)
+            dtype = object if np.dtype(spec.dtype).kind in "USO" else spec.dtype
+            arrays[spec.name] = np.zeros((rows, *item), dtype=dtype)
+            if dtype is object:
+                arrays[spec.name][...] = b""
+        return arrays
+
+    # --- facts -----------------------------------------------------------------------
+
+    @property
+    def signature(self) -> Signature:
+        return self.backend.signature
+
+    @property
+    def output_plan(self) -> OutputPlan:
+        if self._output_plan is None:
+            raise RuntimeError("the model is not loaded")
+        return self._output_plan
+
+    def describe(self) -> dict[str, Any]:
+        """What is being served, for ``/info``, logs and ``inspect``."""
+        info: dict[str, Any] = {
+            "name": self.name,
+            "ready": self.ready,
+            "backend": self.backend.describe(),
+            "max_batch_size": self.batcher.max_rows,
+            "max_delay_ms": self.config.batching.max_delay_ms,
+        }
+        if self.batcher.ready:
+            info["signature"] = self.signature.to_dict()
+            info["preprocess"] = self.image_plan.describe() if self.image_plan else None
+            info["classifier_output"] = self.output_plan.classifier
+        return info
+
+    # --- the request path ------------------------------------------------------------
+
+    def decode(self, body: bytes, content_type: str | None = None) -> Decoded:
+        """Turn a request body into model-ready arrays (runs on any thread)."""
+        if len(body) > self.config.max_body_bytes:
+            raise BodyTooLargeError(self.config.max_body_bytes, len(body))
+        if body_kind(content_type, body) == "json":
+            return decode_tensors(body, self.signature)
+        if self.image_plan is None:
+            raise BadRequestError(
+                "This model takes no single image input (its inputs are "
+                f"{self.signature.input_names}); send JSON tensors instead."
+            )
+        return decode_image(body, self.image_plan, self.config.max_image_pixels)
+
+    def handle(
+        self,
+        body: bytes,
+        content_type: str | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> ScoreResult:
+        """Score one request, blocking the calling thread (gunicorn threads, scripts)."""
+        params = ScoreParams.parse(query)
+        ticket = self.batcher.admit()
+        with ticket:
+            decoded = self.decode(body, content_type)
+            future = ticket.submit(decoded.inputs, decoded.rows)
+        result = self._wait(future, ticket)
+        return ScoreResult(self.output_plan.build(result.outputs, params), result.batch_size)
+
+    async def handle_async(
+        self,
+        body: bytes,
+        content_type: str | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> ScoreResult:
+        """Score one request without blocking the event loop; decoding runs in a pool."""
+        params = ScoreParams.parse(query)
+        ticket = self.batcher.admit()
+        loop = asyncio.get_running_loop()
+        with ticket:
+            decoded = await loop.run_in_executor(self._decode_pool(), self.decode, body, content_type)
+            future = ticket.submit(decoded.inputs, decoded.rows)
+        remaining = max(0.0, ticket.deadline - time.monotonic())
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(future), remaining)
+        except asyncio.TimeoutError:
+            raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000) from None
+        return ScoreResult(self.output_plan.build(result.outputs, params), result.batch_size)
+
+    def _decode_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="scorepack-decode")
+        return self._pool
+
+    def _wait(self, future: Future[BatchResult], ticket: Ticket) -> BatchResult:
+        try:
+            return future.result(timeout=max(0.0, ticket.deadline - time.monotonic()))
+        except FutureTimeout:
+            future.cancel()
+            raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000) from None
+
+    # --- for Python callers ----------------------------------------------------------
+
+    def score(
+        self, data: bytes | str | Path, *, top_k: int | None = None, raw: bool = False
+    ) -> dict[str, Any]:
+        """Score image bytes, JSON bytes, or an image file path; return the response body."""
+        body = data if isinstance(data, bytes) else Path(data).read_bytes()
+        query = {"raw": "true" if raw else "false"}
+        if top_k is not None:
+            query["top_k"] = str(top_k)
+        return self.handle(body, None, query).body
+
+    def predict(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Score named arrays (first dimension: batch); return the raw outputs.
+
+        Goes through the same validation and batcher as HTTP requests.
+        """
+        ticket = self.batcher.admit()
+        with ticket:
+            decoded = check_tensors(inputs, self.signature)
+            future = ticket.submit(decoded.inputs, decoded.rows)
+        return self._wait(future, ticket).outputs

@@ -1,0 +1,131 @@
+"""Running the embedded server: in the foreground (``scorepack serve``) or in a thread."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from ..scorer import Scorer
+from .app import ScoringApp
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BackgroundServer", "bind_socket", "serve"]
+
+logger = logging.getLogger("scorepack.server")
+
+DEFAULT_HOST = "127.0.0.1"
+#: azmlinfsrv's default port, so one client configuration works against both
+DEFAULT_PORT = 5001
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A bound socket (port 0 picks a free one); uvicorn listens on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn_server(app: ScoringApp, graceful_timeout: float) -> object:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,
+        access_log=False,  # the app logs one line per request itself
+        timeout_graceful_shutdown=graceful_timeout,
+        timeout_keep_alive=30,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(
+    scorer: Scorer,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    auth_keys: tuple[str, ...] = (),
+    graceful_timeout: float = 30.0,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests finish before the model unloads."""
+    app = ScoringApp(scorer, auth_keys=auth_keys)
+    sock = bind_socket(host, port)
+    server = _uvicorn_server(app, graceful_timeout)
+    if on_listening is not None:
+        on_listening(url_of(sock))
+    server.run(sockets=[sock])  # type: ignore[attr-defined]
+
+
+class BackgroundServer:
+    """The embedded server on a thread, for tests, benchmarks and the demo.
+
+    >>> with BackgroundServer(scorer) as server:   # doctest: +SKIP
+    ...     httpx.post(server.url + "/score", content=jpeg)
+    """
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        auth_keys: tuple[str, ...] = (),
+        graceful_timeout: float = 10.0,
+    ) -> None:
+        self.app = ScoringApp(scorer, auth_keys=auth_keys)
+        self._sock = bind_socket(host, port)
+        self.url = url_of(self._sock)
+        self._server = _uvicorn_server(self.app, graceful_timeout)
+        self._thread: threading.Thread | None = None
+
+    def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> BackgroundServer:
+        """Start serving; by default wait until the model is ready too."""
+        self._thread = threading.Thread(
+            target=self._server.run,  # type: ignore[attr-defined]
+            kwargs={"sockets": [self._sock]},
+            name="scorepack-server",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:  # type: ignore[attr-defined]
+            if not self._thread.is_alive():
+                raise RuntimeError("the server thread exited during startup")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server did not start")
+            time.sleep(0.01)
+        if wait_ready:
+            try:
+                self.app.scorer.wait_ready(max(0.0, deadline - time.monotonic()))
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, finish in-flight requests, unload the model."""
+        self._server.should_exit = True  # type: ignore[attr-defined]
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,3 @@
+"""The version of the scorepack core."""
+
+__version__ = "0.1.0"

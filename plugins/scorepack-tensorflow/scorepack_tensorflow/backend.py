@@ -1,0 +1,118 @@
+"""TensorFlow 2 SavedModel, served through one of its signatures."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from scorepack import Backend, Signature, TensorSpec, import_framework, map_errors
+from scorepack.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+logger = logging.getLogger("scorepack.tensorflow")
+
+INSTALL = "pip install 'scorepack-tensorflow[cpu]' (or [gpu] for tensorflow[and-cuda])"
+
+
+def _tf() -> Any:
+    return import_framework("tensorflow", "tensorflow", INSTALL)
+
+
+def _spec(name: str, tensor_spec: Any) -> TensorSpec:
+    dtype = tensor_spec.dtype
+    numpy_dtype = "object" if dtype.name == "string" else np.dtype(dtype.as_numpy_dtype).name
+    dims = tensor_spec.shape.as_list() if tensor_spec.shape.rank is not None else [None]
+    return TensorSpec(name=name, dtype=numpy_dtype, shape=tuple(dims), batched=len(dims) > 0)
+
+
+class TensorFlowBackend(Backend):
+    """Serves a TF2 SavedModel through ``serving_default`` or the signature named.
+
+    Inputs and outputs come from the signature itself; models with several inputs work.
+    On a GPU, memory growth is switched on so TensorFlow does not take the whole card.
+    """
+
+    options_help: ClassVar[Mapping[str, str]] = {
+        "signature": "signature to serve (default: serving_default)",
+        "intra_op_threads": "threads inside one op (default: TensorFlow's choice)",
+        "inter_op_threads": "ops run in parallel (default: TensorFlow's choice)",
+        "memory_growth": "GPU only: allocate memory as needed (default: true)",
+    }
+
+    @classmethod
+    def available_devices(cls) -> list[str]:
+        tf = _tf()
+        gpus = tf.config.list_physical_devices("GPU")
+        return ["cpu"] + [f"cuda:{i}" for i in range(len(gpus))]
+
+    def load(self) -> None:
+        tf = _tf()
+        self._configure_threads(tf)
+        self.device = self.resolve_device()
+        if self.device.is_cuda:
+            self._enable_memory_growth(tf)
+            self._tf_device = f"/GPU:{self.device.index}"
+        else:
+            self._tf_device = "/CPU:0"
+        with map_errors("tensorflow", "load", ModelLoadError), tf.device(self._tf_device):
+            self._model = tf.saved_model.load(str(self.path))
+        wanted = str(self.options.get("signature", "serving_default"))
+        signatures = dict(self._model.signatures)
+        if wanted not in signatures:
+            raise ModelLoadError(
+                f"{self.path} has no signature {wanted!r}; it has: "
+                f"{', '.join(signatures) or 'none (export it with a serving signature)'}. "
+                "Choose one with -O signature=NAME."
+            )
+        self._fn = signatures[wanted]
+        _args, kwargs = self._fn.structured_input_signature
+        outputs = self._fn.structured_outputs
+        if not isinstance(outputs, dict):
+            raise ModelLoadError(f"signature {wanted!r} does not return named outputs")
+        self.signature = Signature(
+            inputs=tuple(_spec(n, s) for n, s in kwargs.items()),
+            outputs=tuple(_spec(n, s) for n, s in outputs.items()),
+            name=wanted,
+        )
+        self._tf = tf
+        self._invalid = (tf.errors.InvalidArgumentError,)
+
+    def _configure_threads(self, tf: Any) -> None:
+        for option, setter in (
+            ("intra_op_threads", tf.config.threading.set_intra_op_parallelism_threads),
+            ("inter_op_threads", tf.config.threading.set_inter_op_parallelism_threads),
+        ):
+            if option in self.options:
+                try:
+                    setter(int(self.options[option]))
+                except RuntimeError as exc:  # TensorFlow was initialised before this load
+                    logger.warning("cannot set %s now: %s", option, exc)
+
+    def _enable_memory_growth(self, tf: Any) -> None:
+        if not self.options.get("memory_growth", True):
+            return
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError as exc:  # already initialised: growth is fixed by then
+                logger.warning("cannot switch on memory growth for %s: %s", gpu.name, exc)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tf = self._tf
+        with map_errors("tensorflow", bad_input=self._invalid), tf.device(self._tf_device):
+            feed = {name: tf.constant(value) for name, value in inputs.items()}
+            outputs = self._fn(**feed)
+            return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+    def unload(self) -> None:
+        self._model = None
+        self._fn = None
+
+    def describe(self) -> dict[str, str]:
+        info = super().describe()
+        info["tf_device"] = getattr(self, "_tf_device", "")
+        return info
