@@ -1,0 +1,64 @@
+"""What a deploy target is. Built-in targets (Azure ML SDK v1 and v2) are default plugins
+registered through ``register_deploy_targets``, exactly as a third-party target would be."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ..generator.spec import PackageSpec
+
+__all__ = ["DeployOptions", "DeployResult", "DeployTarget", "Progress"]
+
+#: called with one line of progress at a time
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """What the user asked ``scorepack deploy``/``delete`` for, beyond the package itself."""
+
+    workspace_config: Path | None = None
+    compute: str | None = None
+    provision: bool = False
+    service_name: str | None = None
+    dry_run: bool = False
+    #: where --dry-run writes what it would send
+    dry_run_dir: Path | None = None
+    delete_compute: bool = False
+    #: overrides of the package's DeploymentSettings (replicas, cpu_cores, vm_size, …)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What a deployment produced."""
+
+    service_name: str
+    scoring_uri: str | None
+    keys_hint: str
+    dry_run: bool = False
+    written: tuple[Path, ...] = ()
+
+
+@runtime_checkable
+class DeployTarget(Protocol):
+    """A place scoring packages can be deployed to."""
+
+    #: short name used on the command line, e.g. ``azureml-v2``
+    name: str
+    description: str
+
+    def render(self, spec: PackageSpec) -> dict[str, str]:
+        """This target's deployment files for a package: relative path → text. No side effects."""
+        ...
+
+    def deploy(self, package: Path, spec: PackageSpec, options: DeployOptions, progress: Progress) -> DeployResult:
+        """Deploy the package; with ``options.dry_run`` write what would be sent and touch nothing."""
+        ...
+
+    def delete(self, spec: PackageSpec, options: DeployOptions, progress: Progress) -> None:
+        """Remove the service (and the compute when ``options.delete_compute``)."""
+        ...
