@@ -125,7 +125,7 @@ class Backend(abc.ABC):
         :func:`map_errors`.
         """
 
-    def unload(self) -> None:
+    def unload(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Free the model. Override when the framework holds resources."""
 
     @property

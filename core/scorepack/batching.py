@@ -38,7 +38,7 @@ from .errors import (
     ScoringTimeoutError,
 )
 
-__all__ = ["BatchResult", "Batcher", "BatchingConfig", "BatchStats", "Ticket"]
+__all__ = ["BatchResult", "BatchStats", "Batcher", "BatchingConfig", "Ticket"]
 
 logger = logging.getLogger("scorepack.batching")
 
@@ -238,11 +238,32 @@ class Batcher:
         limit = self.config.max_queue_size
         with self._cond:
             if len(self._queue) + self._upstream >= limit:
+                self._purge()
+            if len(self._queue) + self._upstream >= limit:
                 self.stats.rejected += 1
                 raise QueueFullError(limit, retry_after=self._retry_after())
             self._upstream += 1
         wait = (timeout_ms if timeout_ms is not None else self.config.timeout_ms) / 1000
         return Ticket(self, time.monotonic() + wait)
+
+    def _purge(self) -> None:
+        """Drop queued work nobody waits for any more (cancelled or past its deadline).
+
+        Without this, requests that already got their 504 would hold their places until
+        the model thread next takes a batch, and new requests would be refused for them.
+        Called with the lock held.
+        """
+        now = time.monotonic()
+        live: deque[_Work] = deque()
+        for work in self._queue:
+            if work.future.cancelled():
+                continue
+            if now > work.deadline:
+                self.stats.timeouts += 1
+                _fail(work.future, ScoringTimeoutError(self.config.timeout_ms / 1000))
+                continue
+            live.append(work)
+        self._queue = live
 
     def _retry_after(self) -> float:
         # about how long the queue in front takes to drain, at least a second
@@ -291,7 +312,7 @@ class Batcher:
                     parent.cancel()
                     return
                 if child.exception() is not None:
-                    parent.set_exception(child.exception())  # type: ignore[arg-type]
+                    parent.set_exception(child.exception())
                     return
             parts = [c.result() for c in children]
             merged = {k: np.concatenate([p.outputs[k] for p in parts]) for k in parts[0].outputs}
@@ -313,9 +334,7 @@ class Batcher:
 
     # --- the model thread --------------------------------------------------------------
 
-    def _main(
-        self, setup: Callable[[], None] | None, teardown: Callable[[], None] | None
-    ) -> None:
+    def _main(self, setup: Callable[[], None] | None, teardown: Callable[[], None] | None) -> None:
         try:
             if setup is not None:
                 setup()

@@ -173,8 +173,7 @@ class BackendNotInstalledError(ModelError):
     def __init__(self, path: str, fmt: str, package: str) -> None:
         self.path, self.format, self.package = path, fmt, package
         super().__init__(
-            f"{path!r} looks like a {fmt}, but its backend is not installed: "
-            f"pip install {package}"
+            f"{path!r} looks like a {fmt}, but its backend is not installed: pip install {package}"
         )
 
 

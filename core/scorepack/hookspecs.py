@@ -30,7 +30,9 @@ hookimpl = pluggy.HookimplMarker("scorepack")
 def register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Register model backends by calling ``register(BackendSpec(...))`` once for each.
 
-    Called once per plugin manager. A backend name may be registered by one plugin only.
+    Called once per plugin manager, plugin by plugin in registration order. A backend name
+    may be registered by one plugin only (a second is a ``DuplicateBackendError`` naming
+    both). A plugin whose hook raises loses the backends it registered, with a warning.
     """
 
 

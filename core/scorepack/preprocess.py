@@ -76,7 +76,9 @@ class PreprocessConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {self.resize!r}")
+            raise ValueError(
+                f"resize must be one of {', '.join(RESIZE_MODES)}, not {self.resize!r}"
+            )
         if self.layout is not None and self.layout.upper() not in LAYOUTS:
             raise ValueError(f"layout must be NHWC or NCHW, not {self.layout!r}")
         if self.color is not None and self.color.upper() not in COLORS:
@@ -94,7 +96,11 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for manifests; ``None`` entries are left out."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in asdict(self).items()
+            if v is not None
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessConfig:
@@ -195,9 +201,23 @@ class ImagePlan:
 
     def apply(self, image: Image.Image) -> np.ndarray:
         """Convert mode, resize and normalise one decoded image into one input row."""
+        if image.mode.startswith("I"):
+            image = _eight_bit(image)
         if image.mode != self.pil_mode:
             image = image.convert(self.pil_mode)
         return self.to_array(self.resize_image(image))
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (PNG opens as ``I;16`` or ``I``) scaled to 8 bits.
+
+    Pillow's ``convert`` clips such images to 0..255 instead of scaling them, which
+    turns everything above 255 of 65535 white.
+    """
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
 
 
 def _layout_of(item: Sequence[int | None]) -> str | None:
@@ -244,7 +264,9 @@ def plan_image(signature: Signature, config: PreprocessConfig | None = None) -> 
             )
         height, width = config.size
     if height is None or width is None:
-        logger.info("input %r has no fixed size; using %d x %d", spec.name, DEFAULT_SIZE, DEFAULT_SIZE)
+        logger.info(
+            "input %r has no fixed size; using %d x %d", spec.name, DEFAULT_SIZE, DEFAULT_SIZE
+        )
         height = height or DEFAULT_SIZE
         width = width or DEFAULT_SIZE
     preset = PRESETS[config.preset]

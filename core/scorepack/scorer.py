@@ -27,6 +27,7 @@ from .config import ScoringConfig
 from .errors import (
     BadRequestError,
     BodyTooLargeError,
+    InvalidTensorError,
     ModelError,
     ScoringTimeoutError,
 )
@@ -121,7 +122,15 @@ class Scorer:
         self.batcher.set_model_limit(self.backend.max_batch_size)
         if self.config.warmup:
             for rows in sorted({1, self.batcher.max_rows}):
-                self.batcher.run_now(self._zeros(rows), rows)
+                try:
+                    self.batcher.run_now(self._zeros(rows), rows)
+                except InvalidTensorError as exc:
+                    # the warm-up batch is made up (zeros; size 1 where a dimension is
+                    # free): a model may rightly refuse it, and real requests still work
+                    logger.warning(
+                        "%s: warm-up skipped, the model refused zeros: %s", self.name, exc
+                    )
+                    break
         self.load_seconds = time.perf_counter() - started
         logger.info(
             "%s ready in %.2f s (%s)",
@@ -183,10 +192,13 @@ class Scorer:
             raise BodyTooLargeError(self.config.max_body_bytes, len(body))
         if body_kind(content_type, body) == "json":
             return decode_tensors(body, self.signature)
-        if self.image_plan is None:
+        # an image fills one input; a model that needs others too takes JSON tensors only
+        if self.image_plan is None or len(self.signature.inputs) > 1:
+            names = self.signature.input_names
+            layout = ", ".join(f'"{n}": [...]' for n in names)
             raise BadRequestError(
-                "This model takes no single image input (its inputs are "
-                f"{self.signature.input_names}); send JSON tensors instead."
+                f"This model takes no single image input (its inputs are {names}); "
+                f'send JSON tensors instead: {{"inputs": {{{layout}}}}}.'
             )
         return decode_image(body, self.image_plan, self.config.max_image_pixels)
 
@@ -216,7 +228,9 @@ class Scorer:
         ticket = self.batcher.admit()
         loop = asyncio.get_running_loop()
         with ticket:
-            decoded = await loop.run_in_executor(self._decode_pool(), self.decode, body, content_type)
+            decoded = await loop.run_in_executor(
+                self._decode_pool(), self.decode, body, content_type
+            )
             future = ticket.submit(decoded.inputs, decoded.rows)
         remaining = max(0.0, ticket.deadline - time.monotonic())
         try:
@@ -227,7 +241,9 @@ class Scorer:
 
     def _decode_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="scorepack-decode")
+            self._pool = ThreadPoolExecutor(
+                self._decode_threads, thread_name_prefix="scorepack-decode"
+            )
         return self._pool
 
     def _wait(self, future: Future[BatchResult], ticket: Ticket) -> BatchResult:

@@ -10,14 +10,16 @@ import click
 from ..loading import resolve_backend
 from ..postprocess import plan_outputs
 from ..preprocess import plan_image
-from .options import model_options, preprocess_config, preprocess_options
+from .options import create_backend, model_options, preprocess_config, preprocess_options
 from .table import format_table
 
 
-def inspect_model(path: str, backend: str | None, device: str, options: dict[str, Any], kw: dict[str, Any]) -> dict[str, Any]:
+def inspect_model(
+    path: str, backend: str | None, device: str, options: dict[str, Any], kw: dict[str, Any]
+) -> dict[str, Any]:
     """Load the model (no warm-up) and describe it."""
     spec = resolve_backend(path, backend)
-    instance = spec.create(path, device=device, options=options)
+    instance = create_backend(spec, path, device, options)
     instance.load()
     try:
         signature = instance.signature
@@ -44,7 +46,14 @@ def inspect_model(path: str, backend: str | None, device: str, options: dict[str
 @model_options
 @preprocess_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def command(path: str, backend: str | None, device: str, backend_options: dict[str, Any], as_json: bool, **kw: Any) -> None:
+def command(
+    path: str,
+    backend: str | None,
+    device: str,
+    backend_options: dict[str, Any],
+    as_json: bool,
+    **kw: Any,
+) -> None:
     """Show the backend that recognises PATH and the model's inputs and outputs."""
     info = inspect_model(path, backend, device, backend_options, kw)
     if as_json:
@@ -55,7 +64,15 @@ def command(path: str, backend: str | None, device: str, backend_options: dict[s
     signature = Signature.from_dict(info["signature"])
     lines = [f"path:       {info['path']}", f"backend:    {info['backend']} ({info['framework']})"]
     for key, value in info.items():
-        if key not in {"path", "backend", "framework", "signature", "image_preprocessing", "classifier_output", "max_batch_size"}:
+        if key not in {
+            "path",
+            "backend",
+            "framework",
+            "signature",
+            "image_preprocessing",
+            "classifier_output",
+            "max_batch_size",
+        }:
             lines.append(f"{key + ':':<11} {value}")
     limit = info["max_batch_size"]
     lines.append(f"max batch:  {limit if limit else 'any'}")

@@ -7,9 +7,11 @@ from typing import Any, TypeVar
 
 import click
 
+from ..backend import Backend, BackendSpec
 from ..batching import BatchingConfig
 from ..codecs import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from ..config import ScoringConfig
+from ..device import Device
 from ..postprocess import PostprocessConfig, read_labels
 from ..preprocess import PRESETS, PreprocessConfig
 
@@ -25,7 +27,9 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+def _size(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
     if value is None:
         return None
     try:
@@ -39,7 +43,9 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tu
     return parts[0], parts[1]
 
 
-def _floats(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+def _floats(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[float, ...] | None:
     if value is None:
         return None
     try:
@@ -58,6 +64,14 @@ def _scalar(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def _device(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        Device.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _backend_options(
@@ -80,6 +94,7 @@ model_options = _stack(
         default="auto",
         show_default=True,
         envvar="SCOREPACK_DEVICE",
+        callback=_device,
         help="auto, cpu, cuda or cuda:N.",
     ),
     click.option(
@@ -99,7 +114,7 @@ preprocess_options = _stack(
         type=click.Choice(sorted(PRESETS)),
         default="raw",
         show_default=True,
-        help="Pixel normalisation: raw 0..255, unit 0..1, imagenet, caffe (BGR), inception (-1..1).",
+        help="Pixels: raw 0..255, unit 0..1, imagenet, caffe (BGR), inception (-1..1).",
     ),
     click.option("--input", "image_input", help="The input that takes images (when ambiguous)."),
     click.option("--image-size", callback=_size, help="N or HxW, when the model does not fix it."),
@@ -122,21 +137,61 @@ preprocess_options = _stack(
 scoring_options = _stack(
     preprocess_options,
     click.option("--top-k", type=int, default=5, show_default=True),
-    click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="One label per line."),
-    click.option("--output", "classifier_output", help="The output holding class scores."),
-    click.option("--max-batch-size", type=int, default=32, show_default=True, envvar="SCOREPACK_MAX_BATCH_SIZE"),
-    click.option("--max-delay-ms", type=float, default=5.0, show_default=True, envvar="SCOREPACK_MAX_DELAY_MS"),
-    click.option("--max-queue-size", type=int, default=256, show_default=True, envvar="SCOREPACK_MAX_QUEUE_SIZE"),
-    click.option("--timeout-ms", type=float, default=30000.0, show_default=True, envvar="SCOREPACK_TIMEOUT_MS"),
     click.option(
-        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, show_default=True,
+        "--labels", type=click.Path(exists=True, dir_okay=False), help="One label per line."
+    ),
+    click.option("--output", "classifier_output", help="The output holding class scores."),
+    click.option(
+        "--max-batch-size",
+        type=int,
+        default=32,
+        show_default=True,
+        envvar="SCOREPACK_MAX_BATCH_SIZE",
+    ),
+    click.option(
+        "--max-delay-ms",
+        type=float,
+        default=5.0,
+        show_default=True,
+        envvar="SCOREPACK_MAX_DELAY_MS",
+    ),
+    click.option(
+        "--max-queue-size",
+        type=int,
+        default=256,
+        show_default=True,
+        envvar="SCOREPACK_MAX_QUEUE_SIZE",
+    ),
+    click.option(
+        "--timeout-ms",
+        type=float,
+        default=30000.0,
+        show_default=True,
+        envvar="SCOREPACK_TIMEOUT_MS",
+    ),
+    click.option(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        show_default=True,
         envvar="SCOREPACK_MAX_BODY_BYTES",
     ),
     click.option(
-        "--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, show_default=True,
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        show_default=True,
         envvar="SCOREPACK_MAX_IMAGE_PIXELS",
     ),
 )
+
+
+def create_backend(spec: BackendSpec, path: str, device: str, options: dict[str, Any]) -> Backend:
+    """``spec.create`` with a usage error (not a traceback) for an option it does not take."""
+    try:
+        return spec.create(path, device=device, options=options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def preprocess_config(kw: dict[str, Any]) -> PreprocessConfig:

@@ -36,8 +36,15 @@ def _summary(name: str, response: Any) -> str:
 @click.option("--raw", is_flag=True, help="Ask for raw outputs too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON answers.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")
-def command(url: str, files: tuple[str, ...], key: str | None, top_k: int | None,
-            raw: bool, as_json: bool, timeout: float) -> None:
+def command(
+    url: str,
+    files: tuple[str, ...],
+    key: str | None,
+    top_k: int | None,
+    raw: bool,
+    as_json: bool,
+    timeout: float,
+) -> None:
     """Score image files (JPEG, PNG) or JSON tensor files against URL."""
     results = []
     with ScoringClient(url, key=key, timeout=timeout) as client:

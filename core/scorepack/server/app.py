@@ -67,6 +67,26 @@ class _Reply:
     batch_size: int | None = None
 
 
+class _BodyTracker:
+    """Wraps ``receive`` to tell whether the request body was read to its end."""
+
+    def __init__(self, receive: Receive, headers: dict[str, str]) -> None:
+        self._receive = receive
+        length = headers.get("content-length", "0").strip()
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        self._ended = not chunked and (not length.isdigit() or int(length) == 0)
+
+    @property
+    def unread(self) -> bool:
+        return not self._ended
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._ended = True
+        return message
+
+
 class ScoringApp:
     """ASGI application serving one scorer. Starts the scorer on lifespan startup."""
 
@@ -108,14 +128,19 @@ class ScoringApp:
         request_id = headers.get("x-request-id") or str(uuid.uuid4())
         method, path = scope["method"], scope["path"]
         route = path if path in _ROUTES else "other"
+        body = _BodyTracker(receive, headers)
         try:
-            reply = await self._route(scope, receive, method, path, headers)
+            reply = await self._route(scope, body.receive, method, path, headers)
         except _ClientGone:
             logger.info("%s %s client disconnected id=%s", method, path, request_id)
             return
         except Exception as exc:
             err = error_reply(exc)
             reply = _Reply(err.status, encode_json(err.body), headers=err.headers)
+        if body.unread:
+            # answered before the body ended (413, 401, 404…): close rather than keep
+            # the connection, which would make the server read and drop the rest of it
+            reply.headers = {**(reply.headers or {}), "connection": "close"}
         await self._send(send, reply, request_id, method == "HEAD")
         self.responses[(route, reply.status)] += 1
         logger.info(
@@ -158,7 +183,9 @@ class ScoringApp:
         failure = self.scorer.batcher.failure
         if failure is not None:
             raise NotReadyError(f"The model failed to load: {failure}")
-        raise NotReadyError("The model is loading." if self.scorer.started else "The model is not loaded.")
+        raise NotReadyError(
+            "The model is loading." if self.scorer.started else "The model is not loaded."
+        )
 
     async def _score(self, scope: Scope, receive: Receive, headers: dict[str, str]) -> _Reply:
         body = await self._read_body(receive, headers)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from ..scorer import Scorer
 from .app import ScoringApp
@@ -47,7 +50,7 @@ def _uvicorn_server(app: ScoringApp, graceful_timeout: float) -> object:
         lifespan="on",
         log_config=None,
         access_log=False,  # the app logs one line per request itself
-        timeout_graceful_shutdown=graceful_timeout,
+        timeout_graceful_shutdown=int(graceful_timeout),
         timeout_keep_alive=30,
     )
     return uvicorn.Server(config)
@@ -62,13 +65,59 @@ def serve(
     graceful_timeout: float = 30.0,
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish before the model unloads."""
+    """Serve until SIGINT/SIGTERM; in-flight requests finish before the model unloads.
+
+    A model that fails to load stops the server, and its error is raised from here.
+    """
     app = ScoringApp(scorer, auth_keys=auth_keys)
     sock = bind_socket(host, port)
     server = _uvicorn_server(app, graceful_timeout)
+    threading.Thread(
+        target=_stop_on_load_failure,
+        args=(scorer, server),
+        name="scorepack-load-watch",
+        daemon=True,
+    ).start()
     if on_listening is not None:
         on_listening(url_of(sock))
-    server.run(sockets=[sock])  # type: ignore[attr-defined]
+    with _exit_normally_after_signals(server):
+        server.run(sockets=[sock])  # type: ignore[attr-defined]
+    if scorer.batcher.failure is not None:
+        raise scorer.batcher.failure
+
+
+@contextmanager
+def _exit_normally_after_signals(server: object) -> Iterator[None]:
+    """Let a graceful shutdown end the process with status 0.
+
+    uvicorn stops on SIGTERM/SIGINT and then raises the same signal again, to the
+    handler that was installed before it started, so that the process dies of it (exit
+    status -15). The requests in flight have finished and the model is unloaded by then,
+    so this handler only asks the server to stop (which it already has, or will as soon
+    as it starts, for a signal that came first) and ``serve`` returns: exit status 0.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        server.should_exit = True  # type: ignore[attr-defined]
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_on_load_failure(scorer: Scorer, server: object) -> None:
+    # a foreground server whose model cannot load would answer 503 forever: stop it instead
+    try:
+        scorer.wait_ready()
+    except BaseException:
+        server.should_exit = True  # type: ignore[attr-defined]
 
 
 class BackgroundServer:

@@ -40,7 +40,7 @@ class TensorFlowBackend(Backend):
         "signature": "signature to serve (default: serving_default)",
         "intra_op_threads": "threads inside one op (default: TensorFlow's choice)",
         "inter_op_threads": "ops run in parallel (default: TensorFlow's choice)",
-        "memory_growth": "GPU only: allocate memory as needed (default: true)",
+        "memory_growth": "GPUs: allocate memory as needed, not all at once (default: true)",
     }
 
     @classmethod
@@ -53,8 +53,10 @@ class TensorFlowBackend(Backend):
         tf = _tf()
         self._configure_threads(tf)
         self.device = self.resolve_device()
+        # TensorFlow sets up every visible GPU on first use, even for a model placed on
+        # the CPU, and by default takes nearly all of their memory: grow it instead
+        self._enable_memory_growth(tf)
         if self.device.is_cuda:
-            self._enable_memory_growth(tf)
             self._tf_device = f"/GPU:{self.device.index}"
         else:
             self._tf_device = "/CPU:0"
@@ -73,9 +75,11 @@ class TensorFlowBackend(Backend):
         outputs = self._fn.structured_outputs
         if not isinstance(outputs, dict):
             raise ModelLoadError(f"signature {wanted!r} does not return named outputs")
+        # a SignatureDef maps names to tensors with no order, and the order these dicts come
+        # back in changes from one process to the next: sort, so every load agrees
         self.signature = Signature(
-            inputs=tuple(_spec(n, s) for n, s in kwargs.items()),
-            outputs=tuple(_spec(n, s) for n, s in outputs.items()),
+            inputs=tuple(_spec(n, kwargs[n]) for n in sorted(kwargs)),
+            outputs=tuple(_spec(n, outputs[n]) for n in sorted(outputs)),
             name=wanted,
         )
         self._tf = tf

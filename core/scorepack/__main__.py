@@ -1,0 +1,5 @@
+"""``python -m scorepack`` is the ``scorepack`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,175 @@
+"""Fixture backends for the server and batching tests (no ML framework needed).
+
+* :class:`EchoBackend` returns its input: ``x`` float32 [batch, 2] → ``y`` float32 [batch, 2].
+* :class:`SlowBackend` is an echo that can be held: tests close :attr:`SlowBackend.gate`
+  (or :attr:`SlowBackend.load_gate`) to keep the model thread busy in ``predict`` (or in
+  ``load``) until they open it, so what happens meanwhile can be checked structurally,
+  without timing. The ``delay`` option makes every call sleep, for a process boundary
+  (``scorepack serve``), where no gate can reach.
+* :class:`ErrorBackend` is an echo that fails a whole call when any row is "poisoned"
+  (``x[:, 0] < 0``), the way a framework fails a batch because of one bad row.
+
+This module is also a scorepack plugin (``register_backends``), so a subprocess can serve
+these backends through the real ``scorepack serve`` once an entry point names it (see
+:func:`write_entry_point`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from scorepack import Backend, BackendSpec, Signature, TensorSpec, hookimpl, map_errors
+
+__all__ = [
+    "EchoBackend",
+    "ErrorBackend",
+    "SlowBackend",
+    "write_entry_point",
+]
+
+#: how long a held gate may block before the fixture gives up (a failing test must not hang)
+GATE_TIMEOUT = 30.0
+
+
+class EchoBackend(Backend):
+    """``y = x`` for ``x`` float32 [batch, 2]; records the rows of every predict call."""
+
+    options_help: ClassVar[Mapping[str, str]] = {
+        "delay": "seconds every predict call sleeps (default 0)",
+        "load_delay": "seconds load() sleeps (default 0)",
+        "marker": "a file every predict call appends its row count to",
+    }
+
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        #: rows of every predict call, warm-up included, in order
+        self.calls: list[int] = []
+        #: every row every predict call was given, as tuples
+        self.seen: list[tuple[float, ...]] = []
+        self.loaded = False
+        self.unloaded = False
+        self.predict_thread: set[str] = set()
+
+    def load(self) -> None:
+        time.sleep(float(self.options.get("load_delay", 0)))
+        self.signature = Signature(
+            inputs=(TensorSpec("x", "float32", (None, 2)),),
+            outputs=(TensorSpec("y", "float32", (None, 2)),),
+        )
+        self.loaded = True
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.calls.append(int(x.shape[0]))
+        self.seen.extend(tuple(row) for row in x.tolist())
+        self.predict_thread.add(threading.current_thread().name)
+        marker = self.options.get("marker")
+        if marker:
+            with open(marker, "a", encoding="utf-8") as fh:
+                fh.write(f"{x.shape[0]}\n")
+        time.sleep(float(self.options.get("delay", 0)))
+        return {"y": x.copy()}
+
+    def unload(self) -> None:
+        self.unloaded = True
+        marker = self.options.get("marker")
+        if marker:
+            with open(marker, "a", encoding="utf-8") as fh:
+                fh.write("unload\n")
+
+
+class SlowBackend(EchoBackend):
+    """An echo whose ``load`` and ``predict`` can be held by closed gates.
+
+    Gates start open. A test calls ``backend.gate.clear()`` before the requests it wants
+    held and ``backend.gate.set()`` to let them go; :attr:`entered` is set each time
+    ``predict`` starts waiting, so a test knows the model thread is busy.
+    """
+
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.load_gate = threading.Event()
+        self.load_gate.set()
+        self.entered = threading.Event()
+        self.load_entered = threading.Event()
+
+    def load(self) -> None:
+        self.load_entered.set()
+        if not self.load_gate.wait(GATE_TIMEOUT):
+            raise RuntimeError("load gate never opened")
+        super().load()
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.entered.set()
+        if not self.gate.wait(GATE_TIMEOUT):
+            raise RuntimeError("predict gate never opened")
+        return super().predict(inputs)
+
+
+class PoisonedRowError(ValueError):
+    """What ErrorBackend raises: a stand-in for a framework rejecting one row."""
+
+
+class ErrorBackend(SlowBackend):
+    """Fails the whole call when any row has ``x[:, 0] < 0``, like a framework would."""
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with map_errors("error-fixture", bad_input=(PoisonedRowError,)):
+            x = inputs["x"]
+            bad = np.flatnonzero(x[:, 0] < 0)
+            if bad.size:
+                self.entered.set()
+                self.calls.append(int(x.shape[0]))
+                raise PoisonedRowError(f"row {int(bad[0])} is poisoned (x[0] < 0)")
+            return super().predict(inputs)
+
+
+def _suffix(suffix: str) -> Callable[[Path], bool]:
+    return lambda path: path.suffix == suffix
+
+
+SPECS = tuple(
+    BackendSpec(
+        name=name,
+        backend=cls,
+        formats=(f"*{suffix} file (test fixture)",),
+        detect=_suffix(suffix),
+        framework="numpy",
+        distributions=("numpy",),
+        install="pip install numpy",
+    )
+    for name, cls, suffix in (
+        ("echo-fixture", EchoBackend, ".echo"),
+        ("slow-fixture", SlowBackend, ".slow"),
+        ("error-fixture", ErrorBackend, ".error"),
+    )
+)
+
+
+@hookimpl
+def register_backends(register: Callable[[BackendSpec], None]) -> None:
+    for spec in SPECS:
+        register(spec)
+
+
+def write_entry_point(site: Path) -> Path:
+    """Make this module an installed scorepack plugin for processes with ``site`` on
+    PYTHONPATH (a ``.dist-info`` with an entry point, as pip would write it)."""
+    dist = site / "scorepack_fixture_backends-0.0.0.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: scorepack-fixture-backends\nVersion: 0.0.0\n",
+        encoding="utf-8",
+    )
+    (dist / "entry_points.txt").write_text(
+        "[scorepack]\nfixture-backends = fixture_backends\n", encoding="utf-8"
+    )
+    return dist

@@ -1,0 +1,188 @@
+"""Request bodies in, response bodies out: the codecs on their own (the HTTP tests go
+through them too; these pin down the rules case by case, fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from images import encode, image, jpeg, png, truncated_jpeg, with_declared_size
+from scorepack import Signature, TensorSpec
+from scorepack.codecs import body_kind, decode_image, decode_tensors, encode_json, sniff
+from scorepack.errors import (
+    EmptyBodyError,
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidJSONError,
+    InvalidTensorError,
+    UnsupportedMediaTypeError,
+)
+from scorepack.preprocess import PreprocessConfig, plan_image
+
+IMAGE_SIG = Signature(
+    inputs=(TensorSpec("image", "float32", (None, 24, 32, 3)),),
+    outputs=(TensorSpec("probs", "float32", (None, 10)),),
+)
+MIXED_SIG = Signature(
+    inputs=(
+        TensorSpec("ids", "int64", (None, 2)),
+        TensorSpec("text", "object", (None,)),
+        TensorSpec("mask", "bool", (None, 2)),
+        TensorSpec("scale", "float32", (None,)),
+    ),
+    outputs=(TensorSpec("y", "float32", (None,)),),
+)
+PLAN = plan_image(IMAGE_SIG, PreprocessConfig())
+
+
+def test_sniff() -> None:
+    assert sniff(jpeg()) == "jpeg"
+    assert sniff(png()) == "png"
+    assert sniff(b'  \n{"inputs": []}') == "json"
+    assert sniff(b"[1, 2]") == "json"
+    assert sniff(encode(image(8, 8), "GIF")) is None
+    assert sniff(b"") is None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "kind"),
+    [
+        ("image/jpeg", b"\xff\xd8\xff", "image"),
+        ("IMAGE/PNG", b"x", "image"),  # told, not sniffed: decoding finds out
+        ("image/jpeg; q=0.9", b"x", "image"),
+        ("application/json", b"x", "json"),
+        ("application/json; charset=utf-8", b"{}", "json"),
+        ("application/vnd.scorepack+json", b"{}", "json"),
+        (None, jpeg(), "image"),
+        ("", png(), "image"),
+        ("application/octet-stream", b'{"inputs": 1}', "json"),
+        ("application/x-www-form-urlencoded", jpeg(), "image"),  # what curl -d sends
+    ],
+)
+def test_body_kind(content_type: str | None, body: bytes, kind: str) -> None:
+    assert body_kind(content_type, body) == kind
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "error"),
+    [
+        ("image/jpeg", b"", EmptyBodyError),
+        (None, b"", EmptyBodyError),
+        ("text/plain", b"cat", UnsupportedMediaTypeError),
+        ("image/gif", b"GIF89a", UnsupportedMediaTypeError),
+        ("image/bmp", b"BM", UnsupportedMediaTypeError),
+        ("application/octet-stream", b"GIF89a", InvalidImageError),
+        (None, b"\x00\x01", InvalidImageError),
+    ],
+)
+def test_body_kind_refuses(content_type: str | None, body: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        body_kind(content_type, body)
+
+
+def test_decode_image_gives_one_model_ready_row() -> None:
+    assert PLAN is not None
+    decoded = decode_image(jpeg(64, 48), PLAN)
+    assert decoded.rows == 1
+    assert list(decoded.inputs) == ["image"]
+    row = decoded.inputs["image"]
+    assert row.shape == (1, 24, 32, 3) and row.dtype == np.float32
+    assert row.flags["C_CONTIGUOUS"]
+
+
+def test_pixel_limit_is_checked_on_the_header() -> None:
+    assert PLAN is not None
+    body = with_declared_size(jpeg(32, 32), 4000, 3000)
+    with pytest.raises(ImageTooLargeError) as caught:
+        decode_image(body, PLAN, max_pixels=1_000_000)
+    assert (caught.value.width, caught.value.height) == (4000, 3000)
+    # at the limit exactly is allowed
+    decode_image(jpeg(100, 100), PLAN, max_pixels=10_000)
+    with pytest.raises(ImageTooLargeError):
+        decode_image(jpeg(101, 100), PLAN, max_pixels=10_000)
+
+
+def test_beyond_pillows_own_bomb_limit_is_still_ours() -> None:
+    assert PLAN is not None
+    with pytest.raises(ImageTooLargeError) as caught:
+        decode_image(with_declared_size(png(16, 16), 200_000, 200_000), PLAN)
+    assert caught.value.width == 200_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        truncated_jpeg(jpeg(64, 48)),
+        jpeg(64, 48)[:20],
+        png(64, 48)[:30],
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+        # a header checksum that does not match
+        png(16, 16)[:29] + b"\x00\x00\x00\x00" + png(16, 16)[33:],
+    ],
+)
+def test_broken_images(body: bytes) -> None:
+    assert PLAN is not None
+    with pytest.raises(InvalidImageError):
+        decode_image(body, PLAN)
+
+
+def test_decode_tensors_single_input_shorthand_and_single_row() -> None:
+    rows = np.zeros((2, 24, 32, 3)).tolist()
+    assert decode_tensors(orjson.dumps({"inputs": rows}), IMAGE_SIG).rows == 2
+    one = decode_tensors(orjson.dumps({"inputs": {"image": rows[0]}}), IMAGE_SIG)
+    assert one.rows == 1 and one.inputs["image"].shape == (1, 24, 32, 3)
+    assert one.inputs["image"].dtype == np.float32
+
+
+def test_decode_tensors_converts_to_the_signatures_dtypes() -> None:
+    body = orjson.dumps(
+        {"inputs": {"ids": [[1, 2]], "text": ["héllo"], "mask": [[True, False]], "scale": [1]}}
+    )
+    decoded = decode_tensors(body, MIXED_SIG)
+    assert decoded.inputs["ids"].dtype == np.int64
+    assert decoded.inputs["text"].dtype == object and decoded.inputs["text"][0] == "héllo"
+    assert decoded.inputs["mask"].dtype == bool
+    assert decoded.inputs["scale"].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("inputs", "name", "words"),
+    [
+        ({"ids": [[1, 2]], "text": ["a"], "mask": [[1, 0]], "scale": [1]}, "mask", ["bool"]),
+        ({"ids": [[1, 2]], "text": [1], "mask": [[True, True]], "scale": [1]}, "text", ["object"]),
+        (
+            {"ids": [[1, 2]], "text": ["a"], "mask": [[True, True]], "scale": ["x"]},
+            "scale",
+            ["float32"],
+        ),
+        ({"ids": [[True, 2]], "text": ["a"], "mask": [[True, True]], "scale": [1]}, None, []),
+    ],
+)
+def test_decode_tensors_dtype_rules(
+    inputs: dict[str, object], name: str | None, words: list[str]
+) -> None:
+    body = orjson.dumps({"inputs": inputs})
+    if name is None:  # booleans are acceptable integers
+        assert decode_tensors(body, MIXED_SIG).inputs["ids"].tolist() == [[1, 2]]
+        return
+    with pytest.raises(InvalidTensorError) as caught:
+        decode_tensors(body, MIXED_SIG)
+    assert caught.value.input_name == name
+    assert f"'{name}'" in caught.value.message
+    assert all(w in caught.value.message for w in words)
+
+
+def test_decode_tensors_layout_errors() -> None:
+    with pytest.raises(InvalidJSONError, match="not valid JSON"):
+        decode_tensors(b'{"inputs": ', IMAGE_SIG)
+    with pytest.raises(InvalidJSONError, match="Unexpected key"):
+        decode_tensors(b'{"inputs": [], "params": {}}', IMAGE_SIG)
+    # the list shorthand is for single-input models only
+    with pytest.raises(InvalidJSONError, match='"ids"'):
+        decode_tensors(b'{"inputs": [[1, 2]]}', MIXED_SIG)
+
+
+def test_encode_json_handles_numpy() -> None:
+    document = {"a": np.arange(3, dtype=np.int64), "b": np.float32(0.5), "c": [np.float64(1.5)]}
+    assert orjson.loads(encode_json(document)) == {"a": [0, 1, 2], "b": 0.5, "c": [1.5]}
