@@ -18,12 +18,18 @@ def backend_rows(probe_devices: bool = True) -> list[dict[str, object]]:
     for name, spec in plugins.backends.items():
         version = spec.framework_version()
         devices: list[str] = []
+        runtime: dict[str, str] = {}
         problem = None
         if version is None:
             problem = f"not installed: {spec.install}"
         elif probe_devices:
             try:
                 devices = spec.backend.available_devices()
+                # optional: a backend may say more about its runtime (ONNX Runtime's
+                # execution providers, say) through a ``runtime_info()`` classmethod
+                runtime_info = getattr(spec.backend, "runtime_info", None)
+                if callable(runtime_info):
+                    runtime = {str(k): str(v) for k, v in runtime_info().items()}
             except ScorepackError as exc:
                 problem = exc.message
             except Exception as exc:  # a broken framework install must not hide the others
@@ -35,6 +41,7 @@ def backend_rows(probe_devices: bool = True) -> list[dict[str, object]]:
                 "framework": spec.framework,
                 "framework_version": version,
                 "devices": devices,
+                "runtime": runtime,
                 "plugin": plugins.owner(name),
                 "problem": problem,
             }
@@ -64,4 +71,6 @@ def _status(row: dict[str, object]) -> tuple[str, str]:
         return str(row["problem"]), "-"
     framework = f"{row['framework']} {row['framework_version']}"
     devices = ", ".join(row["devices"])  # type: ignore[arg-type]
-    return framework, devices or str(row["problem"] or "-")
+    details = "; ".join(f"{k}: {v}" for k, v in row["runtime"].items())  # type: ignore[attr-defined]
+    cell = devices or str(row["problem"] or "-")
+    return framework, f"{cell} ({details})" if details else cell

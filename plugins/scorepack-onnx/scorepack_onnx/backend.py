@@ -1,0 +1,342 @@
+"""ONNX Runtime: ``.onnx`` models on the CPU, on CUDA, or through TensorRT."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from scorepack import Backend, Device, Signature, TensorSpec, import_framework, map_errors
+from scorepack.errors import DeviceUnavailableError, ModelLoadError
+
+logger = logging.getLogger("scorepack.onnx")
+
+INSTALL = "pip install 'scorepack-onnx[cpu]' (or [gpu] for onnxruntime-gpu)"
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+#: ONNX element types as NodeArg.type spells them → NumPy dtype names
+DTYPES: Mapping[str, str] = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+    "tensor(string)": "object",
+}
+
+#: -O graph_optimization_level=NAME → GraphOptimizationLevel member
+OPTIMIZATION_LEVELS: Mapping[str, str] = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def _ort() -> Any:
+    return import_framework("onnxruntime", "onnx", INSTALL)
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (the container's share, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def cuda_device_count() -> int:
+    """How many CUDA devices this process can see, without loading CUDA.
+
+    ONNX Runtime has no device query of its own: count the NVIDIA device nodes and
+    apply ``CUDA_VISIBLE_DEVICES`` the way CUDA does (it stops at the first bad entry).
+    """
+    physical = len(glob.glob("/dev/nvidia[0-9]*"))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return physical
+    count = 0
+    for entry in visible.split(","):
+        entry = entry.strip()
+        if not entry or entry.startswith("-"):
+            break
+        count += 1
+    return min(count, physical)
+
+
+def _tensor_spec(arg: Any) -> TensorSpec:
+    dtype = DTYPES.get(arg.type)
+    if dtype is None:
+        raise ModelLoadError(
+            f"{arg.name!r} has element type {arg.type}, which scorepack cannot feed from "
+            f"NumPy; supported: {', '.join(sorted(DTYPES))}"
+        )
+    # symbolic dims (strings such as "batch" or "unk__16") and unknown ones are free
+    dims = (
+        tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+        if arg.shape is not None
+        else (None,)
+    )
+    return TensorSpec(name=arg.name, dtype=dtype, shape=dims, batched=len(dims) > 0)
+
+
+class OnnxBackend(Backend):
+    """Serves an ONNX model with ONNX Runtime.
+
+    Execution providers follow the device: on a GPU, TensorRT when this onnxruntime has
+    it, else CUDA, with the CPU for the operators they do not cover; on the CPU, the CPU
+    provider alone. The providers actually in use are read back from the session, so
+    :meth:`describe` shows what runs, not what was asked for.
+
+    On a GPU every batch is bound with IOBinding: inputs are copied to the device once,
+    outputs stay there until the one copy back. A model exported with a fixed batch
+    size is called with exactly that many rows (padded when fewer are queued), and the
+    batcher is capped to it.
+    """
+
+    options_help: ClassVar[Mapping[str, str]] = {
+        "intra_op_threads": "threads inside one operator (CPU default: the cores this "
+        "process may use; GPU default: ONNX Runtime's choice)",
+        "inter_op_threads": "operators run in parallel (default 1: sequential execution, "
+        "best for CNNs)",
+        "graph_optimization_level": "disable, basic, extended or all (default: all)",
+        "allow_spinning": "let idle worker threads spin (default false: the cores stay "
+        "free for image decoding between batches)",
+        "providers": "comma-separated execution providers to use in order, instead of the "
+        "device's default (e.g. CUDAExecutionProvider,CPUExecutionProvider)",
+        "tensorrt": "GPU: use the TensorRT provider when present (default true)",
+        "trt_fp16": "TensorRT: allow float16 kernels (default false)",
+        "trt_engine_cache": "TensorRT: directory to cache built engines in (default: none)",
+        "iobinding": "bind inputs and outputs on the device with IOBinding (default: true "
+        "on a GPU, false on the CPU, where it saves nothing)",
+    }
+
+    @classmethod
+    def available_devices(cls) -> list[str]:
+        ort = _ort()
+        providers = set(ort.get_available_providers())
+        if not providers & {CUDA, TENSORRT}:
+            return ["cpu"]
+        return ["cpu"] + [f"cuda:{i}" for i in range(cuda_device_count())]
+
+    @classmethod
+    def runtime_info(cls) -> dict[str, str]:
+        """The execution providers this onnxruntime build offers (``scorepack backends``)."""
+        return {"providers": ", ".join(_ort().get_available_providers())}
+
+    # --- loading ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        ort = _ort()
+        self.device = self.resolve_device()
+        session_options = self._session_options(ort)
+        providers = self._providers(ort)
+        if self.device.is_cuda and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu[cuda,cudnn] ships CUDA and cuDNN as pip packages; load them
+            # before the session so the CUDA provider finds them without LD_LIBRARY_PATH
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # the system libraries may still do
+                logger.debug("onnxruntime.preload_dlls() failed: %s", exc)
+        with map_errors("onnxruntime", "load", ModelLoadError):
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=session_options, providers=providers
+            )
+        self._active = list(self._session.get_providers())
+        self._check_device()
+        self.signature = Signature(
+            inputs=tuple(_tensor_spec(a) for a in self._session.get_inputs()),
+            outputs=tuple(_tensor_spec(a) for a in self._session.get_outputs()),
+            name="onnx",
+        )
+        self._output_names = self.signature.output_names
+        self._fixed = {
+            s.name: s.shape[0] for s in self.signature.inputs if s.batched and s.shape[0]
+        }
+        self._binding = _bool_option(self.options, "iobinding", self.device.is_cuda)
+        # where bound buffers live: the GPU's memory, or (-O iobinding=true on a CPU) the host's
+        self._bind_device = ("cuda", self.device.index) if self.device.is_cuda else ("cpu", 0)
+        self._ort = ort
+        self._invalid = (ort.capi.onnxruntime_pybind11_state.InvalidArgument,)
+
+    def _session_options(self, ort: Any) -> Any:
+        options = ort.SessionOptions()
+        default_intra = 0 if self.device.is_cuda else cpu_count()
+        self._intra = _int_option(self.options, "intra_op_threads", default_intra)
+        self._inter = _int_option(self.options, "inter_op_threads", 1)
+        options.intra_op_num_threads = self._intra
+        options.inter_op_num_threads = self._inter
+        options.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if self._inter > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+        level = str(self.options.get("graph_optimization_level", "all")).lower()
+        if level not in OPTIMIZATION_LEVELS:
+            raise ModelLoadError(
+                f"graph_optimization_level must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
+                f"not {level!r}"
+            )
+        self._level = level
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[level]
+        )
+        spin = "1" if _bool_option(self.options, "allow_spinning", False) else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        # warnings about unused initialisers and the like are noise in a server log
+        options.log_severity_level = 3
+        return options
+
+    def _providers(self, ort: Any) -> list[Any]:
+        available = list(ort.get_available_providers())
+        if "providers" in self.options:
+            wanted = [p.strip() for p in str(self.options["providers"]).split(",") if p.strip()]
+            missing = [p for p in wanted if p not in available]
+            if missing or not wanted:
+                raise ModelLoadError(
+                    f"execution provider(s) {', '.join(missing) or '(none given)'} are not in "
+                    f"this onnxruntime; it has: {', '.join(available)}"
+                )
+            return [self._with_options(p) for p in wanted]
+        if not self.device.is_cuda:
+            return [CPU]
+        chosen: list[Any] = []
+        if TENSORRT in available and _bool_option(self.options, "tensorrt", True):
+            chosen.append(self._with_options(TENSORRT))
+        if CUDA in available:
+            chosen.append(self._with_options(CUDA))
+        chosen.append(CPU)
+        return chosen
+
+    def _with_options(self, provider: str) -> Any:
+        index = self.device.index if self.device.is_cuda else 0
+        if provider == CUDA:
+            return (CUDA, {"device_id": index})
+        if provider == TENSORRT:
+            options: dict[str, Any] = {
+                "device_id": index,
+                "trt_fp16_enable": _bool_option(self.options, "trt_fp16", False),
+            }
+            cache = self.options.get("trt_engine_cache")
+            if cache:
+                options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
+            return (TENSORRT, options)
+        return provider
+
+    def _check_device(self) -> None:
+        # ONNX Runtime falls back to the CPU when the CUDA provider cannot start (no
+        # cuDNN, driver too old); asked for CUDA by name, that is an error, not a surprise
+        if not self.device.is_cuda or self._active[0] in (CUDA, TENSORRT):
+            return
+        message = (
+            f"{self.device} was requested but ONNX Runtime could not start a GPU provider "
+            f"(session providers: {', '.join(self._active)}). Check that onnxruntime-gpu and "
+            "its CUDA/cuDNN libraries are installed ('scorepack-onnx[gpu]'), or use --device cpu."
+        )
+        if self.requested_device.kind == "auto":
+            logger.warning("%s Serving on the CPU.", message)
+            self.device = Device("cpu")
+            return
+        raise DeviceUnavailableError(message)
+
+    # --- scoring ---------------------------------------------------------------------
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = next(iter(inputs.values())).shape[0]
+        feed, padded = self._pad(inputs, rows)
+        with map_errors("onnxruntime", bad_input=self._invalid):
+            if self._binding:
+                results = self._run_bound(feed)
+            else:
+                results = self._session.run(self._output_names, feed)
+        outputs = dict(zip(self._output_names, results, strict=True))
+        if padded:
+            outputs = {name: value[:rows] for name, value in outputs.items()}
+        return outputs
+
+    def _pad(self, inputs: dict[str, np.ndarray], rows: int) -> tuple[dict[str, np.ndarray], bool]:
+        """Fill a short batch up to a fixed batch size with zero rows."""
+        padded = False
+        feed = dict(inputs)
+        for name, size in self._fixed.items():
+            value = feed.get(name)
+            if value is not None and value.shape[0] < size:
+                filler = np.zeros((size - value.shape[0], *value.shape[1:]), dtype=value.dtype)
+                feed[name] = np.concatenate([value, filler])
+                padded = True
+        return feed, padded
+
+    def _run_bound(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One batch through IOBinding: one copy to the GPU, one copy back."""
+        ort = self._ort
+        kind, index = self._bind_device
+        binding = self._session.io_binding()
+        keep = []  # the device buffers must outlive the run
+        for name, value in feed.items():
+            if value.dtype == object:  # strings live on the host
+                binding.bind_cpu_input(name, value)
+                continue
+            device_value = ort.OrtValue.ortvalue_from_numpy(
+                np.ascontiguousarray(value), kind, index
+            )
+            keep.append(device_value)
+            binding.bind_ortvalue_input(name, device_value)
+        for spec in self.signature.outputs:
+            if spec.dtype == "object":
+                binding.bind_output(spec.name)
+            else:
+                binding.bind_output(spec.name, kind, index)
+        self._session.run_with_iobinding(binding)
+        results: list[np.ndarray] = binding.copy_outputs_to_cpu()
+        del keep
+        return results
+
+    def unload(self) -> None:
+        self._session = None
+
+    def describe(self) -> dict[str, str]:
+        info = super().describe()
+        active = getattr(self, "_active", [])
+        info["provider"] = active[0] if active else ""
+        info["providers"] = ", ".join(active)
+        if hasattr(self, "_level"):
+            info["optimization"] = self._level
+            intra = self._intra or "auto"
+            info["threads"] = f"intra_op={intra}, inter_op={self._inter}"
+        info["iobinding"] = "on" if getattr(self, "_binding", False) else "off"
+        return info
+
+
+def _int_option(options: Mapping[str, Any], name: str, default: int) -> int:
+    value = options.get(name, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0 or isinstance(value, bool):
+        raise ModelLoadError(f"option {name} must be a whole number of threads, not {value!r}")
+    return number
+
+
+def _bool_option(options: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = options.get(name, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ModelLoadError(f"option {name} must be true or false, not {value!r}")
