@@ -1,15 +1,36 @@
-"""``scorepack serve PATH``: the embedded scoring server."""
+"""``scorepack serve PATH``: a model or a scoring package over HTTP.
+
+PATH is a model (served by the embedded server) or a package made by ``scorepack build``,
+served by the embedded server (``--runtime embedded``, the default) or by Microsoft's
+azmlinfsrv running the package's ``score.py`` as Azure ML does (``--runtime azureml``).
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from ..loading import resolve_backend
+from ..config import ScoringConfig
+from ..loading import open_package, resolve_backend
+from ..manifest import is_package
 from ..scorer import Scorer
 from ..server import DEFAULT_HOST, DEFAULT_PORT, serve
-from .options import model_options, scoring_config, scoring_options
+from .options import create_backend, model_options, scoring_config, scoring_options
+
+#: scoring options a package's settings can take at serve time: name → SCOREPACK_* variable
+_RUNTIME_OPTIONS = {
+    "top_k": "SCOREPACK_TOP_K",
+    "max_batch_size": "SCOREPACK_MAX_BATCH_SIZE",
+    "max_delay_ms": "SCOREPACK_MAX_DELAY_MS",
+    "max_queue_size": "SCOREPACK_MAX_QUEUE_SIZE",
+    "timeout_ms": "SCOREPACK_TIMEOUT_MS",
+    "max_body_bytes": "SCOREPACK_MAX_BODY_BYTES",
+    "max_image_pixels": "SCOREPACK_MAX_IMAGE_PIXELS",
+}
 
 
 def _keys(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -17,12 +38,25 @@ def _keys(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) 
     return tuple(k.strip() for k in keys)
 
 
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) in (
+        ParameterSource.COMMANDLINE,
+        ParameterSource.ENVIRONMENT,
+    )
+
+
 @click.command("serve")
 @model_options
 @scoring_options
 @click.option("--host", default=DEFAULT_HOST, show_default=True, envvar="SCOREPACK_HOST")
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, envvar="SCOREPACK_PORT",
-              help="0 picks a free port.")
+@click.option(
+    "--port",
+    type=int,
+    default=DEFAULT_PORT,
+    show_default=True,
+    envvar="SCOREPACK_PORT",
+    help="0 picks a free port.",
+)
 @click.option(
     "--auth-key",
     "auth_keys",
@@ -31,9 +65,40 @@ def _keys(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) 
     envvar="SCOREPACK_AUTH_KEYS",
     help="Require 'Authorization: Bearer KEY'. Give twice (primary, secondary) to rotate.",
 )
-@click.option("--graceful-timeout", type=float, default=30.0, show_default=True,
-              help="Seconds in-flight requests get to finish on SIGTERM.")
+@click.option(
+    "--graceful-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds in-flight requests get to finish on SIGTERM.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["embedded", "azureml"]),
+    default="embedded",
+    show_default=True,
+    help="For a package: the embedded server, or azmlinfsrv running its score.py as Azure ML does.",
+)
+@click.option(
+    "--isolated",
+    is_flag=True,
+    help="With --runtime azureml: run in a fresh virtual environment made from the "
+    "package's requirements.txt and wheels.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="With --runtime azureml: gunicorn threads (default: the package's setting).",
+)
+@click.option(
+    "--no-env-check",
+    is_flag=True,
+    help="With --runtime azureml: serve even when this environment's versions differ "
+    "from the package's pins.",
+)
+@click.pass_context
 def command(
+    ctx: click.Context,
     path: str,
     backend: str | None,
     device: str,
@@ -42,18 +107,168 @@ def command(
     port: int,
     auth_keys: tuple[str, ...],
     graceful_timeout: float,
+    runtime: str,
+    isolated: bool,
+    threads: int | None,
+    no_env_check: bool,
     **kw: Any,
 ) -> None:
-    """Serve the model at PATH over HTTP (POST /score)."""
+    """Serve the model or scoring package at PATH over HTTP (POST /score)."""
+    if is_package(path):
+        _serve_package(
+            ctx,
+            path,
+            backend,
+            device,
+            backend_options,
+            host,
+            port,
+            auth_keys,
+            graceful_timeout,
+            runtime,
+            isolated,
+            threads,
+            no_env_check,
+            kw,
+        )
+        return
+    if runtime == "azureml" or isolated or threads is not None:
+        raise click.UsageError(
+            "--runtime azureml (and --isolated, --threads) serve a scoring package; build one "
+            f"first: scorepack build {path} -o PKG --device cpu"
+        )
     config = scoring_config(kw)
     spec = resolve_backend(path, backend)
-    instance = spec.create(path, device=device, options=backend_options)
+    instance = create_backend(spec, path, device, backend_options)
     scorer = Scorer(instance, config)
+    _serve_embedded(scorer, f"{path} with {spec.name}", host, port, auth_keys, graceful_timeout)
 
+
+def _serve_embedded(
+    scorer: Scorer,
+    what: str,
+    host: str,
+    port: int,
+    auth_keys: tuple[str, ...],
+    graceful_timeout: float,
+) -> None:
     def listening(url: str) -> None:
-        click.echo(f"scorepack: serving {path} with {spec.name} at {url}/score (model loading…)", err=True)
+        click.echo(f"scorepack: serving {what} at {url}/score (model loading…)", err=True)
         if auth_keys:
             click.echo("scorepack: keys required (Authorization: Bearer KEY)", err=True)
 
-    serve(scorer, host=host, port=port, auth_keys=auth_keys,
-          graceful_timeout=graceful_timeout, on_listening=listening)
+    serve(
+        scorer,
+        host=host,
+        port=port,
+        auth_keys=auth_keys,
+        graceful_timeout=graceful_timeout,
+        on_listening=listening,
+    )
+
+
+def _package_overrides(ctx: click.Context, kw: dict[str, Any]) -> dict[str, Any]:
+    """The runtime settings given on the command line; a package fixes everything else."""
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    fixed = sorted(
+        flags.get(name, name) for name in kw if name not in _RUNTIME_OPTIONS and _given(ctx, name)
+    )
+    if fixed:
+        raise click.UsageError(
+            f"{', '.join(fixed)}: a package fixes its preprocessing, labels and outputs; "
+            "rebuild it with `scorepack build` to change them."
+        )
+    return {name: kw[name] for name in _RUNTIME_OPTIONS if _given(ctx, name)}
+
+
+def _apply(config: ScoringConfig, overrides: dict[str, Any]) -> ScoringConfig:
+    batching = {k: v for k, v in overrides.items() if hasattr(config.batching, k)}
+    top = {k: v for k, v in overrides.items() if k in ("max_body_bytes", "max_image_pixels")}
+    post = {"top_k": overrides["top_k"]} if "top_k" in overrides else {}
+    try:
+        return replace(
+            config,
+            batching=replace(config.batching, **batching),
+            postprocess=replace(config.postprocess, **post),
+            **top,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _serve_package(
+    ctx: click.Context,
+    path: str,
+    backend: str | None,
+    device: str,
+    backend_options: dict[str, Any],
+    host: str,
+    port: int,
+    auth_keys: tuple[str, ...],
+    graceful_timeout: float,
+    runtime: str,
+    isolated: bool,
+    threads: int | None,
+    no_env_check: bool,
+    kw: dict[str, Any],
+) -> None:
+    overrides = _package_overrides(ctx, kw)
+    chosen_device = device if _given(ctx, "device") else None
+    if runtime == "embedded":
+        if isolated or threads is not None or no_env_check:
+            raise click.UsageError(
+                "--isolated, --threads and --no-env-check go with --runtime azureml."
+            )
+        from ..manifest import load_manifest
+
+        spec = load_manifest(path)
+        scorer = open_package(
+            path,
+            backend=backend,
+            device=chosen_device,
+            options=backend_options,
+            config=_apply(spec.config, overrides),
+        )
+        _serve_embedded(
+            scorer,
+            f"the package {spec.name} ({spec.backend})",
+            host,
+            port,
+            auth_keys,
+            graceful_timeout,
+        )
+        return
+    if auth_keys:
+        raise click.UsageError(
+            "--auth-key does not apply to --runtime azureml: azmlinfsrv checks no keys "
+            "(Azure ML checks them at the endpoint). Use the embedded runtime to test keys."
+        )
+    if backend_options:
+        raise click.UsageError(
+            "-O does not apply to --runtime azureml; rebuild the package with it."
+        )
+    from ..azureml.host import AzureMLServe, free_port, serve_azureml
+
+    options = AzureMLServe(
+        package=Path(path),
+        host=host,
+        port=port or free_port(host),
+        device=chosen_device,
+        threads=threads,
+        isolated=isolated,
+        check_env=not no_env_check,
+        environ={_RUNTIME_OPTIONS[k]: str(v) for k, v in overrides.items()},
+    )
+
+    def started(url: str) -> None:
+        click.echo(
+            f"scorepack: serving {path} under azmlinfsrv (Azure ML's inference server) "
+            f"at {url}/score (model loading…)",
+            err=True,
+        )
+
+    code = serve_azureml(
+        options, say=lambda line: click.echo(f"scorepack: {line}", err=True), on_start=started
+    )
+    if code not in (0, -2, -15):
+        raise click.ClickException(f"azmlinfsrv exited with status {code}; its log is above.")

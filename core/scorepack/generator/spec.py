@@ -6,6 +6,7 @@ files with no side effects; deploy targets render their own files from the same 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ class DeploymentSettings:
     compute_name: str = "gpu-aks"
     vm_size: str = "Standard_NC4as_T4_v3"
     agent_count: int = 1
+    #: AKS "FastProd" needs at least 12 vCPUs in the cluster; None picks DevTest below that
+    cluster_purpose: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrent_requests < 2:
@@ -76,3 +79,10 @@ class PackageSpec:
     python_version: str = "3.11"
     wheels: tuple[str, ...] = ()
     deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
+    #: package-relative path (``model/...``, ``wheels/...``) → sha256, recorded in the manifest
+    file_hashes: Mapping[str, str] = field(default_factory=dict)
+    #: the backend plugin's import name; the generated score.py imports it to fail early
+    backend_module: str = ""
+    #: pinned pip requirements besides the framework's: azmlinfsrv, gunicorn, and the
+    #: dependencies of scorepack and of the backend plugin, at the versions that built it
+    runtime_requirements: tuple[str, ...] = ()

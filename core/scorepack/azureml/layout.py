@@ -1,0 +1,83 @@
+"""Where Azure ML puts a package's model, and the same layout made on this machine.
+
+Azure ML registers the package's ``model/`` folder as a model NAME and mounts it under
+``azureml-models``: for a deployment of one model, ``AZUREML_MODEL_DIR`` is
+``/var/azureml-app/azureml-models/NAME/VERSION`` and the registered folder is inside it
+(``.../NAME/VERSION/model/...``); with several models it is ``.../azureml-models`` and each
+one sits at ``NAME/VERSION/`` below it. (azmlinfsrv's own code assumes exactly these two
+shapes when it reads model ids from ``AZUREML_MODEL_DIR``; Azure ML's documentation and
+examples, e.g. ``os.path.join(os.getenv("AZUREML_MODEL_DIR"), "model/...")``, show the
+registered folder inside.) The entry script's directory, ``AML_APP_ROOT``, holds
+``score.py`` and ``scorepack.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import PackageError
+from ..generator.spec import PackageSpec
+from ..manifest import MODEL_DIR
+
+__all__ = ["MODEL_VERSION", "locate_model_dir", "make_model_dir"]
+
+#: the version a locally laid out model gets (Azure ML numbers registrations from 1)
+MODEL_VERSION = "1"
+
+
+def _holds_model(path: Path, spec: PackageSpec) -> bool:
+    return path.is_dir() and all((path / name).is_file() for name in spec.model_files)
+
+
+def locate_model_dir(spec: PackageSpec, package: Path, environ: Mapping[str, str]) -> Path:
+    """The directory that holds the package's model files.
+
+    ``SCOREPACK_MODEL_DIR`` wins when set; under Azure ML (``AZUREML_MODEL_DIR`` set) the
+    registered ``model/`` folder is looked for in the shapes Azure ML uses, and nowhere
+    else; otherwise the package's own ``model/``.
+    """
+    explicit = environ.get("SCOREPACK_MODEL_DIR")
+    if explicit:
+        return Path(explicit)
+    azure = environ.get("AZUREML_MODEL_DIR")
+    if not azure:
+        return package / MODEL_DIR
+    base = Path(azure)
+    candidates = [
+        base / MODEL_DIR,  # one model: NAME/VERSION/model
+        base,  # a model registered from inside its folder: NAME/VERSION/<files>
+        base / spec.name / MODEL_VERSION / MODEL_DIR,  # several models, this one first
+        *sorted(base.glob(f"*/*/{MODEL_DIR}")),  # several models: any NAME/VERSION/model
+    ]
+    for candidate in candidates:
+        if _holds_model(candidate, spec):
+            return candidate
+    seen = sorted(str(p.relative_to(base)) for p in base.rglob("*"))[:20] if base.is_dir() else []
+    raise PackageError(
+        f"AZUREML_MODEL_DIR={azure} does not hold this package's model (looked for "
+        f"{MODEL_DIR}/{spec.model_files[0]} and the other model files). It holds: "
+        f"{', '.join(seen) or 'nothing'}. Register the package's {MODEL_DIR}/ folder as the model."
+    )
+
+
+def make_model_dir(spec: PackageSpec, package: Path, root: Path) -> Path:
+    """Lay the package's model out under ``root`` as Azure ML mounts a registered model.
+
+    Returns the ``AZUREML_MODEL_DIR`` to use: ``root/azureml-models/NAME/1``, with the
+    files in ``model/`` inside it. Files are hard-linked where possible, else copied.
+    """
+    model_dir = root / "azureml-models" / spec.name / MODEL_VERSION
+    for name in spec.model_files:
+        origin = package / MODEL_DIR / name
+        target = model_dir / MODEL_DIR / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not origin.is_file():
+            raise PackageError(f"The model file {origin} is missing; the package is incomplete.")
+        try:
+            os.link(origin, target)
+        except OSError:
+            shutil.copyfile(origin, target)
+    return model_dir

@@ -1,0 +1,161 @@
+"""The runtime a generated ``score.py`` calls: ``init()`` loads the package, ``run()`` scores.
+
+azmlinfsrv calls ``init()`` once in its worker process and ``run(request)`` from each of its
+gunicorn threads. Every request goes through the package's one
+:class:`~scorepack.scorer.Scorer` (thread-safe, batching across threads), and every error
+is answered through the server's one table (:func:`~scorepack.server.errors.error_reply`),
+so a client sees the same status, code, message and headers as from ``scorepack serve``.
+
+azmlinfsrv's own scoring timeout is a SIGALRM, which works only on the main thread: with
+gunicorn threads it never fires. The Scorer's timeout (``timeout_ms``) bounds every
+request here instead: a request the model does not finish in time is answered 504.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..codecs import encode_json
+from ..errors import (
+    BodyTooLargeError,
+    MethodNotAllowedError,
+    NotReadyError,
+    PackageError,
+)
+from ..loading import open_package
+from ..manifest import load_manifest
+from ..scorer import Scorer
+from ..server.errors import error_reply
+from .layout import locate_model_dir
+from .settings import scoring_from_env
+
+__all__ = ["AzureMLRuntime", "current", "init", "run"]
+
+logger = logging.getLogger("scorepack.azureml")
+
+_CHUNK = 1 << 16
+
+
+class Request(Protocol):
+    """What ``run`` uses of the Flask request azmlinfsrv passes with ``@rawhttp``."""
+
+    method: str
+    content_length: int | None
+    stream: Any
+    headers: Mapping[str, str]
+    args: Any
+
+
+class AzureMLRuntime:
+    """Answers azmlinfsrv's requests with one scorer (already started)."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+
+    def run(self, request: Request) -> Any:
+        """Score one request; return an ``AMLResponse`` (a Flask response)."""
+        try:
+            if request.method != "POST":
+                raise MethodNotAllowedError(request.method, "/score", ["POST"])
+            body = self._read_body(request)
+            result = self.scorer.handle(
+                body, request.headers.get("Content-Type"), request.args.to_dict()
+            )
+        except Exception as exc:
+            reply = error_reply(exc)
+            return _response(reply.status, encode_json(reply.body), reply.headers)
+        return _response(
+            200, encode_json(result.body), {"x-scorepack-batch-size": str(result.batch_size)}
+        )
+
+    def _read_body(self, request: Request) -> bytes:
+        limit = self.scorer.config.max_body_bytes
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            # refuse before reading a byte of it, as the embedded server does
+            raise BodyTooLargeError(limit, declared)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = request.stream.read(_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError(limit)
+            chunks.append(chunk)
+
+
+def _response(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
+    # imported here: azmlinfsrv swaps azureml.contrib.services' module for its own copy
+    from azureml.contrib.services.aml_response import AMLResponse
+
+    return AMLResponse(body, status, {"Content-Type": "application/json", **headers})
+
+
+_lock = threading.Lock()
+_runtime: AzureMLRuntime | None = None
+
+
+def current() -> AzureMLRuntime | None:
+    """The runtime ``init()`` made in this process, if any."""
+    return _runtime
+
+
+def init(
+    entry_script: str | os.PathLike[str],
+    *,
+    backend: str | None = None,
+    backend_module: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AzureMLRuntime:
+    """Load the package whose ``score.py`` is ``entry_script``; ready when this returns.
+
+    The manifest sits next to the entry script; the model is found under
+    ``AZUREML_MODEL_DIR`` (see :func:`~.layout.locate_model_dir`) and checked against its
+    sha256 before it loads. ``SCOREPACK_DEVICE`` and the ``SCOREPACK_*`` scoring variables
+    override the package's settings. Errors are raised: azmlinfsrv logs them and stops.
+    """
+    global _runtime
+    env = os.environ if environ is None else environ
+    if backend_module:
+        try:
+            importlib.import_module(backend_module)
+        except ImportError as exc:
+            raise PackageError(
+                f"The backend plugin {backend_module!r} cannot be imported ({exc}). Install the "
+                "package's requirements.txt, which includes its wheel."
+            ) from exc
+    package = Path(entry_script).resolve().parent
+    spec = load_manifest(package)
+    model_dir = locate_model_dir(spec, package, env)
+    config = scoring_from_env(spec.config, env)
+    device = env.get("SCOREPACK_DEVICE") or spec.device
+    logger.info("loading %s (%s, %s) from %s", spec.name, spec.backend, device, model_dir)
+    scorer = open_package(
+        package, model_dir=model_dir, backend=backend, device=device, config=config
+    )
+    scorer.start(wait=True)
+    made = AzureMLRuntime(scorer)
+    with _lock:
+        previous, _runtime = _runtime, made
+    if previous is not None:
+        previous.scorer.close()
+    atexit.register(scorer.close, 10.0)
+    return made
+
+
+def run(request: Request) -> Any:
+    """Score one request with the runtime ``init()`` made (503 before ``init()``)."""
+    runtime = _runtime
+    if runtime is None:
+        reply = error_reply(NotReadyError("init() has not loaded the model."))
+        return _response(reply.status, encode_json(reply.body), reply.headers)
+    return runtime.run(request)

@@ -1,0 +1,111 @@
+"""``scorepack build MODEL -o PKG``: a self-contained scoring package for Azure ML."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..generator.rendering import shell
+from ..generator.spec import DeploymentSettings
+from .options import _backend_options, scoring_config, scoring_options
+
+
+@click.command("build")
+@click.argument("path", type=click.Path(exists=True))
+@click.option(
+    "-o",
+    "--out",
+    "output",
+    required=True,
+    type=click.Path(),
+    help="The package directory to write (with --zip: the archive).",
+)
+@click.option("--backend", help="Backend name; detected from PATH when left out.")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cuda",
+    show_default=True,
+    help="What the package runs on: its pinned framework build and base image follow.",
+)
+@click.option("--name", help="The package's name (and the Azure ML model's); default: PATH's name.")
+@click.option(
+    "-O",
+    "--option",
+    "backend_options",
+    multiple=True,
+    callback=_backend_options,
+    metavar="KEY=VALUE",
+    help="A backend option, e.g. -O signature=serving_default (repeatable).",
+)
+@scoring_options
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=DeploymentSettings.threads,
+    show_default=True,
+    help="gunicorn threads in the one azmlinfsrv worker.",
+)
+@click.option("--zip", "as_zip", is_flag=True, help="Write a .zip archive instead of a directory.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+def command(
+    path: str,
+    output: str,
+    backend: str | None,
+    device: str,
+    name: str | None,
+    backend_options: dict[str, Any],
+    threads: int,
+    as_zip: bool,
+    force: bool,
+    **kw: Any,
+) -> None:
+    """Build a scoring package for the model at PATH: entry script, manifest, model,
+    pinned environments, wheels and deployment files."""
+    from ..generator import build_package
+
+    config = scoring_config(kw)
+    concurrency = max(DeploymentSettings.max_concurrent_requests, threads)
+    deployment = DeploymentSettings(threads=threads, max_concurrent_requests=concurrency)
+    click.echo(
+        f"scorepack: building a {device} package for {path} (loading the model once)…", err=True
+    )
+    built = build_package(
+        path,
+        output,
+        as_zip=as_zip,
+        force=force,
+        backend=backend,
+        device=device,
+        name=name,
+        options=backend_options,
+        config=config,
+        deployment=deployment,
+    )
+    spec = built.spec
+    click.echo(f"scorepack: wrote {built.path} ({len(built.files)} files)", err=True)
+    framework = f"{spec.framework} {spec.framework_version}"
+    click.echo(f"  model:    {spec.name}, {spec.backend} backend, {framework}")
+    click.echo(
+        f"  device:   {spec.device}; signature inputs {', '.join(spec.signature.input_names)}"
+    )
+    click.echo(f"  wheels:   {', '.join(w.split('/')[-1] for w in spec.wheels)}")
+    if not as_zip:
+        click.echo("next:")
+        cpu = [] if device == "cpu" else ["--device", "cpu"]
+        click.echo(
+            "  " + shell("scorepack", "serve", str(built.path), "--runtime", "azureml", *cpu)
+        )
+        click.echo(
+            "  "
+            + shell(
+                "scorepack",
+                "deploy",
+                str(built.path),
+                "--workspace-config",
+                "config.json",
+                "--compute",
+                spec.deployment.compute_name,
+            )
+        )

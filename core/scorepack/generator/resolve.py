@@ -1,0 +1,194 @@
+"""From a model path and the user's choices to a :class:`PackageSpec`.
+
+This is the part of ``scorepack build`` that looks at the world: it detects the backend,
+loads the model once (on the CPU) to read its signature, and reads the versions installed
+here, so that the package pins what built and tested it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..backend import BackendSpec
+from ..config import ScoringConfig
+from ..errors import ModelError, PackageError
+from ..loading import resolve_backend
+from ..plugins import get_plugins
+from ..postprocess import plan_outputs
+from ..preprocess import plan_image
+from ..signature import Signature
+from ..version import __version__
+from .spec import DeploymentSettings, PackageSpec
+
+__all__ = [
+    "AZMLINFSRV_PINS",
+    "DEVICES",
+    "model_files",
+    "normalize",
+    "pins_for",
+    "read_signature",
+    "resolve_spec",
+]
+
+DEVICES = ("cpu", "cuda")
+
+#: the serving stack, at the versions scorepack was tested with; the installed versions win
+AZMLINFSRV_PINS: Mapping[str, str] = {
+    "azureml-inference-server-http": "1.5.1",
+    "azureml-contrib-services": "1.62.0",
+    # gunicorn >= 23 is all azmlinfsrv asks for; its gthread worker is what batching relies on
+    "gunicorn": "27.0.1",
+}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def normalize(name: str) -> str:
+    """A project name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _installed(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def model_files(path: Path) -> tuple[tuple[str, ...], str]:
+    """The model's files (relative, POSIX) and what to load inside ``model/``."""
+    if path.is_file():
+        return (path.name,), path.name
+    files = sorted(
+        PurePosixPath(*p.relative_to(path).parts).as_posix()
+        for p in path.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    if not files:
+        raise ModelError(f"{path} holds no files.")
+    return tuple(files), "."
+
+
+def read_signature(spec: BackendSpec, path: Path, options: Mapping[str, Any]) -> Signature:
+    """Load the model once, on the CPU (the build machine may have no GPU), for its signature."""
+    try:
+        instance = spec.create(path, device="cpu", options=options)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from exc
+    instance.load()
+    try:
+        return instance.signature
+    finally:
+        instance.unload()
+
+
+def pins_for(distributions: tuple[str, ...], skip: set[str]) -> tuple[str, ...]:
+    """``name==version`` for the serving stack and the dependencies of ``distributions``.
+
+    Markers are kept (``uvloop==0.23.0; sys_platform != 'win32'``); extras' dependencies
+    and names in ``skip`` (already pinned, or shipped as wheels) are left out.
+    """
+    pins: dict[str, str] = {}
+    for name, default in AZMLINFSRV_PINS.items():
+        pins[normalize(name)] = f"{name}=={_installed(name) or default}"
+    for dist in distributions:
+        for requirement in importlib.metadata.requires(dist) or ():
+            text, _, marker = requirement.partition(";")
+            if "extra" in marker:
+                continue
+            match = _REQ_NAME.match(text)
+            if not match:
+                continue
+            name = match.group(1)
+            key = normalize(name)
+            version = _installed(name)
+            if key in pins or key in skip or version is None:
+                continue
+            pins[key] = f"{name}=={version}" + (f"; {marker.strip()}" if marker.strip() else "")
+    return tuple(pins[k] for k in sorted(pins) if k not in skip)
+
+
+def _check_fits(signature: Signature, config: ScoringConfig) -> None:
+    try:
+        plan_image(signature, config.preprocess)
+        plan_outputs(signature, config.postprocess)
+    except ValueError as exc:
+        raise ModelError(f"The scoring settings do not fit the model: {exc}") from exc
+
+
+def resolve_spec(
+    path: str | Path,
+    *,
+    backend: str | None = None,
+    device: str = "cuda",
+    name: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    config: ScoringConfig | None = None,
+    deployment: DeploymentSettings | None = None,
+) -> PackageSpec:
+    """Everything about the package but its wheels and file hashes (``write`` adds those)."""
+    model = Path(path)
+    if device not in DEVICES:
+        raise PackageError(f"A package is built for cpu or cuda, not {device!r}.")
+    resolved = model.resolve()
+    package_name = name or (resolved.stem if resolved.is_file() else resolved.name) or "model"
+    if not _NAME.match(package_name):
+        raise PackageError(
+            f"{package_name!r} cannot name a package (it names the Azure ML model): use letters, "
+            "digits, '.', '_' and '-', starting with a letter or digit. Choose one with --name."
+        )
+    config = config or ScoringConfig()
+    options = dict(options or {})
+    bspec = resolve_backend(model, backend)
+    plugins = get_plugins()
+    distribution = plugins.distribution(bspec.name)
+    module = bspec.backend.__module__.split(".")[0]
+    if distribution is None and module != "scorepack":
+        raise PackageError(
+            f"The {bspec.name} backend does not come from an installed distribution, so its "
+            "code cannot be shipped in the package. Install its plugin with pip."
+        )
+    signature = read_signature(bspec, model, options)
+    _check_fits(signature, config)
+    files, entry = model_files(model)
+    requirements = bspec.requirements(device)
+    dists = ("scorepack",) + ((distribution,) if distribution else ())
+    pinned = {normalize(m.group(1)) for r in requirements.pip if (m := _REQ_NAME.match(r))}
+    skip = pinned | {normalize(d) for d in dists}
+    deployment = deployment or DeploymentSettings()
+    if device == "cpu":
+        deployment = replace(deployment, gpu_cores=0)
+    # Azure's own timeout must not fire before the runtime's: the runtime answers 504 first
+    deployment = replace(
+        deployment,
+        scoring_timeout_ms=max(
+            deployment.scoring_timeout_ms, int(config.batching.timeout_ms) + 10_000
+        ),
+    )
+    return PackageSpec(
+        name=package_name,
+        backend=bspec.name,
+        backend_distribution=distribution or "",
+        model_files=files,
+        model_entry=entry,
+        signature=signature,
+        config=config,
+        device=device,
+        requirements=requirements,
+        framework=bspec.framework,
+        framework_version=bspec.framework_version() or "",
+        backend_options=options,
+        scorepack_version=__version__,
+        backend_version=(_installed(distribution) or "") if distribution else __version__,
+        python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+        deployment=deployment,
+        backend_module=module,
+        runtime_requirements=pins_for(dists, skip),
+    )

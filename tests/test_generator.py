@@ -1,0 +1,359 @@
+"""Package generation: render() against golden files, deploy targets' files, quoting, and
+real builds (one per installed backend) that load and score like the model itself.
+
+Regenerate the golden files after an intended change with
+``SCOREPACK_UPDATE_GOLDEN=1 pytest tests/test_generator.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import zipfile
+from dataclasses import replace
+from importlib.metadata import distributions
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import scorepack
+from images import jpeg
+from packages import backend_params, package_for, sample_spec, tiny_model
+from scorepack.backend import Requirements
+from scorepack.cli import build_cli
+from scorepack.errors import IntegrityError, PackageError
+from scorepack.generator import render, resolve_spec
+from scorepack.generator.rendering import requirement_lines
+from scorepack.generator.spec import DeploymentSettings
+from scorepack.generator.wheels import repack_wheel
+from scorepack.manifest import MANIFEST_FILE, load_manifest, sha256_file
+from scorepack.signature import Signature, TensorSpec
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def cuda_multi_input_spec() -> Any:
+    """A GPU package of a two-input model with no labels."""
+    spec = sample_spec(
+        name="fusion.v2",
+        device="cuda",
+        signature=Signature(
+            inputs=(
+                TensorSpec("image", "float32", (None, 16, 16, 3)),
+                TensorSpec("extra", "float32", (None, 4)),
+            ),
+            outputs=(TensorSpec("scores", "float32", (None, 5)),),
+        ),
+        requirements=Requirements(
+            pip=("tensorflow[and-cuda]==2.21.0",),
+            base_image="mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04",
+        ),
+        deployment=DeploymentSettings(replicas=2, threads=32),
+        backend_options={},
+    )
+    config = replace(spec.config, postprocess=replace(spec.config.postprocess, labels=None))
+    return replace(spec, config=config)
+
+
+CASES = {"cpu-labels": sample_spec, "cuda-multi-input": cuda_multi_input_spec}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_render_matches_the_golden_files(case: str) -> None:
+    files = render(CASES[case]())
+    folder = GOLDEN / case
+    if os.environ.get("SCOREPACK_UPDATE_GOLDEN"):
+        for path, text in files.items():
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_text(text, encoding="utf-8")
+    golden = {
+        p.relative_to(folder).as_posix(): p.read_text("utf-8")
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+    assert sorted(files) == sorted(golden)
+    for path, text in files.items():
+        if text != golden[path]:
+            diff = "\n".join(
+                difflib.unified_diff(
+                    golden[path].splitlines(), text.splitlines(), "golden", "rendered", lineterm=""
+                )
+            )
+            pytest.fail(f"{case}/{path} differs from the golden file:\n{diff}")
+
+
+def test_render_is_pure_and_repeatable() -> None:
+    spec = sample_spec()
+    assert render(spec) == render(spec)
+
+
+def test_rendered_files_agree_with_each_other() -> None:
+    spec = cuda_multi_input_spec()
+    files = render(spec)
+    env = yaml.safe_load(files["environment.yml"])
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    requirements = [
+        line for line in files["requirements.txt"].splitlines() if line and not line.startswith("#")
+    ]
+    assert pip_section == requirements == requirement_lines(spec)
+    # GPU TensorFlow is tensorflow[and-cuda]; the tensorflow-gpu stub is gone upstream
+    assert "tensorflow[and-cuda]==2.21.0" in requirements
+    assert not any(line.startswith("tensorflow-gpu") for line in requirements)
+    assert "azureml-inference-server-http==1.5.1" in requirements
+    assert requirements[-2:] == [f"./{w}" for w in spec.wheels]
+    assert "python=3.11" in env["dependencies"]
+    assert yaml.safe_load(files[MANIFEST_FILE])["device"] == "cuda"
+
+
+def test_score_py_is_an_azureml_entry_script() -> None:
+    source = render(sample_spec())["score.py"]
+    compile(source, "score.py", "exec")
+    assert "from azureml.contrib.services.aml_request import AMLRequest, rawhttp" in source
+    assert "@rawhttp\ndef run(request: AMLRequest) -> AMLResponse:" in source
+    assert "def init() -> None:" in source
+    assert "BACKEND = 'tensorflow'" in source
+    assert "BACKEND_MODULE = 'scorepack_tensorflow'" in source
+
+
+def test_shell_commands_in_the_readme_are_quoted() -> None:
+    nasty = "gpu aks; rm -rf ~"
+    spec = sample_spec(deployment=DeploymentSettings(compute_name=nasty, gpu_cores=0))
+    readme = render(spec)["README.md"]
+    line = next(x for x in readme.splitlines() if x.startswith("scorepack deploy"))
+    assert shlex.split(line) == [
+        "scorepack",
+        "deploy",
+        ".",
+        "--workspace-config",
+        "config.json",
+        "--compute",
+        nasty,
+        "--sdk",
+        "v2",
+    ]
+
+
+class FakeTarget:
+    """A deploy target that renders one file per package."""
+
+    name = "fake"
+    description = "writes deploy/fake.txt"
+
+    def __init__(self, path: str = "deploy/fake.txt") -> None:
+        self.path = path
+
+    def render(self, spec: Any) -> dict[str, str]:
+        return {self.path: f"deploy {spec.name} with {spec.deployment.threads} threads\n"}
+
+
+def test_deploy_targets_files_are_part_of_the_package() -> None:
+    files = render(sample_spec(), {"fake": FakeTarget()})
+    assert files["deploy/fake.txt"] == "deploy flowers with 16 threads\n"
+    assert "`deploy/fake.txt`" in files["README.md"]
+
+
+@pytest.mark.parametrize("path", ["score.py", "model/x.pb", "../outside.txt", "/etc/passwd"])
+def test_a_target_cannot_overwrite_or_escape_the_package(path: str) -> None:
+    with pytest.raises(PackageError, match="fake"):
+        render(sample_spec(), {"fake": FakeTarget(path)})
+
+
+# --- real builds ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=backend_params())
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "packages"
+
+
+def test_build_writes_a_self_contained_package(backend: str, work: Path) -> None:
+    package = package_for(backend, work)
+    spec = load_manifest(package)
+    assert spec.backend == backend
+    assert spec.device == "cpu"
+    names = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()}
+    assert {"score.py", MANIFEST_FILE, "environment.yml", "requirements.txt", "README.md"} <= names
+    # every model file and wheel is there, with the sha256 the manifest records
+    for relative, digest in spec.file_hashes.items():
+        assert sha256_file(package / relative) == digest, relative
+    assert {f"model/{n}" for n in spec.model_files} | set(spec.wheels) == set(spec.file_hashes)
+    wheels = [package / w for w in spec.wheels]
+    assert [w.name.split("-")[0] for w in wheels] == ["scorepack", f"scorepack_{backend}"]
+    with zipfile.ZipFile(wheels[0]) as archive:
+        contents = set(archive.namelist())
+    # the runtime score.py calls and the templates ship in the wheel
+    assert {
+        "scorepack/azureml/runtime.py",
+        "scorepack/generator/templates/score.py.tmpl",
+    } <= contents
+    with zipfile.ZipFile(wheels[1]) as archive:
+        assert f"scorepack_{backend}/__init__.py" in archive.namelist()
+    requirements = (package / "requirements.txt").read_text()
+    assert spec.requirements.pip[-1] in requirements
+
+
+def test_a_package_loads_and_scores_like_its_model(backend: str, work: Path) -> None:
+    package = package_for(backend, work)
+    image = jpeg(40, 30, seed=3)
+    with scorepack.load(tiny_model(backend, work), device="cpu") as direct:
+        expected = direct.score(image, raw=True)
+    with scorepack.load(package) as packaged:
+        assert packaged.name == load_manifest(package).name
+        got = packaged.score(image, raw=True)
+    assert [e["index"] for e in got["predictions"][0]["top_k"]] == [
+        e["index"] for e in expected["predictions"][0]["top_k"]
+    ]
+    for name, value in expected["outputs"].items():
+        np.testing.assert_allclose(np.asarray(got["outputs"][name]), np.asarray(value), rtol=1e-5)
+
+
+def test_loading_a_tampered_package_is_refused(work: Path, tmp_path: Path) -> None:
+    backend = next((b for b in ("onnx", "tensorflow", "pytorch") if _has(b)), None)
+    if backend is None:
+        pytest.skip("no backend installed")
+    import shutil
+
+    package = shutil.copytree(package_for(backend, work), tmp_path / "copy")
+    spec = load_manifest(package)
+    victim = package / "model" / spec.model_files[0]
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    with pytest.raises(IntegrityError, match=spec.model_files[0]):
+        scorepack.load(package)
+
+
+def _has(backend: str) -> bool:
+    from packages import installed
+
+    return installed(backend)
+
+
+def test_build_from_the_command_line_and_as_a_zip(tmp_path: Path, work: Path) -> None:
+    pytest.importorskip("tensorflow")
+    model = tiny_model("tensorflow", work)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class {i}\n" for i in range(10)))
+    runner = CliRunner()
+    out = tmp_path / "pkg"
+    result = runner.invoke(
+        build_cli(),
+        [
+            "build",
+            str(model),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--name",
+            "tiny-cnn",
+            "--labels",
+            str(labels),
+            "--max-batch-size",
+            "8",
+            "--threads",
+            "12",
+            "--zip",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    archive = tmp_path / "pkg.zip"
+    assert archive.is_file() and not out.exists()
+    extracted = tmp_path / "extracted"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(extracted)
+    spec = load_manifest(extracted)
+    assert spec.name == "tiny-cnn"
+    assert spec.config.batching.max_batch_size == 8
+    assert spec.deployment.threads == 12
+    assert spec.config.postprocess.labels == tuple(f"class {i}" for i in range(10))
+    with scorepack.load(extracted) as scorer:
+        top = scorer.score(jpeg())["predictions"][0]["top_k"][0]
+    assert top["label"] == f"class {top['index']}"
+
+    again = runner.invoke(
+        build_cli(), ["build", str(model), "-o", str(archive), "--device", "cpu", "--zip"]
+    )
+    assert again.exit_code != 0
+    assert "already exists" in again.output
+
+
+def test_a_cuda_package_pins_the_gpu_framework(tmp_path: Path, work: Path) -> None:
+    pytest.importorskip("tensorflow")
+    # the signature is read on the CPU, so a GPU package builds on a machine without one
+    spec = resolve_spec(tiny_model("tensorflow", work), device="cuda")
+    assert spec.device == "cuda"
+    assert spec.requirements.pip == (f"tensorflow[and-cuda]=={spec.framework_version}",)
+    assert "cuda" in (spec.requirements.base_image or "")
+    assert spec.deployment.gpu_cores == 1
+    # Azure's scoring timeout leaves the runtime's own (which answers 504) room to fire first
+    assert spec.deployment.scoring_timeout_ms > spec.config.batching.timeout_ms
+
+
+def test_bad_names_and_devices_are_refused(work: Path) -> None:
+    pytest.importorskip("tensorflow")
+    model = tiny_model("tensorflow", work)
+    with pytest.raises(PackageError, match="--name"):
+        resolve_spec(model, device="cpu", name="my model; rm")
+    with pytest.raises(PackageError, match="cpu or cuda"):
+        resolve_spec(model, device="tpu")
+
+
+def test_a_regular_install_is_repacked_into_an_installable_wheel(
+    tmp_path: Path, work: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    wheel = tmp_path / "first"
+    spec = load_manifest(package_for("tensorflow", work))
+    original = package_for("tensorflow", work) / spec.wheels[0]
+    # install the wheel as a user would (not editable), then rebuild a wheel from that install
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(site),
+            str(original),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    dist = next(d for d in distributions(path=[str(site)]) if d.metadata["Name"] == "scorepack")
+    rebuilt = repack_wheel(dist, wheel)
+    assert rebuilt.name == original.name
+
+    def members(path: Path) -> set[str]:
+        with zipfile.ZipFile(path) as zf:
+            return {
+                n for n in zf.namelist() if not n.endswith(("RECORD", "INSTALLER", "REQUESTED"))
+            }
+
+    assert members(rebuilt) == members(original)
+    with zipfile.ZipFile(rebuilt) as zf, zipfile.ZipFile(original) as zo:
+        assert zf.read("scorepack/azureml/runtime.py") == zo.read("scorepack/azureml/runtime.py")
+        record = zf.read(f"scorepack-{scorepack.__version__}.dist-info/RECORD").decode()
+    runtime_line = next(
+        line for line in record.splitlines() if line.startswith("scorepack/azureml/runtime.py,")
+    )
+    digest = hashlib.sha256((site / "scorepack/azureml/runtime.py").read_bytes()).digest()
+    import base64
+
+    assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() in runtime_line
