@@ -25,10 +25,12 @@ __all__ = [
     "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
     "Plugins",
+    "check_pending",
     "get_backend",
     "get_backends",
     "get_plugin_manager",
     "get_plugins",
+    "make_plugin_manager",
     "reset",
     "set_plugin_manager",
 ]
@@ -36,7 +38,10 @@ __all__ = [
 ENTRY_POINT_GROUP = "scorepack"
 
 #: modules inside scorepack registered as plugins, before any entry point
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "scorepack.targets.azureml_v1",
+    "scorepack.targets.azureml_v2",
+)
 
 logger = logging.getLogger("scorepack.plugins")
 
@@ -45,7 +50,9 @@ def _strict() -> bool:
     return os.environ.get("SCOREPACK_STRICT_PLUGINS", "").lower() in {"1", "true", "yes"}
 
 
-def make_plugin_manager(*, entry_points: bool = True, defaults: bool = True) -> pluggy.PluginManager:
+def make_plugin_manager(
+    *, entry_points: bool = True, defaults: bool = True
+) -> pluggy.PluginManager:
     """A new plugin manager with the hook specs, default plugins and entry points loaded."""
     pm = pluggy.PluginManager("scorepack")
     pm.add_hookspecs(hookspecs)
@@ -54,24 +61,60 @@ def make_plugin_manager(*, entry_points: bool = True, defaults: bool = True) -> 
             pm.register(importlib.import_module(module_name), name=module_name)
     if entry_points:
         _load_entry_points(pm)
-    # a misspelled hook name in any plugin fails here, loudly
-    pm.check_pending()
+    check_pending(pm)
     return pm
 
 
+def check_pending(pm: pluggy.PluginManager) -> None:
+    """Fail loudly when a plugin implements a hook scorepack does not have (a misspelling).
+
+    Wraps pluggy's ``check_pending`` so the error names the plugin and the real hooks.
+    """
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        callers = {h: getattr(pm.hook, h) for h in vars(pm.hook) if not h.startswith("_")}
+        unknown = sorted(
+            h
+            for h, caller in callers.items()
+            if not caller.has_spec()
+            and any(impl.plugin is exc.plugin for impl in caller.get_hookimpls())
+        )
+        known = sorted(h for h, caller in callers.items() if caller.has_spec())
+        raise PluginError(
+            f"scorepack plugin {name!r} implements unknown hook(s) {', '.join(unknown)}; "
+            f"scorepack's hooks are {', '.join(known)}. Check the spelling."
+        ) from exc
+
+
+def _broken(name: str, exc: BaseException) -> None:
+    """A plugin failed: a warning and the rest go on, or an error in strict mode."""
+    message = f"Could not load scorepack plugin {name!r}: {exc}"
+    if _strict():
+        raise PluginError(message) from exc
+    logger.warning("%s", message)
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
-    strict = _strict()
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+        if pm.is_blocked(ep.name):
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            # importlib.metadata lists each distribution once, so this is a second
+            # distribution using the same plugin name: say so rather than drop it silently
+            logger.warning(
+                "Ignoring scorepack plugin %r from %s: a plugin of that name is already loaded.",
+                ep.name,
+                ep.dist.name if ep.dist is not None else ep.value,
+            )
             continue
         try:
             plugin = ep.load()
+            # a hook implementation with the wrong arguments fails here
+            pm.register(plugin, name=ep.name)
         except Exception as exc:  # a broken plugin must not take the others down
-            if strict:
-                raise PluginError(f"Could not load scorepack plugin {ep.name!r}: {exc}") from exc
-            logger.warning("Could not load scorepack plugin %r: %s", ep.name, exc)
-            continue
-        pm.register(plugin, name=ep.name)
+            _broken(ep.name, exc)
 
 
 class Plugins:
@@ -94,21 +137,34 @@ class Plugins:
 
     def _collect_backends(self) -> dict[str, BackendSpec]:
         found: dict[str, BackendSpec] = {}
-        # call each implementation on its own so a duplicate can name both plugins
-        for impl in reversed(self.pm.hook.register_backends.get_hookimpls()):
+        # call each implementation on its own so a duplicate can name both plugins, and a
+        # plugin whose hook fails loses only its own backends
+        # (get_hookimpls lists them in registration order; pluggy *calls* them reversed)
+        for impl in self.pm.hook.register_backends.get_hookimpls():
             plugin_name = impl.plugin_name
+            mine: dict[str, BackendSpec] = {}
 
-            def register(spec: BackendSpec, _plugin: str = plugin_name) -> None:
+            def register(
+                spec: BackendSpec, _plugin: str = plugin_name, mine: dict[str, BackendSpec] = mine
+            ) -> None:
                 if not isinstance(spec, BackendSpec):
-                    raise PluginError(
-                        f"scorepack plugin {_plugin!r} registered {spec!r}, not a BackendSpec"
-                    )
+                    raise PluginError(f"it registered {spec!r}, not a BackendSpec")
                 if spec.name in found:
                     raise DuplicateBackendError(spec.name, self._owners[spec.name], _plugin)
-                found[spec.name] = spec
-                self._owners[spec.name] = _plugin
+                if spec.name in mine:
+                    raise PluginError(f"it registered the backend {spec.name!r} twice")
+                mine[spec.name] = spec
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except DuplicateBackendError:
+                raise  # two plugins disagree: an error, whichever is at fault
+            except Exception as exc:
+                _broken(plugin_name, exc)
+                continue
+            for name, spec in mine.items():
+                found[name] = spec
+                self._owners[name] = plugin_name
         return found
 
     def owner(self, backend_name: str) -> str:

@@ -3,7 +3,9 @@ through the ``register_commands`` hook."""
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -11,7 +13,19 @@ import click
 from ..errors import ScorepackError
 from ..version import __version__
 
-__all__ = ["cli", "main"]
+__all__ = ["BUILTIN_COMMANDS", "build_cli", "main"]
+
+#: modules of this package that define a ``command``; imported when the CLI is built
+BUILTIN_COMMANDS: tuple[str, ...] = (
+    "backends",
+    "inspect",
+    "serve",
+    "score",
+    "bench",
+    "build",
+    "deploy",
+    "delete",
+)
 
 
 class _Group(click.Group):
@@ -24,34 +38,50 @@ class _Group(click.Group):
             raise click.ClickException(exc.message) from exc
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="scorepack")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    default="info",
-    show_default=True,
-    envvar="SCOREPACK_LOG_LEVEL",
-)
-def cli(log_level: str) -> None:
-    """Turn a trained model into a fast (GPU) scoring service."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def _root() -> click.Group:
+    # a new group each time, so commands a plugin adds never outlive its plugin manager
+    @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="scorepack")
+    @click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        default="info",
+        show_default=True,
+        envvar="SCOREPACK_LOG_LEVEL",
     )
+    def cli(log_level: str) -> None:
+        """Turn a trained model into a fast (GPU) scoring service."""
+        logging.basicConfig(
+            level=getattr(logging, log_level.upper()),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        # httpx logs every request at INFO; the client commands print their own summaries
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+    return cli
 
 
-def _add_builtin_commands() -> None:
-    from . import backends, inspect, score, serve
+def build_cli() -> click.Group:
+    """The ``scorepack`` group: the built-in commands, then those the plugins register.
 
-    for module in (backends, inspect, serve, score):
-        cli.add_command(module.command)
-
-
-def main() -> None:
-    """Console-script entry point."""
+    Loads the plugins (not their frameworks). Raises
+    :class:`~scorepack.errors.PluginError` when they cannot be loaded together.
+    """
     from ..plugins import get_plugin_manager
 
-    _add_builtin_commands()
+    cli = _root()
+    for name in BUILTIN_COMMANDS:
+        cli.add_command(importlib.import_module(f"{__name__}.{name}").command)
     get_plugin_manager().hook.register_commands(cli=cli)
-    cli(prog_name="scorepack")
+    return cli
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        cli = build_cli()
+    except ScorepackError as exc:
+        # e.g. two plugins claim one name, or a hook is misspelled: no traceback for that
+        click.ClickException(exc.message).show()
+        raise SystemExit(1) from exc
+    cli.main(args=list(args) if args is not None else None, prog_name="scorepack")

@@ -30,6 +30,10 @@ class DeployOptions:
     delete_compute: bool = False
     #: overrides of the package's DeploymentSettings (replicas, cpu_cores, vm_size, …)
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: print the service's keys after deploying (never done unless asked)
+    show_keys: bool = False
+    #: how long to wait for the compute and the service to become ready
+    wait_timeout_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class DeployResult:
     keys_hint: str
     dry_run: bool = False
     written: tuple[Path, ...] = ()
+    #: the service's keys, filled only when ``DeployOptions.show_keys`` asked for them
+    keys: tuple[str, ...] = field(default=(), repr=False)
 
 
 @runtime_checkable
@@ -55,10 +61,12 @@ class DeployTarget(Protocol):
         """This target's deployment files for a package: relative path → text. No side effects."""
         ...
 
-    def deploy(self, package: Path, spec: PackageSpec, options: DeployOptions, progress: Progress) -> DeployResult:
-        """Deploy the package; with ``options.dry_run`` write what would be sent and touch nothing."""
+    def deploy(
+        self, package: Path, spec: PackageSpec, options: DeployOptions, progress: Progress
+    ) -> DeployResult:
+        """Deploy the package; ``options.dry_run`` writes what would be sent, touching nothing."""
         ...
 
-    def delete(self, spec: PackageSpec, options: DeployOptions, progress: Progress) -> None:
+    def delete(self, spec: PackageSpec | None, options: DeployOptions, progress: Progress) -> None:
         """Remove the service (and the compute when ``options.delete_compute``)."""
         ...
