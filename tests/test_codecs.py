@@ -186,3 +186,79 @@ def test_decode_tensors_layout_errors() -> None:
 def test_encode_json_handles_numpy() -> None:
     document = {"a": np.arange(3, dtype=np.int64), "b": np.float32(0.5), "c": [np.float64(1.5)]}
     assert orjson.loads(encode_json(document)) == {"a": [0, 1, 2], "b": 0.5, "c": [1.5]}
+
+
+# --- reduced-size JPEG decoding --------------------------------------------------------
+
+SIG_224 = Signature(
+    inputs=(TensorSpec("image", "float32", (None, 224, 224, 3)),),
+    outputs=(TensorSpec("probs", "float32", (None, 10)),),
+)
+#: the stated tolerance of the fast path against the exact one, in pixel levels of 0..255
+DRAFT_MEAN_TOLERANCE = 2.0
+DRAFT_P99_TOLERANCE = 8.0
+
+
+def _pillow_reference(body: bytes, width: int, height: int) -> np.ndarray:
+    """Decode every pixel, then resize: what the exact path must equal."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(body)) as img:
+        small = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+        return np.asarray(small, dtype=np.float32)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "crop"])
+def test_large_jpegs_decode_at_reduced_size_within_the_stated_tolerance(resize: str) -> None:
+    body = jpeg(1024, 768, seed=3)
+    fast_plan = plan_image(SIG_224, PreprocessConfig(resize=resize))
+    exact_plan = plan_image(SIG_224, PreprocessConfig(resize=resize, exact_decode=True))
+    assert fast_plan is not None and exact_plan is not None
+    fast = decode_image(body, fast_plan).inputs["image"][0]
+    exact = decode_image(body, exact_plan).inputs["image"][0]
+    diff = np.abs(fast - exact)
+    # the fast path is really taken (DCT-domain scaling gives other pixels)...
+    assert diff.max() > 0
+    # ...and stays within the tolerance stated in the README
+    assert diff.mean() <= DRAFT_MEAN_TOLERANCE
+    assert np.percentile(diff, 99) <= DRAFT_P99_TOLERANCE
+
+
+def test_exact_decode_equals_a_full_pillow_decode_and_resize() -> None:
+    body = jpeg(1024, 768, seed=4)
+    plan = plan_image(SIG_224, PreprocessConfig(exact_decode=True))
+    assert plan is not None
+    row = decode_image(body, plan).inputs["image"][0]
+    np.testing.assert_array_equal(row, _pillow_reference(body, 224, 224))
+
+
+def test_small_jpegs_and_pngs_are_decoded_exactly() -> None:
+    # nothing to gain below twice the model's size: the fast path must change nothing
+    for body in (jpeg(300, 260, seed=5), png(1024, 768, seed=6)):
+        fast_plan = plan_image(SIG_224, PreprocessConfig())
+        exact_plan = plan_image(SIG_224, PreprocessConfig(exact_decode=True))
+        assert fast_plan is not None and exact_plan is not None
+        np.testing.assert_array_equal(
+            decode_image(body, fast_plan).inputs["image"],
+            decode_image(body, exact_plan).inputs["image"],
+        )
+
+
+@pytest.mark.parametrize(
+    ("resize", "size", "expected"),
+    [
+        ("stretch", (1024, 768), (224, 224)),
+        ("stretch", (100, 80), (100, 80)),
+        # crop: the shorter side to 224/0.875 = 256, the width in proportion
+        ("crop", (1024, 768), (342, 256)),
+        ("crop", (200, 150), (200, 150)),
+    ],
+)
+def test_decode_size_never_drops_below_what_resize_needs(
+    resize: str, size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    plan = plan_image(SIG_224, PreprocessConfig(resize=resize))
+    assert plan is not None
+    assert plan.decode_size(*size) == expected

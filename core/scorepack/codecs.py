@@ -120,6 +120,10 @@ def decode_image(
             raise ImageTooLargeError(width, height, max_pixels)
         if width < 1 or height < 1:
             raise InvalidImageError(f"The image has no pixels ({width}x{height}).")
+        if kind == "jpeg" and not plan.exact_decode:
+            # libjpeg(-turbo) scales by 1/2, 1/4 or 1/8 inside the decoder, far cheaper than
+            # decoding every pixel and resampling them away; never below what resize needs
+            image.draft(plan.pil_mode, plan.decode_size(width, height))
         try:
             image.load()
             row = plan.apply(image)

@@ -9,6 +9,7 @@ once per model; :meth:`ImagePlan.apply` turns one decoded image into one input r
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -131,13 +132,28 @@ class ImagePlan:
     exact_decode: bool = False
     _mul: np.ndarray = field(init=False, repr=False, compare=False)
     _sub: np.ndarray = field(init=False, repr=False, compare=False)
+    _flat: tuple[np.ndarray, np.ndarray] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # fold (x * scale - mean) / std into one multiply and one subtract per pixel
         mean = np.broadcast_to(np.asarray(self.mean, dtype=np.float32), (self.channels,))
         std = np.broadcast_to(np.asarray(self.std, dtype=np.float32), (self.channels,))
-        object.__setattr__(self, "_mul", (np.float32(self.scale) / std).astype(np.float32))
-        object.__setattr__(self, "_sub", (mean / std).astype(np.float32))
+        mul = (np.float32(self.scale) / std).astype(np.float32)
+        sub = (mean / std).astype(np.float32)
+        object.__setattr__(self, "_mul", mul)
+        object.__setattr__(self, "_sub", sub)
+        # per-channel constants broadcast over the last axis make NumPy loop three values
+        # at a time (336 us for 224x224x3 here); one flat pass over constants laid out like
+        # the pixels takes 64 us. Built once per model, for NHWC unless one scalar will do.
+        flat = None
+        if self.layout == "NHWC" and not self._uniform_rgb:
+            count = self.height * self.width
+            flat = (np.tile(mul, count), np.tile(sub, count))
+        object.__setattr__(self, "_flat", flat)
+
+    @property
+    def _uniform_rgb(self) -> bool:
+        return self.color == "RGB" and len(set(self._mul)) == 1 and len(set(self._sub)) == 1
 
     @property
     def pil_mode(self) -> str:
@@ -163,6 +179,18 @@ class ImagePlan:
             "std": list(self.std),
         }
 
+    def decode_size(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest size an image of ``width`` x ``height`` may be decoded at.
+
+        Below it, resizing would have to enlarge what it now shrinks. A JPEG decoder asked
+        for this size (Pillow's ``draft``) scales by 1/2, 1/4 or 1/8 in the DCT domain and
+        never goes below it.
+        """
+        if self.resize == "stretch":
+            return min(width, self.width), min(height, self.height)
+        factor = min(1.0, max(self.height / height, self.width / width) / self.crop_ratio)
+        return max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))
+
     def resize_image(self, image: Image.Image) -> Image.Image:
         """Resize (and crop) to the model's size in one resampling pass."""
         from PIL import Image
@@ -183,21 +211,44 @@ class ImagePlan:
         )
 
     def to_array(self, image: Image.Image) -> np.ndarray:
-        """One input row from an image already in :attr:`pil_mode` and the right size."""
+        """One input row from an image already in :attr:`pil_mode` and the right size.
+
+        The pixels are read once and written once, straight into the model's layout and
+        dtype: one multiply and one subtract per value, no intermediate float copy.
+        """
         pixels = np.asarray(image)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
-        if self.color == "BGR":
-            pixels = pixels[:, :, ::-1]
         if self.dtype == "uint8" and self.is_identity:
-            row = pixels
-        else:
-            row = np.empty(pixels.shape, dtype=self.dtype)
-            np.multiply(pixels, self._mul, out=row, casting="unsafe")
-            row -= self._sub.astype(self.dtype)
-        if self.layout == "NCHW":
-            row = row.transpose(2, 0, 1)
-        return np.ascontiguousarray(row)
+            if self.color == "BGR":
+                pixels = pixels[:, :, ::-1]
+            row = pixels.transpose(2, 0, 1) if self.layout == "NCHW" else pixels
+            return np.ascontiguousarray(row)
+        dtype = np.dtype(self.dtype)
+        if self.layout == "NHWC" and self._uniform_rgb:
+            # the same constants for every channel: two whole-array passes
+            row = np.empty(pixels.shape, dtype=dtype)
+            np.multiply(pixels, self._mul[0], out=row, casting="unsafe")
+            np.subtract(row, self._sub[0], out=row, casting="unsafe")
+            return row
+        if self._flat is not None and pixels.shape == (self.height, self.width, self.channels):
+            if self.color == "BGR":
+                pixels = _reversed_channels(pixels)
+            mul, sub = self._flat
+            row = np.empty(pixels.shape, dtype=dtype)
+            np.multiply(pixels.reshape(-1), mul, out=row.reshape(-1), casting="unsafe")
+            np.subtract(row.reshape(-1), sub, out=row.reshape(-1), casting="unsafe")
+            return row
+        shape = (self.channels, *pixels.shape[:2]) if self.layout == "NCHW" else pixels.shape
+        row = np.empty(shape, dtype=dtype)
+        hwc = row.transpose(1, 2, 0) if self.layout == "NCHW" else row
+        # NCHW: one contiguous plane per channel, written in one pass each
+        for out_c in range(self.channels):
+            in_c = self.channels - 1 - out_c if self.color == "BGR" else out_c
+            target = hwc[:, :, out_c]
+            np.multiply(pixels[:, :, in_c], self._mul[out_c], out=target, casting="unsafe")
+            np.subtract(target, self._sub[out_c], out=target, casting="unsafe")
+        return row
 
     def apply(self, image: Image.Image) -> np.ndarray:
         """Convert mode, resize and normalise one decoded image into one input row."""
@@ -206,6 +257,16 @@ class ImagePlan:
         if image.mode != self.pil_mode:
             image = image.convert(self.pil_mode)
         return self.to_array(self.resize_image(image))
+
+
+def _reversed_channels(pixels: np.ndarray) -> np.ndarray:
+    """RGB → BGR as a new contiguous array: three plane copies take 37 us for 224x224 here,
+    a copy through a reversed view (``[:, :, ::-1]``) 218 us."""
+    out = np.empty_like(pixels)
+    last = pixels.shape[2] - 1
+    for c in range(pixels.shape[2]):
+        out[:, :, c] = pixels[:, :, last - c]
+    return out
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
