@@ -261,6 +261,40 @@ def test_half_on_cpu_is_ignored_with_a_warning(
     assert backend.predict({"image": _batch(1)})["probs"].dtype == np.float32
 
 
+def test_torchscript_is_frozen_and_optimised_for_inference(tmp_path: Path) -> None:
+    class ConvBN(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.bn = torch.nn.BatchNorm2d(8)
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.bn(self.conv(image))).mean((2, 3))
+
+    torch.manual_seed(0)
+    model = ConvBN().eval()
+    model.bn.running_mean.uniform_(-1, 1)  # non-trivial statistics, so folding matters
+    model.bn.running_var.uniform_(0.5, 2)
+    path = tmp_path / "convbn.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), str(path))
+    options = {"input_shape": "3x16x16"}
+    optimised = _loaded(path, options=options)
+    plain = _loaded(path, options={**options, "optimize": "false"})
+    # batch norm is folded into the convolution only in the optimised module
+    assert "batch_norm" in str(plain._module.inlined_graph)
+    assert "batch_norm" not in str(optimised._module.inlined_graph)
+    x = np.random.default_rng(1).random((4, 3, 16, 16), dtype=np.float32)
+    got = optimised.predict({"image": x})["output_0"]
+    want = plain.predict({"image": x})["output_0"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(want, model(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelLoadError, match="optimize must be true or false"):
+        _loaded(path, options={**options, "optimize": "maybe"})
+
+
 def test_thread_option(models: dict[str, Path]) -> None:
     before = torch.get_num_threads()
     try:
