@@ -228,6 +228,42 @@ def test_requirements_for_packages() -> None:
     assert "cuda" not in (cpu.base_image or "")
 
 
+def test_bf16_precision_keeps_the_answers(small_cnn_path: Path, tmp_path: Path) -> None:
+    # grappler's precision option is process-wide: the bf16 model runs in a process of its own
+    x = np.random.default_rng(7).random((8, 32, 32, 3), dtype=np.float32) * 255
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        from scorepack_tensorflow import TensorFlowBackend
+        backend = TensorFlowBackend({str(small_cnn_path)!r}, device="cpu",
+                                    options={{"precision": "bf16"}})
+        backend.load()
+        out = backend.predict({{"image": np.load({str(tmp_path / "x.npy")!r})}})
+        np.save({str(tmp_path / "bf16.npy")!r}, out["probs"])
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+    bf16 = np.load(tmp_path / "bf16.npy")
+    fp32_backend = tf_backend(small_cnn_path)
+    fp32_backend.load()
+    fp32 = fp32_backend.predict({"image": x})["probs"]
+    assert bf16.shape == fp32.shape
+    # bf16 keeps 8 bits of mantissa: probabilities move by well under a hundredth here
+    np.testing.assert_allclose(bf16, fp32, atol=0.02)
+    assert (bf16.argmax(1) == fp32.argmax(1)).all()
+
+
+@pytest.mark.parametrize(
+    ("precision", "message"),
+    [("fp16", "runs on a GPU"), ("int8", "must be fp32, bf16 or fp16")],
+)
+def test_precision_option_is_checked(small_cnn_path: Path, precision: str, message: str) -> None:
+    backend = TensorFlowBackend(small_cnn_path, device="cpu", options={"precision": precision})
+    with pytest.raises(ModelLoadError, match=message):
+        backend.load()
+
+
 def test_cpu_is_always_available_and_cuda_is_refused_without_a_gpu(small_cnn_path: Path) -> None:
     devices = TensorFlowBackend.available_devices()
     assert devices[0] == "cpu"
