@@ -1,0 +1,1 @@
+"""The benchmark suite: one command (``scripts/bench``), results as JSON and Markdown."""

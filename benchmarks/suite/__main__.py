@@ -1,0 +1,200 @@
+"""Run the benchmark suite: ``scripts/bench [--quick] [--backends tensorflow,onnx,pytorch]``.
+
+Writes benchmarks/results/<time>.json and rewrites the generated part of
+benchmarks/RESULTS.md. Not part of the test suite: nothing here passes or fails a build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import machine, models, report, servers
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+CONCURRENCY = (1, 8, 32)
+
+
+def _installed(backend: str) -> bool:
+    module = {"tensorflow": "tensorflow", "onnx": "onnxruntime", "pytorch": "torch"}[
+        backend.split("-")[0]
+    ]
+    return importlib.util.find_spec(module) is not None
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def in_process(model: models.BenchModel, image: Path, batches: str, seconds: float) -> list[Any]:
+    _say(f"  in-process {model.label}/{model.name} batches {batches}")
+    options = [arg for option in model.options for arg in ("-O", option)]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.suite.inprocess",
+            "--backend",
+            model.backend,
+            "--model",
+            str(model.path),
+            "--preset",
+            model.preset,
+            "--image",
+            str(image),
+            "--batches",
+            batches,
+            "--seconds",
+            str(seconds),
+            "--label",
+            model.label,
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=servers.ROOT,
+    )
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def under_load(
+    kind: str, starter: Any, image: Path, levels: tuple[int, ...], args: Any, label: str
+) -> dict[str, Any]:
+    _say(f"  {label}: starting")
+    with starter as server:
+        runs = []
+        for c in levels:
+            result = servers.load(server.url, image, c, args.duration, args.warmup)
+            rps, p50 = result["rps"], result["latency_ms"].get("p50", 0)
+            _say(f"  {label}: c={c} {rps:.1f} req/s p50 {p50:.1f} ms errors {result['errors']}")
+            runs.append(result)
+        return {
+            "server": kind,
+            "label": label,
+            "ready_s": server.ready_s,
+            "peak_rss_mib": server.peak_rss_mib(),
+            "runs": runs,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="tensorflow,tensorflow-bf16,onnx,pytorch")
+    parser.add_argument("--quick", action="store_true", help="short runs, for trying things")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per load level")
+    parser.add_argument(
+        "--only", default="", help="comma list: limits,embedded,azureml,baseline,tiny"
+    )
+    parser.add_argument("--label", default="", help="a note stored with the results")
+    args = parser.parse_args()
+    args.duration = args.duration or (4.0 if args.quick else 12.0)
+    args.warmup = 1.0 if args.quick else 3.0
+    seconds = 2.0 if args.quick else 6.0
+    parts = set(filter(None, args.only.split(","))) or {
+        "limits",
+        "embedded",
+        "azureml",
+        "baseline",
+        "tiny",
+    }
+    backends = [b for b in args.backends.split(",") if b and _installed(b)]
+    started = time.time()
+    results: dict[str, Any] = {
+        "machine": machine.describe(),
+        "label": args.label,
+        "quick": args.quick,
+        "duration_s": args.duration,
+        "limits": [],
+        "servers": [],
+    }
+    sample = models.SAMPLE
+    work = servers.temp_dir()
+    for backend in backends:
+        _say(f"ResNet50, {backend}")
+        model = models.RESNET50[backend]()
+        if "limits" in parts:
+            results["limits"] += in_process(model, sample, "1,8,32", seconds)
+        if "embedded" in parts:
+            results["servers"].append(
+                under_load(
+                    "embedded",
+                    servers.embedded(model),
+                    sample,
+                    CONCURRENCY,
+                    args,
+                    f"{backend} embedded",
+                )
+            )
+        if "azureml" in parts:
+            package = servers.build_package(model, work / f"pkg-{backend}")
+            results["servers"].append(
+                under_load(
+                    "azureml",
+                    servers.package_azureml(package),
+                    sample,
+                    CONCURRENCY,
+                    args,
+                    f"{backend} azmlinfsrv",
+                )
+            )
+        # the baseline is plain fp32 TensorFlow: measured once, next to the fp32 package
+        if "baseline" in parts and backend == "tensorflow":
+            results["servers"].append(
+                under_load(
+                    "baseline",
+                    servers.baseline_azureml(model.path.parent),
+                    sample,
+                    CONCURRENCY,
+                    args,
+                    "article baseline",
+                )
+            )
+    if "tiny" in parts and "tensorflow" in backends:
+        _say("tiny model, tensorflow")
+        tiny, small = models.tiny_tensorflow(), models.small_image()
+        results["limits"] += [
+            dict(r, model="tiny") for r in in_process(tiny, small, "1,8", seconds)
+        ]
+        results["servers"].append(
+            dict(
+                under_load(
+                    "embedded", servers.embedded(tiny), small, (1, 8), args, "tiny embedded"
+                ),
+                model="tiny",
+            )
+        )
+        package = servers.build_package(tiny, work / "pkg-tiny")
+        results["servers"].append(
+            dict(
+                under_load(
+                    "azureml",
+                    servers.package_azureml(package),
+                    small,
+                    (1, 8),
+                    args,
+                    "tiny azmlinfsrv",
+                ),
+                model="tiny",
+            )
+        )
+    results["elapsed_s"] = round(time.time() - started, 1)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    text = report.markdown(results)
+    print(text)
+    if not args.quick and not args.only:
+        report.update_results_md(text)
+    _say(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Results as Markdown: the machine, the in-process limits, the servers, the targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+RESULTS_MD = Path(__file__).resolve().parents[1] / "RESULTS.md"
+START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+
+
+def _limit(
+    results: dict[str, Any], backend: str, decode: str, batch: int, model: str = "resnet50"
+) -> dict[str, Any] | None:
+    for row in results["limits"]:
+        if (row["backend"], row["decode"], row["batch"], row.get("model", "resnet50")) == (
+            backend,
+            decode,
+            batch,
+            model,
+        ):
+            return dict(row)
+    return None
+
+
+def _server(results: dict[str, Any], label: str) -> dict[str, Any] | None:
+    return next((s for s in results["servers"] if s["label"] == label), None)
+
+
+def _run(server: dict[str, Any] | None, concurrency: int) -> dict[str, Any] | None:
+    if server is None:
+        return None
+    return next((r for r in server["runs"] if r["concurrency"] == concurrency), None)
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(target, measured, needed, verdict) for every target the results allow checking."""
+    rows = []
+    backends = sorted(
+        {r["backend"] for r in results["limits"] if r.get("model", "resnet50") == "resnet50"}
+    )
+    for backend in backends:
+        limit = _limit(results, backend, "article", 32)
+        run = _run(_server(results, f"{backend} embedded"), 32)
+        if limit and run:
+            ratio = run["rps"] / limit["images_per_s"]
+            rows.append(
+                (
+                    f"ResNet50 {backend}: embedded c=32 / in-process limit "
+                    "(article decode, batch 32)",
+                    f"{run['rps']:.1f} / {limit['images_per_s']:.1f} = **{ratio:.2f}**",
+                    "≥ 1.05",
+                    "pass" if ratio >= 1.05 else "FAIL",
+                )
+            )
+    base = _run(_server(results, "article baseline"), 32)
+    for variant in ("tensorflow", "tensorflow-bf16"):
+        pkg = _run(_server(results, f"{variant} azmlinfsrv"), 32)
+        if pkg and base and base["rps"]:
+            ratio = pkg["rps"] / base["rps"]
+            rows.append(
+                (
+                    f"ResNet50 {variant}: package under azmlinfsrv / article baseline (fp32), c=32",
+                    f"{pkg['rps']:.1f} / {base['rps']:.1f} = **{ratio:.2f}**",
+                    "≥ 1.8",
+                    "pass" if ratio >= 1.8 else "FAIL",
+                )
+            )
+    for backend in backends:
+        limit = _limit(results, backend, "scorepack", 1)
+        run = _run(_server(results, f"{backend} embedded"), 1)
+        if limit and run and run["latency_ms"]:
+            p50, alone = run["latency_ms"]["p50"], limit["batch_latency_ms"]
+            rows.append(
+                (
+                    f"ResNet50 {backend}: embedded c=1 p50 vs in-process batch-1 latency",
+                    f"{p50:.1f} ms vs {alone:.1f} ms (+{p50 - alone:.1f} ms)",
+                    "≤ +3 ms",
+                    "pass" if p50 <= alone + 3 else "FAIL",
+                )
+            )
+    limit = _limit(results, "tensorflow", "scorepack", 1, "tiny")
+    run = _run(_server(results, "tiny embedded"), 8)
+    if limit and run:
+        ratio = run["rps"] / limit["images_per_s"]
+        rows.append(
+            (
+                "Tiny model: embedded c=8 / in-process decode+preprocess+model rate",
+                f"{run['rps']:.0f} / {limit['images_per_s']:.0f} = **{ratio:.2f}**",
+                "≥ 0.8",
+                "pass" if ratio >= 0.8 else "FAIL",
+            )
+        )
+    return rows
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    parts = [
+        f"Run of {results.get('label') or 'the suite'}"
+        f"{' (quick)' if results.get('quick') else ''}, {results.get('elapsed_s', '?')} s in all, "
+        f"{results['duration_s']:g} s per load level.",
+        "",
+        _table(
+            ["machine", ""],
+            [
+                ["CPU", f"{m['cpu']} ({m['cores']} cores)"],
+                ["memory", f"{m['memory_gib']} GiB"],
+                ["GPU", ", ".join(m["gpus"]) or "none"],
+                ["Python", m["python"]],
+                ["packages", ", ".join(f"{k} {v}" for k, v in m["versions"].items())],
+            ],
+        ),
+        "",
+        "### Targets",
+        "",
+        _table(["target", "measured", "needed", ""], [list(t) for t in targets(results)]),
+        "",
+        "### In-process limits (decode + preprocess + model, no HTTP, one image after another)",
+        "",
+        _table(
+            ["model", "backend", "decode", "batch", "images/s", "ms per batch"],
+            [
+                [
+                    r.get("model", "resnet50"),
+                    r["backend"],
+                    r["decode"],
+                    str(r["batch"]),
+                    f"{r['images_per_s']:.1f}",
+                    f"{r['batch_latency_ms']:.1f}",
+                ]
+                for r in results["limits"]
+            ],
+        ),
+        "",
+        "### Servers (client: `scorepack bench`, a separate process on the same machine)",
+        "",
+        _table(
+            [
+                "server",
+                "c",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "batch sizes",
+                "ready s",
+                "peak RSS MiB",
+            ],
+            [
+                [
+                    s["label"],
+                    str(r["concurrency"]),
+                    f"{r['rps']:.1f}",
+                    f"{r['latency_ms'].get('p50', 0):.1f}",
+                    f"{r['latency_ms'].get('p99', 0):.1f}",
+                    str(r["errors"]),
+                    _sizes(r.get("batch_sizes", {})),
+                    str(s["ready_s"]),
+                    str(s["peak_rss_mib"]),
+                ]
+                for s in results["servers"]
+                for r in s["runs"]
+            ],
+        ),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _sizes(sizes: dict[str, int]) -> str:
+    if not sizes:
+        return "-"
+    total = sum(sizes.values())
+    mean = sum(int(k) * v for k, v in sizes.items()) / total
+    return f"mean {mean:.1f}, max {max(int(k) for k in sizes)}"
+
+
+def update_results_md(generated: str) -> None:
+    """Replace the generated block of RESULTS.md, keeping the notes around it."""
+    text = (
+        RESULTS_MD.read_text()
+        if RESULTS_MD.exists()
+        else f"# Benchmark results\n\n{START}\n{END}\n"
+    )
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    RESULTS_MD.write_text(f"{head}{START}\n{generated}{END}{tail}")

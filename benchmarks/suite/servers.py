@@ -1,0 +1,223 @@
+"""Servers under load: each in its own process, loaded by ``scorepack bench`` in another.
+
+Three kinds: scorepack's embedded server, a scorepack package under azmlinfsrv
+(``serve PKG --runtime azureml``), and the article-style baseline entry script under
+azmlinfsrv (one request, one model call). Each is started, timed to ready, loaded at each
+concurrency, has its peak resident memory read, and is stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+SCOREPACK = [sys.executable, "-m", "scorepack", "--log-level", "warning"]
+
+
+@dataclass
+class Running:
+    """A server process being measured."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    ready_path: str
+    started: float
+    log: list[str] = field(default_factory=list)
+    ready_s: float | None = None
+
+    def peak_rss_mib(self) -> float:
+        """The largest peak RSS (VmHWM) among the server's processes."""
+        peaks = [_vm_hwm(pid) for pid in _tree(self.proc.pid)]
+        return round(max([p for p in peaks if p is not None] or [0]) / 1024, 1)
+
+
+def _tree(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        return [pid] + [c.pid for c in parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _vm_hwm(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running(
+    cmd: list[str],
+    *,
+    ready_path: str,
+    url: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300.0,
+) -> Iterator[Running]:
+    """Start a server, wait until ``ready_path`` answers 200, stop it afterwards."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    server = Running(proc, url or "", ready_path, started)
+    found = threading.Event()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            server.log.append(line)
+            match = re.search(r"at (http://\S+)/score", line)
+            if match and not server.url:
+                server.url = match.group(1)
+            if server.url:
+                found.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if url:
+        found.set()
+    try:
+        deadline = started + timeout
+        found.wait(timeout)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[3:6]} exited early:\n{''.join(server.log[-30:])}")
+            try:
+                if server.url and httpx.get(server.url + ready_path, timeout=2).status_code == 200:
+                    server.ready_s = round(time.monotonic() - started, 2)
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"not ready in {timeout:.0f} s:\n{''.join(server.log[-30:])}")
+        yield server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def embedded(model: Any, *extra: str) -> Any:
+    return running(
+        [*SCOREPACK, "serve", str(model.path), *model.serve_args, "--port", "0", *extra],
+        ready_path="/health/ready",
+    )
+
+
+def package_azureml(package: Path) -> Any:
+    return running(
+        [*SCOREPACK, "serve", str(package), "--runtime", "azureml", "--port", str(_free_port())],
+        ready_path="/",
+    )
+
+
+def baseline_azureml(model_dir: Path) -> Any:
+    """The article-style score.py under azmlinfsrv with its defaults (sync worker)."""
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "scorepack.azureml.launch",
+        "--host",
+        "127.0.0.1",
+        "--",
+        "--entry_script",
+        str(ROOT / "benchmarks" / "baseline" / "score.py"),
+        "--model_dir",
+        str(model_dir),
+        "--port",
+        str(port),
+    ]
+    return running(
+        cmd,
+        ready_path="/",
+        url=f"http://127.0.0.1:{port}",
+        env={"GUNICORN_CMD_ARGS": "--no-control-socket"},
+    )
+
+
+def build_package(model: Any, out: Path) -> Path:
+    """``scorepack build`` for a CPU package of the model (rebuilt every run)."""
+    subprocess.run(
+        [
+            *SCOREPACK,
+            "build",
+            str(model.path),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--force",
+            *model.serve_args,
+        ],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    return out
+
+
+def load(url: str, image: Path, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    """One ``scorepack bench`` run, in its own process."""
+    out = subprocess.run(
+        [
+            *SCOREPACK,
+            "bench",
+            url,
+            str(image),
+            "-c",
+            str(concurrency),
+            "-d",
+            str(duration),
+            "--warmup",
+            str(warmup),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout)
+
+
+def temp_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="scorepack-bench-"))
