@@ -74,7 +74,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             rows.append(
                 (
                     f"ResNet50 {backend}: embedded c=1 p50 vs in-process batch-1 latency",
-                    f"{p50:.1f} ms vs {alone:.1f} ms (+{p50 - alone:.1f} ms)",
+                    f"{p50:.1f} ms vs {alone:.1f} ms ({p50 - alone:+.1f} ms)",
                     "≤ +3 ms",
                     "pass" if p50 <= alone + 3 else "FAIL",
                 )
