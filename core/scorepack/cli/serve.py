@@ -7,7 +7,7 @@ azmlinfsrv running the package's ``score.py`` as Azure ML does (``--runtime azur
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,72 +97,53 @@ def _given(ctx: click.Context, name: str) -> bool:
     "from the package's pins.",
 )
 @click.pass_context
-def command(
-    ctx: click.Context,
-    path: str,
-    backend: str | None,
-    device: str,
-    backend_options: dict[str, Any],
-    host: str,
-    port: int,
-    auth_keys: tuple[str, ...],
-    graceful_timeout: float,
-    runtime: str,
-    isolated: bool,
-    threads: int | None,
-    no_env_check: bool,
-    **kw: Any,
-) -> None:
+def command(ctx: click.Context, **kw: Any) -> None:
     """Serve the model or scoring package at PATH over HTTP (POST /score)."""
-    if is_package(path):
-        _serve_package(
-            ctx,
-            path,
-            backend,
-            device,
-            backend_options,
-            host,
-            port,
-            auth_keys,
-            graceful_timeout,
-            runtime,
-            isolated,
-            threads,
-            no_env_check,
-            kw,
-        )
+    args = _ServeArgs(**{name: kw.pop(name) for name in _ServeArgs.__dataclass_fields__})
+    if is_package(args.path):
+        _serve_package(ctx, args, kw)
         return
-    if runtime == "azureml" or isolated or threads is not None:
+    if args.runtime == "azureml" or args.isolated or args.threads is not None:
         raise click.UsageError(
             "--runtime azureml (and --isolated, --threads) serve a scoring package; build one "
-            f"first: scorepack build {path} -o PKG --device cpu"
+            f"first: scorepack build {args.path} -o PKG --device cpu"
         )
     config = scoring_config(kw)
-    spec = resolve_backend(path, backend)
-    instance = create_backend(spec, path, device, backend_options)
-    scorer = Scorer(instance, config)
-    _serve_embedded(scorer, f"{path} with {spec.name}", host, port, auth_keys, graceful_timeout)
+    spec = resolve_backend(args.path, args.backend)
+    instance = create_backend(spec, args.path, args.device, args.backend_options)
+    _serve_embedded(Scorer(instance, config), f"{args.path} with {spec.name}", args)
 
 
-def _serve_embedded(
-    scorer: Scorer,
-    what: str,
-    host: str,
-    port: int,
-    auth_keys: tuple[str, ...],
-    graceful_timeout: float,
-) -> None:
+@dataclass(frozen=True)
+class _ServeArgs:
+    """The options of ``serve`` beyond the scoring settings, in one place."""
+
+    path: str
+    backend: str | None
+    device: str
+    backend_options: dict[str, Any]
+    host: str
+    port: int
+    auth_keys: tuple[str, ...]
+    graceful_timeout: float
+    runtime: str
+    isolated: bool
+    threads: int | None
+    no_env_check: bool
+
+
+def _serve_embedded(scorer: Scorer, what: str, args: _ServeArgs) -> None:
     def listening(url: str) -> None:
         click.echo(f"scorepack: serving {what} at {url}/score (model loading…)", err=True)
-        if auth_keys:
+        if args.auth_keys:
             click.echo("scorepack: keys required (Authorization: Bearer KEY)", err=True)
 
     serve(
         scorer,
-        host=host,
-        port=port,
-        auth_keys=auth_keys,
-        graceful_timeout=graceful_timeout,
+        host=args.host,
+        port=args.port,
+        auth_keys=args.auth_keys,
+        graceful_timeout=args.graceful_timeout,
         on_listening=listening,
     )
 
@@ -196,73 +177,51 @@ def _apply(config: ScoringConfig, overrides: dict[str, Any]) -> ScoringConfig:
         raise click.UsageError(str(exc)) from exc
 
 
-def _serve_package(
-    ctx: click.Context,
-    path: str,
-    backend: str | None,
-    device: str,
-    backend_options: dict[str, Any],
-    host: str,
-    port: int,
-    auth_keys: tuple[str, ...],
-    graceful_timeout: float,
-    runtime: str,
-    isolated: bool,
-    threads: int | None,
-    no_env_check: bool,
-    kw: dict[str, Any],
-) -> None:
+def _serve_package(ctx: click.Context, args: _ServeArgs, kw: dict[str, Any]) -> None:
     overrides = _package_overrides(ctx, kw)
-    chosen_device = device if _given(ctx, "device") else None
-    if runtime == "embedded":
-        if isolated or threads is not None or no_env_check:
+    chosen_device = args.device if _given(ctx, "device") else None
+    if args.runtime == "embedded":
+        if args.isolated or args.threads is not None or args.no_env_check:
             raise click.UsageError(
                 "--isolated, --threads and --no-env-check go with --runtime azureml."
             )
         from ..manifest import load_manifest
 
-        spec = load_manifest(path)
+        spec = load_manifest(args.path)
         scorer = open_package(
-            path,
-            backend=backend,
+            args.path,
+            backend=args.backend,
             device=chosen_device,
-            options=backend_options,
+            options=args.backend_options,
             config=_apply(spec.config, overrides),
         )
-        _serve_embedded(
-            scorer,
-            f"the package {spec.name} ({spec.backend})",
-            host,
-            port,
-            auth_keys,
-            graceful_timeout,
-        )
+        _serve_embedded(scorer, f"the package {spec.name} ({spec.backend})", args)
         return
-    if auth_keys:
+    if args.auth_keys:
         raise click.UsageError(
             "--auth-key does not apply to --runtime azureml: azmlinfsrv checks no keys "
             "(Azure ML checks them at the endpoint). Use the embedded runtime to test keys."
         )
-    if backend_options:
+    if args.backend_options:
         raise click.UsageError(
             "-O does not apply to --runtime azureml; rebuild the package with it."
         )
     from ..azureml.host import AzureMLServe, free_port, serve_azureml
 
     options = AzureMLServe(
-        package=Path(path),
-        host=host,
-        port=port or free_port(host),
+        package=Path(args.path),
+        host=args.host,
+        port=args.port or free_port(args.host),
         device=chosen_device,
-        threads=threads,
-        isolated=isolated,
-        check_env=not no_env_check,
+        threads=args.threads,
+        isolated=args.isolated,
+        check_env=not args.no_env_check,
         environ={_RUNTIME_OPTIONS[k]: str(v) for k, v in overrides.items()},
     )
 
     def started(url: str) -> None:
         click.echo(
-            f"scorepack: serving {path} under azmlinfsrv (Azure ML's inference server) "
+            f"scorepack: serving {args.path} under azmlinfsrv (Azure ML's inference server) "
             f"at {url}/score (model loading…)",
             err=True,
         )

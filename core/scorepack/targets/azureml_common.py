@@ -22,7 +22,7 @@ import yaml
 from ..azureml.settings import server_environment
 from ..errors import DeployError, PackageError
 from ..generator.spec import DeploymentSettings, PackageSpec
-from .base import DeployOptions
+from .base import DeployOptions, DeployResult, Progress
 
 __all__ = [
     "AZUREML_CORE_INSTALL",
@@ -395,6 +395,17 @@ class DryRun:
         )
         self.written.append(path)
         return path
+
+    def result(self, service_name: str, keys_hint: str, progress: Progress) -> DeployResult:
+        """Say where the files went and describe the deployment that was not made."""
+        progress(f"Dry run: wrote {len(self.written)} files to {self.directory}")
+        return DeployResult(
+            service_name=service_name,
+            scoring_uri=None,
+            keys_hint=keys_hint,
+            dry_run=True,
+            written=tuple(self.written),
+        )
 
     def request(self, name: str, method: str, url: str, body: Any = None, note: str = "") -> Path:
         """Write one HTTP request that would be sent."""

@@ -307,14 +307,7 @@ class AzureMLV1Target:
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        progress(f"Dry run: wrote {len(out.written)} files to {out.directory}")
-        return DeployResult(
-            service_name=name,
-            scoring_uri=None,
-            keys_hint=keys_hint(name, config),
-            dry_run=True,
-            written=tuple(out.written),
-        )
+        return out.result(name, keys_hint(name, config), progress)
 
     # --- delete ------------------------------------------------------------------------
 

@@ -246,14 +246,7 @@ class AzureMLV2Target:
             endpoint.traffic = {deployment.name: 100}
             body = _wire(endpoint._to_rest_online_endpoint(location))
         out.request("endpoint-traffic", "PUT", f"{arm}/onlineEndpoints/{name}", body)
-        progress(f"Dry run: wrote {len(out.written)} files to {out.directory}")
-        return DeployResult(
-            service_name=name,
-            scoring_uri=None,
-            keys_hint=keys_hint(name, config),
-            dry_run=True,
-            written=tuple(out.written),
-        )
+        return out.result(name, keys_hint(name, config), progress)
 
     # --- delete ------------------------------------------------------------------------
 
