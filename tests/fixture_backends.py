@@ -8,6 +8,8 @@
   (``scorepack serve``), where no gate can reach.
 * :class:`ErrorBackend` is an echo that fails a whole call when any row is "poisoned"
   (``x[:, 0] < 0``), the way a framework fails a batch because of one bad row.
+* :class:`EncodedImageBackend` takes JPEG bytes (``Backend.accepts_encoded_images``) and
+  decodes them itself, as a GPU backend does, with Pillow.
 
 This module is also a scorepack plugin (``register_backends``), so a subprocess can serve
 these backends through the real ``scorepack serve`` once an entry point names it (see
@@ -28,6 +30,7 @@ from scorepack import Backend, BackendSpec, Signature, TensorSpec, hookimpl, map
 
 __all__ = [
     "EchoBackend",
+    "EncodedImageBackend",
     "ErrorBackend",
     "SlowBackend",
     "write_entry_point",
@@ -130,6 +133,71 @@ class ErrorBackend(SlowBackend):
                 self.calls.append(int(x.shape[0]))
                 raise PoisonedRowError(f"row {int(bad[0])} is poisoned (x[0] < 0)")
             return super().predict(inputs)
+
+
+class EncodedImageBackend(Backend):
+    """An image model that decodes JPEGs itself, as a GPU backend does, but with Pillow.
+
+    ``image`` float32 [batch, 16, 16, 3] → ``pixels``: the preprocessed pixels themselves.
+    It accepts encoded images (``-O encoded=false`` declines them, for the normal path):
+    a call gets either JPEG bytes, decoded here at full size and preprocessed with the
+    core's plan, or pixels the core decoded. Like nvJPEG's batched decode, one corrupt
+    JPEG fails the whole call with InvalidImageError. :attr:`calls` records
+    ``("jpeg" | "pixels", rows)`` per call; a closed :attr:`gate` holds ``predict``.
+    """
+
+    SIZE = 16
+    options_help: ClassVar[Mapping[str, str]] = {
+        "encoded": "take JPEG bytes and decode them here (default true)",
+    }
+
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.calls: list[tuple[str, int]] = []
+        self.plan: Any = None
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def load(self) -> None:
+        size = self.SIZE
+        self.signature = Signature(
+            inputs=(TensorSpec("image", "float32", (None, size, size, 3)),),
+            outputs=(TensorSpec("pixels", "float32", (None, size, size, 3)),),
+        )
+
+    def accepts_encoded_images(self, plan: Any) -> bool:
+        if str(self.options.get("encoded", "true")).lower() == "false":
+            return False
+        self.plan = plan
+        return True
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["image"]
+        self.entered.set()
+        if not self.gate.wait(GATE_TIMEOUT):
+            raise RuntimeError("predict gate never opened")
+        if x.dtype == object:
+            self.calls.append(("jpeg", len(x)))
+            x = np.stack([self._decode(body) for body in x])
+        else:
+            self.calls.append(("pixels", len(x)))
+        return {"pixels": np.asarray(x, dtype=np.float32)}
+
+    def _decode(self, body: bytes) -> np.ndarray:
+        import io
+
+        from PIL import Image
+
+        from scorepack.errors import InvalidImageError
+
+        assert body[:3] == b"\xff\xd8\xff", "only JPEGs come undecoded"
+        try:
+            with Image.open(io.BytesIO(body)) as image:
+                image.load()  # every pixel, no reduced-size decoding
+                return np.asarray(self.plan.apply(image))
+        except OSError as exc:
+            raise InvalidImageError(f"The fixture could not decode a JPEG: {exc}") from exc
 
 
 def _suffix(suffix: str) -> Callable[[Path], bool]:

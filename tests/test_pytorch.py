@@ -34,6 +34,7 @@ from scorepack_pytorch import (  # noqa: E402
     requirements,
     signature_files,
 )
+from scorepack_pytorch.compat import torchvision_release  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA build of torch and a GPU")
@@ -391,7 +392,12 @@ def test_requirements_name_the_build_and_its_index(monkeypatch: pytest.MonkeyPat
     assert cuda.pip == (
         "--extra-index-url https://download.pytorch.org/whl/cu128",
         f"torch=={version}+cu128",
+        # the torchvision that -O gpu_decode=true needs, of the same CUDA build
+        f"torchvision=={torchvision_release(version)}+cu128",
     )
+    assert torchvision_release("2.13.0+cpu") == "0.28.0"
+    assert torchvision_release("2.9.1") == "0.24.1"
+    assert torchvision_release("1.13.0") is None
     assert "cuda" in (cuda.base_image or "")
     monkeypatch.setenv("SCOREPACK_TORCH_CUDA", "cu126")
     assert requirements("cuda").pip[1] == f"torch=={version}+cu126"

@@ -1,7 +1,10 @@
-"""Run the benchmark suite: ``scripts/bench [--quick] [--backends tensorflow,onnx,pytorch]``.
+"""Run the benchmark suite: ``scripts/bench [--quick] [--device cpu|cuda] [--backends ...]``.
 
+``--backends`` takes variant names (``benchmarks.suite.models.VARIANTS``): a backend with
+some levers on, e.g. ``pytorch-gpu-decode`` or ``onnx-cuda-graph`` with ``--device cuda``.
 Writes benchmarks/results/<time>.json and rewrites the generated part of
-benchmarks/RESULTS.md. Not part of the test suite: nothing here passes or fails a build.
+benchmarks/RESULTS.md for that device. Not part of the test suite: nothing here passes or
+fails a build.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +36,39 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def in_process(model: models.BenchModel, image: Path, batches: str, seconds: float) -> list[Any]:
-    _say(f"  in-process {model.label}/{model.name} batches {batches}")
+def inprocess_command(
+    model: models.BenchModel, image: Path, batches: str, seconds: float
+) -> list[str]:
+    """The in-process measurement's command line, device and options included."""
     options = [arg for option in model.options for arg in ("-O", option)]
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.suite.inprocess",
+        "--backend",
+        model.backend,
+        "--model",
+        str(model.path),
+        "--preset",
+        model.preset,
+        "--image",
+        str(image),
+        "--batches",
+        batches,
+        "--seconds",
+        str(seconds),
+        "--label",
+        model.label,
+        "--device",
+        model.device,
+        *options,
+    ]
+
+
+def in_process(model: models.BenchModel, image: Path, batches: str, seconds: float) -> list[Any]:
+    _say(f"  in-process {model.label}/{model.name} on {model.device}, batches {batches}")
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.suite.inprocess",
-            "--backend",
-            model.backend,
-            "--model",
-            str(model.path),
-            "--preset",
-            model.preset,
-            "--image",
-            str(image),
-            "--batches",
-            batches,
-            "--seconds",
-            str(seconds),
-            "--label",
-            model.label,
-            *options,
-        ],
+        inprocess_command(model, image, batches, seconds),
         capture_output=True,
         text=True,
         check=True,
@@ -65,7 +78,13 @@ def in_process(model: models.BenchModel, image: Path, batches: str, seconds: flo
 
 
 def under_load(
-    kind: str, starter: Any, image: Path, levels: tuple[int, ...], args: Any, label: str
+    kind: str,
+    starter: Any,
+    image: Path,
+    levels: tuple[int, ...],
+    args: Any,
+    label: str,
+    model: models.BenchModel | None = None,
 ) -> dict[str, Any]:
     _say(f"  {label}: starting")
     with starter as server:
@@ -78,6 +97,8 @@ def under_load(
         return {
             "server": kind,
             "label": label,
+            "device": model.device if model else "cpu",
+            "options": list(model.options) if model else [],
             "ready_s": server.ready_s,
             "peak_rss_mib": server.peak_rss_mib(),
             "runs": runs,
@@ -86,7 +107,16 @@ def under_load(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default="tensorflow,tensorflow-bf16,onnx,pytorch")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where the models run"
+    )
+    parser.add_argument(
+        "--backends",
+        default="",
+        help="comma list of variants (default for cpu: "
+        f"{','.join(models.DEFAULT_VARIANTS['cpu'])}; for cuda: "
+        f"{','.join(models.DEFAULT_VARIANTS['cuda'])}); all: {','.join(models.VARIANTS)}",
+    )
     parser.add_argument("--quick", action="store_true", help="short runs, for trying things")
     parser.add_argument("--duration", type=float, default=None, help="seconds per load level")
     parser.add_argument(
@@ -104,10 +134,24 @@ def main() -> None:
         "baseline",
         "tiny",
     }
-    backends = [b for b in args.backends.split(",") if b and _installed(b)]
+    names = [b for b in args.backends.split(",") if b] or list(models.DEFAULT_VARIANTS[args.device])
+    for name in names:
+        try:
+            models.variant_options(name, args.device)
+        except ValueError as exc:
+            parser.error(str(exc))
+    backends = [b for b in names if _installed(models.VARIANTS[b].backend)]
     started = time.time()
     results: dict[str, Any] = {
         "machine": machine.describe(),
+        "device": args.device,
+        "variants": {
+            name: {
+                "backend": models.VARIANTS[name].backend,
+                "options": list(models.variant_options(name, args.device)[1]),
+            }
+            for name in backends
+        },
         "label": args.label,
         "quick": args.quick,
         "duration_s": args.duration,
@@ -117,8 +161,8 @@ def main() -> None:
     sample = models.SAMPLE
     work = servers.temp_dir()
     for backend in backends:
-        _say(f"ResNet50, {backend}")
-        model = models.RESNET50[backend]()
+        _say(f"ResNet50, {backend} on {args.device}")
+        model = models.resnet50(backend, args.device)
         if "limits" in parts:
             results["limits"] += in_process(model, sample, "1,8,32", seconds)
         if "embedded" in parts:
@@ -130,6 +174,7 @@ def main() -> None:
                     CONCURRENCY,
                     args,
                     f"{backend} embedded",
+                    model,
                 )
             )
         if "azureml" in parts:
@@ -137,11 +182,12 @@ def main() -> None:
             results["servers"].append(
                 under_load(
                     "azureml",
-                    servers.package_azureml(package),
+                    servers.package_azureml(package, model.device),
                     sample,
                     CONCURRENCY,
                     args,
                     f"{backend} azmlinfsrv",
+                    model,
                 )
             )
         # the baseline is plain fp32 TensorFlow: measured once, next to the fp32 package
@@ -157,15 +203,16 @@ def main() -> None:
                 )
             )
     if "tiny" in parts and "tensorflow" in backends:
-        _say("tiny model, tensorflow")
-        tiny, small = models.tiny_tensorflow(), models.small_image()
+        _say(f"tiny model, tensorflow on {args.device}")
+        tiny = replace(models.tiny_tensorflow(), device=args.device)
+        small = models.small_image()
         results["limits"] += [
             dict(r, model="tiny") for r in in_process(tiny, small, "1,8", seconds)
         ]
         results["servers"].append(
             dict(
                 under_load(
-                    "embedded", servers.embedded(tiny), small, (1, 8), args, "tiny embedded"
+                    "embedded", servers.embedded(tiny), small, (1, 8), args, "tiny embedded", tiny
                 ),
                 model="tiny",
             )
@@ -175,11 +222,12 @@ def main() -> None:
             dict(
                 under_load(
                     "azureml",
-                    servers.package_azureml(package),
+                    servers.package_azureml(package, tiny.device),
                     small,
                     (1, 8),
                     args,
                     "tiny azmlinfsrv",
+                    tiny,
                 ),
                 model="tiny",
             )
@@ -187,12 +235,13 @@ def main() -> None:
     results["elapsed_s"] = round(time.time() - started, 1)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
+    suffix = ("-cuda" if args.device == "cuda" else "") + ("-quick" if args.quick else "")
+    path = RESULTS / f"{stamp}{suffix}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     text = report.markdown(results)
     print(text)
     if not args.quick and not args.only:
-        report.update_results_md(text)
+        report.update_results_md(text, args.device)
     _say(f"wrote {path}")
 
 

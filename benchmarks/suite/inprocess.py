@@ -7,7 +7,9 @@ Two decode paths are measured:
 
 * ``article`` — plain Pillow as the article's readers write it: open, convert to RGB,
   resize to the model's size, then normalise in NumPy;
-* ``scorepack`` — the decode the server runs (``scorepack.codecs.decode_image``).
+* ``scorepack`` — the decode the server runs (``scorepack.codecs.decode_image``; for a
+  backend that decodes JPEGs itself, e.g. ``-O gpu_decode=true``, the header check of
+  ``scorepack.codecs.encoded_image`` here and the decode inside the model call).
 
 Each batch decodes its images one after another, stacks them and calls the model once.
 """
@@ -24,13 +26,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scorepack.codecs import decode_image
+from scorepack.codecs import decode_image, encoded_image
 from scorepack.loading import resolve_backend
 from scorepack.preprocess import ImagePlan, PreprocessConfig, plan_image
 
 
 def article_decode(body: bytes, plan: ImagePlan) -> np.ndarray:
-    """Plain Pillow decode and resize, then normalisation in NumPy."""
+    """Plain Pillow decode and resize, then normalisation in NumPy: one row."""
     image = Image.open(io.BytesIO(body)).convert("RGB").resize((plan.width, plan.height))
     pixels = np.asarray(image, dtype=np.float32)
     if plan.color == "BGR":
@@ -40,18 +42,20 @@ def article_decode(body: bytes, plan: ImagePlan) -> np.ndarray:
     )
     if plan.layout == "NCHW":
         pixels = pixels.transpose(2, 0, 1)
-    return np.ascontiguousarray(pixels, dtype=plan.dtype)
+    return np.ascontiguousarray(pixels, dtype=plan.dtype)[None]
 
 
 def scorepack_decode(body: bytes, plan: ImagePlan) -> np.ndarray:
-    """What the server does with the same bytes."""
-    return decode_image(body, plan).inputs[plan.input][0]
+    """What the server does with the same bytes: one row."""
+    return decode_image(body, plan).inputs[plan.input]
 
 
-DECODERS: dict[str, Callable[[bytes, ImagePlan], np.ndarray]] = {
-    "article": article_decode,
-    "scorepack": scorepack_decode,
-}
+def scorepack_encoded(body: bytes, plan: ImagePlan) -> np.ndarray:
+    """What the server does for a backend that decodes JPEGs itself: the checked bytes."""
+    return encoded_image(body, plan).inputs[plan.input]
+
+
+Decoder = Callable[[bytes, ImagePlan], np.ndarray]
 
 
 def measure(
@@ -63,20 +67,27 @@ def measure(
     seconds: float,
     options: dict[str, str],
     label: str,
+    device: str = "cpu",
 ) -> list[dict[str, object]]:
     spec = resolve_backend(model, backend)
-    instance = spec.create(model, device="cpu", options=options)
+    instance = spec.create(model, device=device, options=options)
     instance.load()
     plan = plan_image(instance.signature, PreprocessConfig(preset=preset, resize="stretch"))
     assert plan is not None
+    # asked once, as the Scorer does: the backend may then take JPEG bytes
+    encoded = instance.accepts_encoded_images(plan)
+    decoders: dict[str, Decoder] = {
+        "article": article_decode,
+        "scorepack": scorepack_encoded if encoded else scorepack_decode,
+    }
     body = image.read_bytes()
     results = []
-    for variant, decode in DECODERS.items():
+    for variant, decode in decoders.items():
         for batch in batches:
 
-            def one_batch(decode: Callable[..., np.ndarray] = decode, batch: int = batch) -> None:
+            def one_batch(decode: Decoder = decode, batch: int = batch) -> None:
                 rows = [decode(body, plan) for _ in range(batch)]
-                instance.predict({plan.input: np.stack(rows)})
+                instance.predict({plan.input: np.concatenate(rows)})
 
             one_batch()  # warm-up at this batch size
             calls, started = 0, time.perf_counter()
@@ -87,7 +98,10 @@ def measure(
             results.append(
                 {
                     "backend": label,
+                    "device": device,
+                    "options": [f"{k}={v}" for k, v in sorted(options.items())],
                     "decode": variant,
+                    "image_decode": "backend" if encoded and variant == "scorepack" else "cpu",
                     "batch": batch,
                     "images_per_s": round(calls * batch / elapsed, 2),
                     "batch_latency_ms": round(elapsed / calls * 1000, 2),
@@ -108,6 +122,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("-O", "--option", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("--label", default="")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     options = dict(item.split("=", 1) for item in args.option)
@@ -122,6 +137,7 @@ def main() -> None:
                 args.seconds,
                 options,
                 args.label or args.backend,
+                args.device,
             )
         )
     )

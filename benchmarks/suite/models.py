@@ -4,13 +4,16 @@ ResNet50 is Keras' own (``tf.keras.applications.ResNet50(weights=None)``) for Te
 converted with tf2onnx, for ONNX Runtime — the same network and weights, NHWC, "caffe"
 pixels; for PyTorch it is examples/resnet50's plain-torch ResNet50 as TorchScript (NCHW,
 ImageNet normalisation). The tiny model is a few layers on a 32x32 input.
+
+Each model is measured in named variants (:data:`VARIANTS`): a backend with the ``-O``
+options that switch a lever on, on the device it is meant for (``--device cpu|cuda``).
 """
 
 from __future__ import annotations
 
 import io
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +33,8 @@ class BenchModel:
     options: tuple[str, ...] = ()
     #: how results name it: the backend, or a variant of it ("tensorflow-bf16")
     variant: str = ""
+    #: where the model runs: cpu or cuda
+    device: str = "cpu"
 
     @property
     def label(self) -> str:
@@ -37,7 +42,7 @@ class BenchModel:
 
     @property
     def serve_args(self) -> list[str]:
-        args = ["--preset", self.preset, "--resize", "stretch"]
+        args = ["--preset", self.preset, "--resize", "stretch", "--device", self.device]
         for option in self.options:
             args += ["-O", option]
         return args
@@ -103,25 +108,78 @@ def tiny_tensorflow() -> BenchModel:
     return BenchModel("tiny", "tensorflow", path, "unit")
 
 
-def resnet50_tensorflow_bf16() -> BenchModel:
-    """The same SavedModel with grappler's oneDNN bf16 rewrite (-O precision=bf16)."""
-    model = resnet50_tensorflow()
-    return BenchModel(
-        model.name,
-        "tensorflow",
-        model.path,
-        model.preset,
-        options=("precision=bf16",),
-        variant="tensorflow-bf16",
-    )
-
-
 RESNET50 = {
     "tensorflow": resnet50_tensorflow,
-    "tensorflow-bf16": resnet50_tensorflow_bf16,
     "onnx": resnet50_onnx,
     "pytorch": resnet50_pytorch,
 }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A backend with some levers on: its ``-O`` options per device (None: not for it)."""
+
+    backend: str
+    cpu: tuple[str, ...] | None
+    cuda: tuple[str, ...] | None
+
+
+TRT_CACHE = f"trt_engine_cache={CACHE / 'tensorrt'}"
+
+#: every variant the suite can measure, by name (``--backends NAME,NAME``)
+VARIANTS: dict[str, Variant] = {
+    "tensorflow": Variant("tensorflow", (), ()),
+    # grappler's oneDNN bf16 rewrite, on CPUs with AVX512-BF16 or AMX
+    "tensorflow-bf16": Variant("tensorflow", ("precision=bf16",), None),
+    "tensorflow-fp16": Variant("tensorflow", None, ("precision=fp16",)),
+    # plain CUDA provider on a GPU; TensorRT is its own variant
+    "onnx": Variant("onnx", (), ("tensorrt=false",)),
+    "onnx-tensorrt": Variant("onnx", None, ("tensorrt=true", TRT_CACHE)),
+    "onnx-trt-fp16": Variant("onnx", None, ("tensorrt=true", "trt_fp16=true", TRT_CACHE)),
+    "onnx-cuda-graph": Variant("onnx", None, ("tensorrt=false", "cuda_graph=true")),
+    # pinned staging buffers are on by default on a GPU; -unpinned measures what they give
+    "pytorch": Variant("pytorch", (), ()),
+    "pytorch-unpinned": Variant("pytorch", None, ("pinned=false",)),
+    "pytorch-half": Variant("pytorch", None, ("half=true",)),
+    "pytorch-gpu-decode": Variant("pytorch", None, ("gpu_decode=true",)),
+    "pytorch-half-gpu-decode": Variant("pytorch", None, ("half=true", "gpu_decode=true")),
+}
+
+#: what ``--backends`` defaults to on each device
+DEFAULT_VARIANTS = {
+    "cpu": ("tensorflow", "tensorflow-bf16", "onnx", "pytorch"),
+    "cuda": (
+        "tensorflow",
+        "tensorflow-fp16",
+        "onnx",
+        "onnx-tensorrt",
+        "onnx-trt-fp16",
+        "onnx-cuda-graph",
+        "pytorch",
+        "pytorch-unpinned",
+        "pytorch-half",
+        "pytorch-gpu-decode",
+    ),
+}
+
+
+def variant_options(name: str, device: str) -> tuple[str, tuple[str, ...]]:
+    """(backend, -O options) of a named variant on ``device``; refuses what does not fit."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    variant = VARIANTS[name]
+    options = variant.cuda if device == "cuda" else variant.cpu
+    if options is None:
+        other = "cpu" if device == "cuda" else "cuda"
+        raise ValueError(f"variant {name!r} is for --device {other} only")
+    return variant.backend, options
+
+
+def resnet50(name: str, device: str = "cpu") -> BenchModel:
+    """ResNet50 in the named variant, on ``device`` (the model is built on first use)."""
+    backend, options = variant_options(name, device)
+    model = RESNET50[backend]()
+    return replace(model, options=options, variant=name, device=device)
 
 
 def small_image() -> Path:

@@ -7,6 +7,11 @@ from typing import Any
 
 RESULTS_MD = Path(__file__).resolve().parents[1] / "RESULTS.md"
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+#: each device's run has its own generated block, so a GPU run leaves the CPU results be
+MARKERS = {
+    "cpu": (START, END),
+    "cuda": ("<!-- generated:cuda:start -->", "<!-- generated:cuda:end -->"),
+}
 
 
 def _limit(
@@ -100,8 +105,17 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _levers(results: dict[str, Any]) -> list[list[str]]:
+    """One row per variant measured: its backend and the -O options that were on."""
+    return [
+        [name, v["backend"], ", ".join(f"`-O {o}`" for o in v["options"]) or "none (defaults)"]
+        for name, v in results.get("variants", {}).items()
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
+    device = results.get("device", "cpu")
     parts = [
         f"Run of {results.get('label') or 'the suite'}"
         f"{' (quick)' if results.get('quick') else ''}, {results.get('elapsed_s', '?')} s in all, "
@@ -113,10 +127,15 @@ def markdown(results: dict[str, Any]) -> str:
                 ["CPU", f"{m['cpu']} ({m['cores']} cores)"],
                 ["memory", f"{m['memory_gib']} GiB"],
                 ["GPU", ", ".join(m["gpus"]) or "none"],
+                ["models ran on", device],
                 ["Python", m["python"]],
                 ["packages", ", ".join(f"{k} {v}" for k, v in m["versions"].items())],
             ],
         ),
+        "",
+        "### Variants (which levers were on)",
+        "",
+        _table(["variant", "backend", "options"], _levers(results)),
         "",
         "### Targets",
         "",
@@ -130,7 +149,8 @@ def markdown(results: dict[str, Any]) -> str:
                 [
                     r.get("model", "resnet50"),
                     r["backend"],
-                    r["decode"],
+                    r["decode"]
+                    + (" (by the backend)" if r.get("image_decode") == "backend" else ""),
                     str(r["batch"]),
                     f"{r['images_per_s']:.1f}",
                     f"{r['batch_latency_ms']:.1f}",
@@ -181,13 +201,12 @@ def _sizes(sizes: dict[str, int]) -> str:
     return f"mean {mean:.1f}, max {max(int(k) for k in sizes)}"
 
 
-def update_results_md(generated: str) -> None:
-    """Replace the generated block of RESULTS.md, keeping the notes around it."""
-    text = (
-        RESULTS_MD.read_text()
-        if RESULTS_MD.exists()
-        else f"# Benchmark results\n\n{START}\n{END}\n"
-    )
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    RESULTS_MD.write_text(f"{head}{START}\n{generated}{END}{tail}")
+def update_results_md(generated: str, device: str = "cpu", path: Path = RESULTS_MD) -> None:
+    """Replace the device's generated block of RESULTS.md, keeping everything else."""
+    start, end = MARKERS[device]
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if start not in text:
+        text = f"{text.rstrip()}\n\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{start}\n{generated}{end}{tail}")

@@ -31,6 +31,8 @@ from .signature import Signature
 if TYPE_CHECKING:
     import numpy as np
 
+    from .preprocess import ImagePlan
+
 __all__ = [
     "Backend",
     "BackendSpec",
@@ -127,6 +129,32 @@ class Backend(abc.ABC):
 
     def unload(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Free the model. Override when the framework holds resources."""
+
+    def accepts_encoded_images(self, plan: ImagePlan) -> bool:
+        """Whether :meth:`predict` takes JPEG bytes, undecoded, for the image input.
+
+        Override to say yes when the backend decodes and preprocesses JPEGs itself (on a
+        GPU with nvJPEG, say); the default is False. The Scorer asks once, after
+        :meth:`load`, with the image plan it resolved (size, resize mode, colour order,
+        scale/mean/std, layout, dtype); a backend that says yes keeps ``plan`` and must
+        apply it as :meth:`ImagePlan.apply <scorepack.preprocess.ImagePlan.apply>` does
+        (resizing as :meth:`~scorepack.preprocess.ImagePlan.resize_image` does).
+
+        When it says yes, ``inputs[plan.input]`` is, call by call, one of two things:
+
+        * a 1-D object array of ``bytes``, one 8-bit greyscale or colour JPEG per row,
+          already sniffed, header-read and checked against the pixel limit by the core
+          (:func:`~scorepack.codecs.encoded_image`); or
+        * float (or uint8) pixels as before, for PNGs and other images the core decoded,
+          for JSON tensors, and for the warm-up.
+
+        Never both in one call: the batcher only batches work whose arrays have the same
+        dtype and row shape. A JPEG that passed the header check but cannot be decoded
+        is the client's fault: raise :class:`~scorepack.errors.InvalidImageError` from
+        :meth:`predict`; the batcher then retries the batch's requests one by one, so
+        only the bad request gets its 400.
+        """
+        return False
 
     @property
     def max_batch_size(self) -> int | None:

@@ -1,7 +1,9 @@
 """Request bodies in, response bodies out.
 
 In: raw image bytes (JPEG or PNG, told by content type or sniffed from the bytes) or JSON
-named tensors ``{"inputs": {"name": [[...]]}}``. Out: one JSON encoder, orjson.
+named tensors ``{"inputs": {"name": [[...]]}}``. Images are decoded here
+(:func:`decode_image`), or, for a backend that decodes JPEGs itself, only checked and
+passed on as bytes (:func:`encoded_image`). Out: one JSON encoder, orjson.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .errors import (
     InvalidImageError,
     InvalidJSONError,
     InvalidTensorError,
+    RequestError,
     UnsupportedMediaTypeError,
 )
 from .preprocess import ImagePlan
@@ -37,6 +40,7 @@ __all__ = [
     "decode_image",
     "decode_tensors",
     "encode_json",
+    "encoded_image",
     "sniff",
 ]
 
@@ -105,33 +109,73 @@ def decode_image(
     The header is read first: an image declaring more than ``max_pixels`` pixels is
     refused before any pixel is decoded.
     """
+    kind = _image_kind(body)
+    with _checked_header(body, kind, max_pixels) as image:
+        return _decode_pixels(image, kind, plan)
+
+
+def encoded_image(
+    body: bytes, plan: ImagePlan, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> Decoded:
+    """Check one image as :func:`decode_image` does, but leave a JPEG's pixels undecoded.
+
+    For backends that decode JPEGs themselves (``Backend.accepts_encoded_images``, e.g.
+    nvJPEG on a GPU). The body is sniffed, its header read and its size checked against
+    ``max_pixels`` (413) exactly as :func:`decode_image` does; then an 8-bit greyscale or
+    colour JPEG comes back as a one-row object array holding the bytes themselves.
+    Anything else (PNG, CMYK JPEG) is decoded here, on the CPU, as :func:`decode_image`
+    would, so the backend gets pixels for it.
+    """
+    kind = _image_kind(body)
+    with _checked_header(body, kind, max_pixels) as image:
+        if kind == "jpeg" and image.mode in _ENCODED_JPEG_MODES:
+            return Decoded({plan.input: np.array([body], dtype=object)}, 1)
+        return _decode_pixels(image, kind, plan)
+
+
+#: JPEG colour models a backend's decoder is handed; CMYK/YCCK stay with Pillow
+_ENCODED_JPEG_MODES = ("L", "RGB")
+
+
+def _image_kind(body: bytes) -> str:
     kind = sniff(body)
     if kind not in ("jpeg", "png"):
         raise InvalidImageError(
             f"The body is not a JPEG or PNG image (it starts with {body[:8]!r})."
         )
+    return kind
+
+
+def _checked_header(body: bytes, kind: str, max_pixels: int) -> Image.Image:
+    """The image with only its header read, or the 400/413 that its header earns."""
     try:
         image = _open_header(body, kind)
     except Exception as exc:
         raise InvalidImageError(f"The {kind.upper()} header could not be read: {exc}") from exc
-    with image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageTooLargeError(width, height, max_pixels)
-        if width < 1 or height < 1:
-            raise InvalidImageError(f"The image has no pixels ({width}x{height}).")
-        if kind == "jpeg" and not plan.exact_decode:
-            # libjpeg(-turbo) scales by 1/2, 1/4 or 1/8 inside the decoder, far cheaper than
-            # decoding every pixel and resampling them away; never below what resize needs
-            image.draft(plan.pil_mode, plan.decode_size(width, height))
-        try:
-            image.load()
-            row = plan.apply(image)
-        except Exception as exc:
-            # truncated or corrupt data: Pillow raises OSError, SyntaxError, zlib errors…
-            raise InvalidImageError(
-                f"The {kind.upper()} image could not be decoded: {exc}"
-            ) from exc
+    width, height = image.size
+    problem: RequestError | None = None
+    if width * height > max_pixels:
+        problem = ImageTooLargeError(width, height, max_pixels)
+    elif width < 1 or height < 1:
+        problem = InvalidImageError(f"The image has no pixels ({width}x{height}).")
+    if problem is not None:
+        image.close()
+        raise problem
+    return image
+
+
+def _decode_pixels(image: Image.Image, kind: str, plan: ImagePlan) -> Decoded:
+    """Decode an image whose header passed, and preprocess it into one row."""
+    if kind == "jpeg" and not plan.exact_decode:
+        # libjpeg(-turbo) scales by 1/2, 1/4 or 1/8 inside the decoder, far cheaper than
+        # decoding every pixel and resampling them away; never below what resize needs
+        image.draft(plan.pil_mode, plan.decode_size(*image.size))
+    try:
+        image.load()
+        row = plan.apply(image)
+    except Exception as exc:
+        # truncated or corrupt data: Pillow raises OSError, SyntaxError, zlib errors…
+        raise InvalidImageError(f"The {kind.upper()} image could not be decoded: {exc}") from exc
     return Decoded({plan.input: row[None]}, 1)
 
 

@@ -22,7 +22,14 @@ import numpy as np
 
 from .backend import Backend
 from .batching import Batcher, BatchResult, Ticket
-from .codecs import Decoded, body_kind, check_tensors, decode_image, decode_tensors
+from .codecs import (
+    Decoded,
+    body_kind,
+    check_tensors,
+    decode_image,
+    decode_tensors,
+    encoded_image,
+)
 from .config import ScoringConfig
 from .errors import (
     BadRequestError,
@@ -68,6 +75,8 @@ class Scorer:
         self.name = name or backend.path.stem or "model"
         self.batcher = Batcher(self.backend.predict, self.config.batching, name=self.name)
         self.image_plan: ImagePlan | None = None
+        #: the backend decodes JPEGs itself (Backend.accepts_encoded_images), set on load
+        self.encoded_images = False
         self._output_plan: OutputPlan | None = None
         self.load_seconds: float | None = None
         self._decode_threads = decode_threads or int(
@@ -120,6 +129,8 @@ class Scorer:
         except ValueError as exc:
             raise ModelError(f"The scoring settings do not fit the model: {exc}") from exc
         self.batcher.set_model_limit(self.backend.max_batch_size)
+        if self.image_plan is not None:
+            self.encoded_images = self.backend.accepts_encoded_images(self.image_plan)
         if self.config.warmup:
             for rows in sorted({1, self.batcher.max_rows}):
                 try:
@@ -200,7 +211,8 @@ class Scorer:
                 f"This model takes no single image input (its inputs are {names}); "
                 f'send JSON tensors instead: {{"inputs": {{{layout}}}}}.'
             )
-        return decode_image(body, self.image_plan, self.config.max_image_pixels)
+        decode = encoded_image if self.encoded_images else decode_image
+        return decode(body, self.image_plan, self.config.max_image_pixels)
 
     def handle(
         self,

@@ -11,7 +11,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from scorepack import Backend, Device, Signature, TensorSpec, import_framework, map_errors
+from scorepack.batching import BatchingConfig
 from scorepack.errors import DeviceUnavailableError, ModelLoadError
+
+from .cuda_graph import FixedBinding, graph_shapes
 
 logger = logging.getLogger("scorepack.onnx")
 
@@ -104,7 +107,8 @@ class OnnxBackend(Backend):
     On a GPU every batch is bound with IOBinding: inputs are copied to the device once,
     outputs stay there until the one copy back. A model exported with a fixed batch
     size is called with exactly that many rows (padded when fewer are queued), and the
-    batcher is capped to it.
+    batcher is capped to it. ``-O cuda_graph=true`` does the same with one batch size of
+    its own and replays a CUDA graph on persistent buffers (see :mod:`.cuda_graph`).
     """
 
     options_help: ClassVar[Mapping[str, str]] = {
@@ -122,6 +126,12 @@ class OnnxBackend(Backend):
         "trt_engine_cache": "TensorRT: directory to cache built engines in (default: none)",
         "iobinding": "bind inputs and outputs on the device with IOBinding (default: true "
         "on a GPU, false on the CPU, where it saves nothing)",
+        "cuda_graph": "GPU, CUDA provider only (TensorRT is then not used): capture the model "
+        "once as a CUDA graph and replay it; every batch is padded to cuda_graph_batch rows "
+        "on persistent device buffers. Needs fixed shapes except the batch (default false)",
+        "cuda_graph_batch": "the one batch size a CUDA graph runs at; the batcher is capped "
+        f"to it (default: the model's fixed batch, else {BatchingConfig.max_batch_size}, "
+        "the server's default --max-batch-size)",
     }
 
     @classmethod
@@ -142,6 +152,16 @@ class OnnxBackend(Backend):
     def load(self) -> None:
         ort = _ort()
         self.device = self.resolve_device()
+        self._graph: FixedBinding | None = None
+        self._cuda_graph = _bool_option(self.options, "cuda_graph", False)
+        if "cuda_graph_batch" in self.options and not self._cuda_graph:
+            logger.warning("-O cuda_graph_batch applies with -O cuda_graph=true only; ignored")
+        if self._cuda_graph and not self.device.is_cuda:
+            raise ModelLoadError(
+                f"-O cuda_graph=true replays CUDA graphs and needs a CUDA device, but this "
+                f"model runs on {self.device}. Serve it with --device cuda (onnxruntime-gpu, "
+                "'scorepack-onnx[gpu]'), or leave the option out."
+            )
         session_options = self._session_options(ort)
         providers = self._providers(ort)
         if self.device.is_cuda and hasattr(ort, "preload_dlls"):
@@ -171,6 +191,40 @@ class OnnxBackend(Backend):
         self._bind_device = ("cuda", self.device.index) if self.device.is_cuda else ("cpu", 0)
         self._ort = ort
         self._invalid = (ort.capi.onnxruntime_pybind11_state.InvalidArgument,)
+        if self._cuda_graph:
+            self._setup_graph(ort)
+
+    def _setup_graph(self, ort: Any) -> None:
+        """Persistent buffers of one batch size for ``-O cuda_graph=true``."""
+        if not self._active or self._active[0] != CUDA:
+            raise ModelLoadError(
+                "-O cuda_graph=true needs the CUDA execution provider first, but the session "
+                f"runs {', '.join(self._active)}"
+            )
+        fixed = set(self._fixed.values())
+        if "cuda_graph_batch" in self.options:
+            value = self.options["cuda_graph_batch"]
+            batch = int(value) if str(value).isdigit() else 0
+            if batch < 1 or (fixed and fixed != {batch}):
+                allowed = f"{fixed.pop()} (the model's fixed batch)" if fixed else "at least 1"
+                raise ModelLoadError(f"option cuda_graph_batch must be {allowed}, not {value!r}")
+        else:
+            batch = fixed.pop() if fixed else BatchingConfig.max_batch_size
+        shapes = graph_shapes(self.signature, batch)
+        self._graph_batch = batch
+        # pad every batch to the graph's size, as for a model exported with a fixed batch
+        self._fixed = {s.name: batch for s in self.signature.inputs if s.batched and s.shape}
+        with map_errors("onnxruntime", "CUDA graph setup", ModelLoadError):
+            self._graph = FixedBinding(
+                ort, self._session, self.signature, shapes, ("cuda", self.device.index)
+            )
+
+    @property
+    def max_batch_size(self) -> int | None:
+        """The CUDA graph's batch size with ``-O cuda_graph=true``, else the model's own."""
+        if getattr(self, "_graph", None) is not None:
+            return self._graph_batch
+        return super().max_batch_size
 
     def _session_options(self, ort: Any) -> Any:
         options = ort.SessionOptions()
@@ -213,7 +267,12 @@ class OnnxBackend(Backend):
         if not self.device.is_cuda:
             return [CPU]
         chosen: list[Any] = []
-        if TENSORRT in available and _bool_option(self.options, "tensorrt", True):
+        # CUDA graphs are the CUDA provider's here; TensorRT would take the nodes from it
+        if (
+            TENSORRT in available
+            and _bool_option(self.options, "tensorrt", True)
+            and not self._cuda_graph
+        ):
             chosen.append(self._with_options(TENSORRT))
         if CUDA in available:
             chosen.append(self._with_options(CUDA))
@@ -223,6 +282,8 @@ class OnnxBackend(Backend):
     def _with_options(self, provider: str) -> Any:
         index = self.device.index if self.device.is_cuda else 0
         if provider == CUDA:
+            if self._cuda_graph:
+                return (CUDA, {"device_id": index, "enable_cuda_graph": True})
             return (CUDA, {"device_id": index})
         if provider == TENSORRT:
             options: dict[str, Any] = {
@@ -257,7 +318,9 @@ class OnnxBackend(Backend):
         rows = next(iter(inputs.values())).shape[0]
         feed, padded = self._pad(inputs, rows)
         with map_errors("onnxruntime", bad_input=self._invalid):
-            if self._binding:
+            if self._graph is not None:
+                results = self._graph.run(feed)
+            elif self._binding:
                 results = self._run_bound(feed)
             else:
                 results = self._session.run(self._output_names, feed)
@@ -304,6 +367,7 @@ class OnnxBackend(Backend):
         return results
 
     def unload(self) -> None:
+        self._graph = None
         self._session = None
 
     def describe(self) -> dict[str, str]:
@@ -316,6 +380,8 @@ class OnnxBackend(Backend):
             intra = self._intra or "auto"
             info["threads"] = f"intra_op={intra}, inter_op={self._inter}"
         info["iobinding"] = "on" if getattr(self, "_binding", False) else "off"
+        if getattr(self, "_graph", None) is not None:
+            info["cuda_graph"] = f"on (batch {self.max_batch_size})"
         return info
 
 

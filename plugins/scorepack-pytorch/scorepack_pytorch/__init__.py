@@ -13,6 +13,7 @@ from scorepack import BackendSpec, Requirements, hookimpl
 from scorepack.detect import format_detector
 
 from .backend import CPU_INDEX, EXPORT_ADVICE, INSTALL, TorchBackend
+from .compat import torchvision_release
 from .metadata import EXTRA_FILE, signature_files
 
 __all__ = [
@@ -52,11 +53,13 @@ def requirements(kind: str) -> Requirements:
     version = _installed_version()
     if kind == "cuda":
         cuda = os.environ.get("SCOREPACK_TORCH_CUDA", DEFAULT_CUDA)
+        pins = [f"torch=={version}+{cuda}"]
+        vision = torchvision_release(version)
+        if vision:
+            # for -O gpu_decode=true (nvJPEG); small beside the CUDA torch it matches
+            pins.append(f"torchvision=={vision}+{cuda}")
         return Requirements(
-            pip=(
-                f"--extra-index-url https://download.pytorch.org/whl/{cuda}",
-                f"torch=={version}+{cuda}",
-            ),
+            pip=(f"--extra-index-url https://download.pytorch.org/whl/{cuda}", *pins),
             base_image=GPU_BASE_IMAGE,
         )
     return Requirements(

@@ -12,7 +12,9 @@ import numpy as np
 from scorepack import Backend, Signature, TensorSpec, import_framework, map_errors
 from scorepack.detect import is_torch_export, is_torch_pickle, is_torchscript
 from scorepack.errors import ModelLoadError, PredictError
+from scorepack.preprocess import ImagePlan
 
+from .gpu_images import ImagePipeline, load_decoder
 from .metadata import (
     EXTRA_FILE,
     merge_inputs,
@@ -20,6 +22,7 @@ from .metadata import (
     parse_shape_option,
     read_signature_file,
 )
+from .staging import PinnedStaging
 
 logger = logging.getLogger("scorepack.pytorch")
 
@@ -90,7 +93,9 @@ class TorchBackend(Backend):
     The kind is read from the file's content, never its name. A ``torch.save``
     checkpoint (state_dict or pickled module) is refused with the commands that export
     it. Models run under ``torch.inference_mode`` on the chosen device; on a GPU,
-    ``-O half=true`` runs them in float16 while clients keep sending float32.
+    ``-O half=true`` runs them in float16 while clients keep sending float32, inputs are
+    staged through page-locked buffers (``-O pinned=false`` opts out), and
+    ``-O gpu_decode=true`` decodes JPEGs with nvJPEG and preprocesses them on the GPU.
 
     Input names come from the model: the ``forward`` argument names of a TorchScript
     archive (or its ``scorepack.json``), the placeholders of a torch.export program.
@@ -105,6 +110,11 @@ class TorchBackend(Backend):
         "input_dtype": "TorchScript: the input dtype, e.g. float32 (the default), or "
         "image:float32,ids:int64",
         "half": "GPU: run the model in float16; clients still send and get float32 (default false)",
+        "gpu_decode": "GPU: decode JPEGs with nvJPEG (torchvision) and resize and normalise "
+        "them on the GPU, batch by batch; PNGs are still decoded on the CPU. Needs a CUDA "
+        "device and torchvision (default false)",
+        "pinned": "GPU: stage inputs in page-locked host buffers, reused batch to batch, and "
+        "copy them to the device asynchronously (default true)",
         "intra_op_threads": "CPU threads inside one operator (torch.set_num_threads; "
         "default: PyTorch's choice)",
         "optimize": "TorchScript: freeze the module and optimise it for inference (folds "
@@ -149,6 +159,9 @@ class TorchBackend(Backend):
             torch.device("cuda", self.device.index) if self.device.is_cuda else torch.device("cpu")
         )
         self._half = self._wants_half()
+        self._staging = self._pinned_staging(torch)
+        self._pipeline: ImagePipeline | None = None
+        self._decoder = self._gpu_decoder(torch)
         if self.kind == TORCHSCRIPT:
             inputs, outputs = self._load_torchscript(torch)
         else:
@@ -167,17 +180,52 @@ class TorchBackend(Backend):
         self._fixed = {s.name: s.shape[0] for s in inputs if s.batched and s.shape[0]}
 
     def _wants_half(self) -> bool:
-        value = self.options.get("half", False)
-        text = str(value).lower()
-        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise ModelLoadError(f"option half must be true or false, not {value!r}")
-        half = text in ("1", "true", "yes", "on")
+        half = _flag(self.options, "half", False)
         if half and not self.device.is_cuda:
             logger.warning(
                 "-O half=true applies on a GPU only; running in float32 on %s", self.device
             )
             return False
         return half
+
+    def _pinned_staging(self, torch: Any) -> PinnedStaging | None:
+        pinned = _flag(self.options, "pinned", True)
+        if not self.device.is_cuda:
+            return None  # on the CPU the model reads the NumPy memory itself: nothing to copy
+        return PinnedStaging(torch, self._torch_device) if pinned else None
+
+    def _gpu_decoder(self, torch: Any) -> tuple[Any, Any] | None:
+        """torchvision's nvJPEG decoder for ``-O gpu_decode=true``, checked at load."""
+        if not _flag(self.options, "gpu_decode", False):
+            return None
+        if not self.device.is_cuda:
+            raise ModelLoadError(
+                f"-O gpu_decode=true decodes JPEGs with nvJPEG and needs a CUDA device, but "
+                f"this model runs on {self.device}. Serve it with --device cuda on a machine "
+                "with a GPU and CUDA builds of torch and torchvision, or leave the option "
+                "out: JPEGs are then decoded on the CPU."
+            )
+        return load_decoder(torch)
+
+    def accepts_encoded_images(self, plan: ImagePlan) -> bool:
+        """With ``-O gpu_decode=true``: JPEGs come as bytes and are decoded by nvJPEG.
+
+        Builds the GPU pipeline for ``plan`` and runs one JPEG through it, so that a GPU
+        decoder that cannot start fails the load, not the first request.
+        """
+        if self._decoder is None or len(self.signature.inputs) != 1:
+            return False
+        decode, read_modes = self._decoder
+        pipeline = ImagePipeline(self._torch, plan, self._torch_device, decode, read_modes)
+        try:
+            with self._torch.inference_mode():
+                pipeline.warm_up()
+        except Exception as exc:  # nvJPEG or CUDA missing pieces: say so at load
+            raise ModelLoadError(
+                f"-O gpu_decode=true: GPU JPEG decoding does not work here: {exc}"
+            ) from exc
+        self._pipeline = pipeline
+        return True
 
     def _load_torchscript(
         self, torch: Any
@@ -333,14 +381,12 @@ class TorchBackend(Backend):
         """Run the module on named arrays; return (output name, tensor) pairs."""
         torch = self._torch
         tensors = []
-        for name in self.signature.input_names if names is None else names:
-            # the batcher's arrays may be read-only views; torch wants writable memory
-            array = np.require(arrays[name], requirements=["C", "W"])
-            tensor = torch.from_numpy(array).to(self._torch_device)
-            if self._half and tensor.is_floating_point():
-                tensor = tensor.half()
-            tensors.append(tensor)
         with torch.inference_mode():
+            for name in self.signature.input_names if names is None else names:
+                tensor = self._tensor(name, arrays[name])
+                if self._half and tensor.is_floating_point():
+                    tensor = tensor.half()
+                tensors.append(tensor)
             if self._in_spec is not None:
                 from torch.utils._pytree import tree_unflatten
 
@@ -349,6 +395,24 @@ class TorchBackend(Backend):
             else:
                 result = self._module(*tensors)
         return self._name_outputs(result)
+
+    def _tensor(self, name: str, array: np.ndarray) -> Any:
+        """One input on the model's device: staged through pinned memory on a GPU, or
+        decoded there from JPEG bytes (``accepts_encoded_images``)."""
+        torch = self._torch
+        if array.dtype == object:
+            if self._pipeline is None:
+                raise PredictError(f"input {name!r} holds objects, not numbers")
+            tensor = self._pipeline(list(array))
+            size = self._fixed.get(name, 0)
+            if tensor.shape[0] < size:  # a fixed-batch model: zero rows, as _pad does
+                filler = tensor.new_zeros((size - tensor.shape[0], *tensor.shape[1:]))
+                tensor = torch.cat([tensor, filler])
+            return tensor
+        if self._staging is not None and array.ndim > 0:
+            return self._staging.to_device(name, array)
+        # the batcher's arrays may be read-only views; torch wants writable memory
+        return torch.from_numpy(np.require(array, requirements=["C", "W"])).to(self._torch_device)
 
     def _name_outputs(self, result: Any) -> list[tuple[str, Any]]:
         from torch.utils._pytree import tree_flatten
@@ -383,6 +447,8 @@ class TorchBackend(Backend):
             for name, tensor in pairs:
                 if self._half and tensor.is_floating_point():
                     tensor = tensor.float()
+                # a blocking copy: it waits for the stream, so the inputs' pinned staging
+                # buffers are free again when predict returns
                 value = tensor.detach().cpu().numpy()
                 outputs[name] = value[:rows] if padded else value
         return outputs
@@ -393,7 +459,7 @@ class TorchBackend(Backend):
         feed = dict(inputs)
         for name, size in self._fixed.items():
             value = feed[name]
-            if value.shape[0] < size:
+            if value.shape[0] < size and value.dtype != object:  # JPEGs: padded once decoded
                 filler = np.zeros((size - value.shape[0], *value.shape[1:]), dtype=value.dtype)
                 feed[name] = np.concatenate([value, filler])
                 padded = True
@@ -401,6 +467,8 @@ class TorchBackend(Backend):
 
     def unload(self) -> None:
         self._module = None
+        self._staging = None
+        self._pipeline = None
         if self.device.is_cuda and hasattr(self, "_torch"):
             self._torch.cuda.empty_cache()
 
@@ -409,9 +477,22 @@ class TorchBackend(Backend):
         if hasattr(self, "kind"):
             info["format"] = self.kind
             info["precision"] = "float16" if self._half else "model's own"
+        if hasattr(self, "_decoder") and self.device.is_cuda:
+            info["pinned"] = "on" if _flag(self.options, "pinned", True) else "off"
+            info["decode"] = "nvjpeg (GPU)" if self._pipeline is not None else "cpu"
         if hasattr(self, "_torch") and not self.device.is_cuda:
             info["threads"] = str(self._torch.get_num_threads())
         return info
+
+
+def _flag(options: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = options.get(name, default)
+    text = str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ModelLoadError(f"option {name} must be true or false, not {value!r}")
 
 
 def _output_names(out_spec: Any, count: int) -> list[str]:
