@@ -8,7 +8,7 @@ import click
 
 from ..generator.rendering import shell
 from ..generator.spec import DeploymentSettings
-from .options import _backend_options, scoring_config, scoring_options
+from .options import backend_option, scoring_config, scoring_options
 
 
 @click.command("build")
@@ -30,15 +30,7 @@ from .options import _backend_options, scoring_config, scoring_options
     help="What the package runs on: its pinned framework build and base image follow.",
 )
 @click.option("--name", help="The package's name (and the Azure ML model's); default: PATH's name.")
-@click.option(
-    "-O",
-    "--option",
-    "backend_options",
-    multiple=True,
-    callback=_backend_options,
-    metavar="KEY=VALUE",
-    help="A backend option, e.g. -O signature=serving_default (repeatable).",
-)
+@backend_option
 @scoring_options
 @click.option(
     "--threads",

@@ -86,6 +86,17 @@ def _backend_options(
     return options
 
 
+#: -O KEY=VALUE, repeatable: options for the backend (``Backend.options_help``)
+backend_option = click.option(
+    "-O",
+    "--option",
+    "backend_options",
+    multiple=True,
+    callback=_backend_options,
+    metavar="KEY=VALUE",
+    help="A backend option, e.g. -O signature=serving_default (repeatable).",
+)
+
 model_options = _stack(
     click.argument("path", type=click.Path(exists=True)),
     click.option("--backend", help="Backend name; detected from PATH when left out."),
@@ -97,15 +108,7 @@ model_options = _stack(
         callback=_device,
         help="auto, cpu, cuda or cuda:N.",
     ),
-    click.option(
-        "-O",
-        "--option",
-        "backend_options",
-        multiple=True,
-        callback=_backend_options,
-        metavar="KEY=VALUE",
-        help="A backend option, e.g. -O signature=serving_default (repeatable).",
-    ),
+    backend_option,
 )
 
 preprocess_options = _stack(
