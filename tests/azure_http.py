@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +216,8 @@ class RecordedAzure:
     #: blob storage contents uploaded so far: URL without query → bytes
     blobs: dict[str, bytes] = field(default_factory=dict)
     blob_metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: a directory of this test's own for azureml-core's caches (removed with this object)
+    scratch: tempfile.TemporaryDirectory[str] | None = None
 
     def send(
         self, adapter: HTTPAdapter, request: requests.PreparedRequest, **_: Any
@@ -297,6 +300,7 @@ class RecordedAzure:
 def install(monkeypatch: pytest.MonkeyPatch, *names: str) -> RecordedAzure:
     """Answer every HTTP request in this test from the named recordings."""
     azure = RecordedAzure(load_routes(*names))
+    _fresh_discovery_cache(monkeypatch, azure)
 
     def send(
         adapter: HTTPAdapter, request: requests.PreparedRequest, **kw: Any
@@ -305,6 +309,24 @@ def install(monkeypatch: pytest.MonkeyPatch, *names: str) -> RecordedAzure:
 
     monkeypatch.setattr(HTTPAdapter, "send", send)
     return azure
+
+
+def _fresh_discovery_cache(monkeypatch: pytest.MonkeyPatch, azure: RecordedAzure) -> None:
+    """Give azureml-core an empty service-discovery cache of this test's own.
+
+    azureml-core caches the workspace's discovery document in ``~/.azureml/.discovery``
+    (the path is fixed when the module is imported) and fetches it, without credentials,
+    only on a miss. Left alone, whether a test sees that request depended on what earlier
+    tests or runs had left in the home directory, and tests wrote to it: each test now
+    starts from an empty cache, so the discovery request is always sent exactly once.
+    """
+    try:
+        from azureml._base_sdk_common.service_discovery import CachedServiceDiscovery
+    except ImportError:
+        return
+    azure.scratch = tempfile.TemporaryDirectory(prefix="scorepack-azure-")
+    cache = str(Path(azure.scratch.name) / ".discovery")
+    monkeypatch.setattr(CachedServiceDiscovery.__init__, "__defaults__", (cache,))
 
 
 # --- credentials that never touch the network --------------------------------------------
