@@ -36,6 +36,7 @@ status through one table (``scorepack.server.errors``). Each class carries a sta
     │   └── NotReadyError
     ├── ScoringTimeoutError (504)
     ├── PredictError (500) ............... the model itself failed on valid input
+    ├── MissingExtraError ................ an optional part's packages are not installed
     ├── PackageError ..................... a scoring package is missing or malformed
     ├── DeployError ...................... a deploy target failed
     └── RemoteError ...................... a scoring service answered with an error
@@ -62,6 +63,7 @@ __all__ = [
     "InvalidJSONError",
     "InvalidTensorError",
     "MethodNotAllowedError",
+    "MissingExtraError",
     "ModelError",
     "ModelLoadError",
     "NotFoundError",
@@ -389,6 +391,16 @@ class PredictError(ScorepackError):
 
 
 # --- packages and deployment -----------------------------------------------------------
+
+
+class MissingExtraError(ScorepackError):
+    """An optional part of scorepack (an extra, such as ``grpc``) is not installed."""
+
+    code = "missing_extra"
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        self.feature, self.extra, self.missing = feature, extra, missing
+        super().__init__(f"{feature} needs {missing}: pip install 'scorepack[{extra}]'")
 
 
 class PackageError(ScorepackError):
