@@ -24,12 +24,17 @@ DEFAULT_PORT = 5001
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A bound socket (port 0 picks a free one); uvicorn listens on it."""
+    """A bound, listening socket (port 0 picks a free one) for uvicorn to serve.
+
+    It listens from here on, before uvicorn starts: a client that connects as soon as the
+    URL is announced waits in the backlog instead of being refused.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's default backlog
     except OSError:
         sock.close()
         raise
