@@ -26,11 +26,13 @@ status through one table (``scorepack.server.errors``). Each class carries a sta
     │   │   └── InvalidTensorError
     │   ├── UnauthorizedError ............ 401
     │   ├── NotFoundError ................ 404
+    │   │   └── ModelNotFoundError ....... no such model or version in the repository
     │   ├── MethodNotAllowedError ........ 405
     │   ├── PayloadTooLargeError ......... 413
     │   │   ├── BodyTooLargeError
     │   │   └── ImageTooLargeError
-    │   └── UnsupportedMediaTypeError .... 415
+    │   ├── UnsupportedMediaTypeError .... 415
+    │   └── ModelControlError ............ 400: load/unload refused (--model-control none)
     ├── ServiceUnavailableError (503)
     │   ├── QueueFullError ............... with retry_after seconds
     │   └── NotReadyError
@@ -64,8 +66,10 @@ __all__ = [
     "InvalidTensorError",
     "MethodNotAllowedError",
     "MissingExtraError",
+    "ModelControlError",
     "ModelError",
     "ModelLoadError",
+    "ModelNotFoundError",
     "NotFoundError",
     "NotReadyError",
     "PackageError",
@@ -279,6 +283,28 @@ class NotFoundError(RequestError):
     """No such route."""
 
     code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    """The repository has no model of that name, or not that version of it."""
+
+    code = "model_not_found"
+
+    def __init__(self, name: str, version: str | None = None, known: Iterable[str] = ()) -> None:
+        self.name, self.version = name, version
+        self.known = list(known)
+        listing = ", ".join(self.known) or "none"
+        if version is None:
+            message = f"Unknown model {name!r}; the models served are: {listing}."
+        else:
+            message = f"Model {name!r} has no version {version!r}; its versions are: {listing}."
+        super().__init__(message)
+
+
+class ModelControlError(RequestError):
+    """Loading or unloading a model through the API when the server does not allow it."""
+
+    code = "model_control"
 
 
 class MethodNotAllowedError(RequestError):

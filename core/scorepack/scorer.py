@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -68,12 +68,17 @@ class Scorer:
         config: ScoringConfig | None = None,
         *,
         name: str | None = None,
+        version: str | None = None,
         decode_threads: int | None = None,
     ) -> None:
         self.backend = backend
         self.config = config or ScoringConfig()
         self.name = name or backend.path.stem or "model"
-        self.batcher = Batcher(self.backend.predict, self.config.batching, name=self.name)
+        #: the model version this scorer serves (a repository's ``NAME/VERSION``), if any
+        self.version = version
+        # the batcher's name is in its log lines and its thread's name: model and version
+        label = f"{self.name}:{version}" if version else self.name
+        self.batcher = Batcher(self.backend.predict, self.config.batching, name=label)
         self.image_plan: ImagePlan | None = None
         #: the backend decodes JPEGs itself (Backend.accepts_encoded_images), set on load
         self.encoded_images = False
@@ -184,6 +189,7 @@ class Scorer:
         """What is being served, for ``/info``, logs and ``inspect``."""
         info: dict[str, Any] = {
             "name": self.name,
+            **({"version": self.version} if self.version else {}),
             "ready": self.ready,
             "backend": self.backend.describe(),
             "max_batch_size": self.batcher.max_rows,
@@ -211,6 +217,15 @@ class Scorer:
                 f"This model takes no single image input (its inputs are {names}); "
                 f'send JSON tensors instead: {{"inputs": {{{layout}}}}}.'
             )
+        return self.decode_image(body)
+
+    def decode_image(self, body: bytes) -> Decoded:
+        """One JPEG/PNG through the model's decoding and preprocessing: a one-row batch
+        for the image input (the bytes themselves for a backend that decodes JPEGs)."""
+        if self.image_plan is None:
+            raise BadRequestError(
+                f"This model takes no image input (its inputs are {self.signature.input_names})."
+            )
         decode = encoded_image if self.encoded_images else decode_image
         return decode(body, self.image_plan, self.config.max_image_pixels)
 
@@ -237,19 +252,26 @@ class Scorer:
     ) -> ScoreResult:
         """Score one request without blocking the event loop; decoding runs in a pool."""
         params = ScoreParams.parse(query)
+        result = await self.run_async(self.decode, body, content_type)
+        return ScoreResult(self.output_plan.build(result.outputs, params), result.batch_size)
+
+    async def run_async(self, decode: Callable[..., Decoded], *args: Any) -> BatchResult:
+        """Admit, decode, batch and await one request: every protocol's path to the model.
+
+        ``decode(*args)`` turns the request into checked arrays; it runs in the decode pool
+        after the request is admitted, so a full queue refuses it before any decoding.
+        The whole wait is bounded by the batching timeout.
+        """
         ticket = self.batcher.admit()
         loop = asyncio.get_running_loop()
         with ticket:
-            decoded = await loop.run_in_executor(
-                self._decode_pool(), self.decode, body, content_type
-            )
+            decoded = await loop.run_in_executor(self._decode_pool(), decode, *args)
             future = ticket.submit(decoded.inputs, decoded.rows)
         remaining = max(0.0, ticket.deadline - time.monotonic())
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(future), remaining)
+            return await asyncio.wait_for(asyncio.wrap_future(future), remaining)
         except asyncio.TimeoutError:
             raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000) from None
-        return ScoreResult(self.output_plan.build(result.outputs, params), result.batch_size)
 
     def _decode_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:

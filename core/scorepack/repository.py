@@ -1,0 +1,305 @@
+"""A repository of models and versions served from one process.
+
+Each model version has its own :class:`~scorepack.scorer.Scorer` (its own batcher and model
+thread); all share the process's device. Protocols never hold scorers: they ask the
+repository for one per request (:meth:`Repository.get`), so a model can be loaded and
+unloaded while the others keep serving.
+
+Versions: a request may name one; without one it goes to the highest version that is
+ready (numeric versions compare as numbers, ``10`` above ``9``). A model given without
+versions has the single version ``None``.
+
+Model control, as Triton names it: ``none`` loads every model at start and refuses load
+and unload requests; ``explicit`` loads every model at start too, and lets
+:meth:`Repository.load` and :meth:`Repository.unload` change that while others serve. A load
+failure leaves the other models serving; the failed model is UNAVAILABLE with the reason
+in :meth:`Repository.models` and in the log. An unload refuses new requests for the model,
+lets the admitted ones finish, then unloads it and drops the scorer so its memory is freed.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .errors import ModelControlError, ModelLoadError, ModelNotFoundError, NotReadyError
+from .scorer import Scorer
+
+__all__ = [
+    "LOADING",
+    "MODEL_CONTROL_MODES",
+    "READY",
+    "UNAVAILABLE",
+    "UNLOADING",
+    "ModelSource",
+    "ModelState",
+    "Repository",
+    "version_key",
+]
+
+logger = logging.getLogger("scorepack.repository")
+
+READY, LOADING, UNAVAILABLE, UNLOADING = "READY", "LOADING", "UNAVAILABLE", "UNLOADING"
+MODEL_CONTROL_MODES = ("none", "explicit")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How to make one model version's scorer: ``create()`` returns a new, not started
+    :class:`~scorepack.scorer.Scorer` each time the version is (re)loaded."""
+
+    name: str
+    version: str | None
+    create: Callable[[], Scorer]
+    #: where the model comes from (a path), for logs and the repository index
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """One model version's state: READY, LOADING, UNAVAILABLE or UNLOADING, and why."""
+
+    name: str
+    version: str | None
+    state: str
+    reason: str = ""
+
+
+def version_key(version: str | None) -> tuple[int, int, str]:
+    """Sort key for versions: numbers as numbers, above names; None lowest."""
+    if version is None:
+        return (0, 0, "")
+    if version.isdigit():
+        return (2, int(version), version)
+    return (1, 0, version)
+
+
+class _Slot:
+    """One model version: its source, its current scorer (None when not loaded) and why."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self.scorer: Scorer | None = None
+        self.reason = "not loaded"
+        self.unloading = False
+        #: meant to be served: set by start and load, cleared by unload
+        self.wanted = False
+
+    def state(self) -> ModelState:
+        name, version = self.source.name, self.source.version
+        scorer = self.scorer
+        if self.unloading:
+            return ModelState(name, version, UNLOADING, "unloading")
+        if scorer is None:
+            return ModelState(name, version, UNAVAILABLE, self.reason)
+        failure = scorer.batcher.failure
+        if failure is not None:
+            return ModelState(name, version, UNAVAILABLE, f"failed to load: {failure}")
+        if scorer.ready:
+            return ModelState(name, version, READY)
+        return ModelState(name, version, LOADING, "loading")
+
+
+class Repository:
+    """Owns the scorers of several models and versions and their lifecycles."""
+
+    def __init__(self, sources: Iterable[ModelSource], *, model_control: str = "none") -> None:
+        if model_control not in MODEL_CONTROL_MODES:
+            raise ValueError(
+                f"model control must be one of {MODEL_CONTROL_MODES}, not {model_control!r}"
+            )
+        self.model_control = model_control
+        self._models: dict[str, dict[str | None, _Slot]] = {}
+        for source in sources:
+            versions = self._models.setdefault(source.name, {})
+            if source.version in versions:
+                raise ValueError(f"model {source.name!r} version {source.version!r} given twice")
+            if (source.version is None) != (None in versions) and versions:
+                raise ValueError(f"model {source.name!r} mixes a version-less entry with versions")
+            versions[source.version] = _Slot(source)
+        if not self._models:
+            raise ValueError("a repository needs at least one model")
+        # load and unload of one model never overlap; different models proceed in parallel
+        self._locks = {name: threading.Lock() for name in self._models}
+
+    # --- what is served ---------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        """The model names, sorted."""
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[str | None]:
+        """The versions of ``name``, lowest first."""
+        return sorted(self._slots(name), key=version_key)
+
+    def models(self) -> list[ModelState]:
+        """The state of every model version, by name then version."""
+        return [
+            self._models[name][version].state()
+            for name in self.names
+            for version in self.versions(name)
+        ]
+
+    def state(self, name: str, version: str | None = None) -> ModelState:
+        """One model's state: the version asked for, or the default version's."""
+        return self._slot(name, version).state()
+
+    @property
+    def ready(self) -> bool:
+        """Every model version meant to be served (not unloaded) is ready."""
+        return all(
+            slot.state().state == READY
+            for versions in self._models.values()
+            for slot in versions.values()
+            if slot.wanted
+        )
+
+    def scorers(self) -> list[Scorer]:
+        """The scorers that are ready now (for metrics)."""
+        found = []
+        for versions in self._models.values():
+            for slot in versions.values():
+                scorer = slot.scorer
+                if scorer is not None and scorer.ready and not slot.unloading:
+                    found.append(scorer)
+        return found
+
+    def get(self, name: str, version: str | None = None) -> Scorer:
+        """The ready scorer for ``name`` (and ``version``; default: the highest ready one).
+
+        Raises :class:`~scorepack.errors.ModelNotFoundError` for an unknown model or
+        version and :class:`~scorepack.errors.NotReadyError` for one not ready.
+        """
+        slot = self._slot(name, version)
+        scorer = slot.scorer
+        if scorer is not None and scorer.ready and not slot.unloading:
+            return scorer
+        label = _label(name, slot.source.version)
+        raise NotReadyError(f"The {label} is not ready: {slot.state().reason}.")
+
+    def find(self, name: str, version: str | None = None) -> Scorer | None:
+        """The scorer for ``name``/``version`` in whatever state it is, or None when the
+        version is not loaded (raises ModelNotFoundError for unknown names or versions)."""
+        return self._slot(name, version).scorer
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start loading every model in the background (liveness answers meanwhile)."""
+        for name in self.names:
+            with self._locks[name]:
+                for slot in self._models[name].values():
+                    if slot.scorer is None:
+                        self._start(slot)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until every loading model is ready; raise the first load failure."""
+        for versions in self._models.values():
+            for slot in versions.values():
+                if slot.scorer is not None:
+                    slot.scorer.wait_ready(timeout)
+
+    def load(self, name: str, *, timeout: float | None = None) -> None:
+        """Load every version of ``name`` that is not loaded, and wait until they are
+        ready; a version that fails raises :class:`~scorepack.errors.ModelLoadError` and
+        leaves the others (and every other model) as they were. Explicit mode only."""
+        self._check_control("load")
+        slots = self._slots(name)
+        with self._locks[name]:
+            for slot in slots.values():
+                scorer = slot.scorer
+                if scorer is not None and scorer.batcher.failure is not None:
+                    self._drop(slot, f"failed to load: {scorer.batcher.failure}")
+                if slot.scorer is None:
+                    self._start(slot)
+            failures = []
+            for slot in slots.values():
+                try:
+                    if slot.scorer is not None:
+                        slot.scorer.wait_ready(timeout)
+                except BaseException as exc:
+                    failures.append(f"{_label(name, slot.source.version)}: {exc}")
+            if failures:
+                raise ModelLoadError("Loading failed: " + "; ".join(failures))
+
+    def unload(self, name: str, *, timeout: float | None = 60.0) -> None:
+        """Refuse new requests for ``name``, let admitted ones finish, then unload every
+        version and free it. Explicit mode only."""
+        self._check_control("unload")
+        slots = self._slots(name)
+        with self._locks[name]:
+            for slot in slots.values():
+                slot.wanted = False
+                if slot.scorer is None:
+                    slot.reason = "unloaded"
+                    continue
+                slot.unloading = True
+                try:
+                    slot.scorer.close(timeout)
+                finally:
+                    self._drop(slot, "unloaded")
+                    slot.unloading = False
+                logger.info("%s unloaded", _label(name, slot.source.version))
+        gc.collect()  # the model's arrays and sessions go now, not at some later collection
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Finish in-flight work and unload every model (server shutdown)."""
+        for versions in self._models.values():
+            for slot in versions.values():
+                if slot.scorer is not None:
+                    slot.scorer.close(timeout)
+
+    # --- internals --------------------------------------------------------------------
+
+    def _check_control(self, action: str) -> None:
+        if self.model_control != "explicit":
+            raise ModelControlError(
+                f"Cannot {action} models: this server runs with --model-control "
+                f"{self.model_control}; start it with --model-control explicit."
+            )
+
+    def _slots(self, name: str) -> dict[str | None, _Slot]:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ModelNotFoundError(name, known=self.names) from None
+
+    def _slot(self, name: str, version: str | None) -> _Slot:
+        slots = self._slots(name)
+        if version is not None and version != "":
+            if version not in slots:
+                known = [v for v in sorted(slots, key=version_key) if v is not None]
+                raise ModelNotFoundError(name, version, known=known)
+            return slots[version]
+        # the default: the highest version that is ready, else the highest of all
+        ordered = sorted(slots, key=version_key, reverse=True)
+        for candidate in ordered:
+            if slots[candidate].state().state == READY:
+                return slots[candidate]
+        return slots[ordered[0]]
+
+    def _start(self, slot: _Slot) -> None:
+        slot.wanted = True
+        label = _label(slot.source.name, slot.source.version)
+        try:
+            scorer = slot.source.create()
+            scorer.start(wait=False)
+        except Exception as exc:
+            # a model that cannot even be set up (no backend for it…) stays unavailable
+            logger.error("%s failed to load: %s", label, exc)
+            slot.reason = f"failed to load: {exc}"
+            return
+        slot.scorer = scorer
+
+    def _drop(self, slot: _Slot, reason: str) -> None:
+        scorer, slot.scorer, slot.reason = slot.scorer, None, reason
+        if scorer is not None and scorer.started:
+            scorer.close(0)
+
+
+def _label(name: str, version: str | None) -> str:
+    return f"model {name!r}" + (f" version {version!r}" if version is not None else "")
