@@ -8,6 +8,8 @@
   (``scorepack serve``), where no gate can reach.
 * :class:`ErrorBackend` is an echo that fails a whole call when any row is "poisoned"
   (``x[:, 0] < 0``), the way a framework fails a batch because of one bad row.
+* :class:`TypesBackend` takes and gives several dtypes (float32, int64, bool, strings), for
+  the V2 datatype tests.
 * :class:`EncodedImageBackend` takes JPEG bytes (``Backend.accepts_encoded_images``) and
   decodes them itself, as a GPU backend does, with Pillow.
 
@@ -33,6 +35,7 @@ __all__ = [
     "EncodedImageBackend",
     "ErrorBackend",
     "SlowBackend",
+    "TypesBackend",
     "write_entry_point",
 ]
 
@@ -135,6 +138,36 @@ class ErrorBackend(SlowBackend):
             return super().predict(inputs)
 
 
+class TypesBackend(Backend):
+    """``f`` float32 [batch, 2], ``i`` int64 [batch, 3], ``b`` bool [batch, 1] →
+    ``twice`` float32 (2·f), ``total`` int64 [batch] (row sums of i), ``negated`` bool
+    (not b) and ``word`` strings [batch] ("yes"/"no" from b)."""
+
+    def load(self) -> None:
+        self.signature = Signature(
+            inputs=(
+                TensorSpec("f", "float32", (None, 2)),
+                TensorSpec("i", "int64", (None, 3)),
+                TensorSpec("b", "bool", (None, 1)),
+            ),
+            outputs=(
+                TensorSpec("twice", "float32", (None, 2)),
+                TensorSpec("total", "int64", (None,)),
+                TensorSpec("negated", "bool", (None, 1)),
+                TensorSpec("word", "object", (None,)),
+            ),
+        )
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        b = inputs["b"][:, 0]
+        return {
+            "twice": inputs["f"] * 2,
+            "total": inputs["i"].sum(axis=1),
+            "negated": ~inputs["b"],
+            "word": np.array([b"yes" if v else b"no" for v in b], dtype=object),
+        }
+
+
 class EncodedImageBackend(Backend):
     """An image model that decodes JPEGs itself, as a GPU backend does, but with Pillow.
 
@@ -218,6 +251,7 @@ SPECS = tuple(
         ("echo-fixture", EchoBackend, ".echo"),
         ("slow-fixture", SlowBackend, ".slow"),
         ("error-fixture", ErrorBackend, ".error"),
+        ("types-fixture", TypesBackend, ".types"),
     )
 )
 

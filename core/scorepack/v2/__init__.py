@@ -1,0 +1,34 @@
+"""The Open Inference Protocol (KServe V2), protocol-neutral: request and response types,
+the datatype table, inference over a scorer and model metadata. REST and gRPC are thin
+adapters between their wire formats and these."""
+
+from .datatypes import (
+    DATATYPES,
+    array_from_bytes,
+    array_from_data,
+    array_to_bytes,
+    datatype_of,
+    numpy_dtype,
+)
+from .infer import decode_request, infer
+from .metadata import model_metadata, platform_of, tensor_metadata
+from .types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
+
+__all__ = [
+    "DATATYPES",
+    "InferInput",
+    "InferOutput",
+    "InferRequest",
+    "InferResponse",
+    "RequestedOutput",
+    "array_from_bytes",
+    "array_from_data",
+    "array_to_bytes",
+    "datatype_of",
+    "decode_request",
+    "infer",
+    "model_metadata",
+    "numpy_dtype",
+    "platform_of",
+    "tensor_metadata",
+]

@@ -1,0 +1,210 @@
+"""The Open Inference Protocol's datatypes and NumPy's, and tensors as raw bytes.
+
+Every V2 datatype maps to a NumPy dtype: ``BYTES`` to object arrays of ``bytes``, and
+``BF16``, which NumPy lacks, to float32 (its 16 bits are a float32's top half, so the
+widening is exact). Raw tensor bytes — the REST binary extension and gRPC's
+``raw_input_contents``/``raw_output_contents`` — are little-endian, row-major; a ``BYTES``
+tensor is each element as a 4-byte little-endian length followed by its bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidTensorError
+
+__all__ = [
+    "DATATYPES",
+    "array_from_bytes",
+    "array_from_data",
+    "array_to_bytes",
+    "datatype_of",
+    "numpy_dtype",
+]
+
+#: V2 datatype → NumPy dtype (little-endian, as the wire carries them)
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BF16": np.dtype("<f4"),  # widened on the way in; see the module docstring
+    "BYTES": np.dtype(object),
+}
+
+_BY_KIND_SIZE = {
+    (dt.kind, dt.itemsize): name for name, dt in DATATYPES.items() if name not in ("BF16", "BYTES")
+}
+
+
+def numpy_dtype(datatype: str) -> np.dtype[Any]:
+    """The NumPy dtype for a V2 datatype name; a 400 names the valid ones."""
+    try:
+        return DATATYPES[datatype]
+    except (KeyError, TypeError):
+        raise InvalidTensorError(
+            f"Unknown datatype {datatype!r}; V2 datatypes are {', '.join(DATATYPES)}."
+        ) from None
+
+
+def datatype_of(dtype: Any) -> str:
+    """The V2 datatype for a NumPy dtype (or dtype name); strings and objects are BYTES."""
+    dt = np.dtype(dtype)
+    if dt.kind in "OSU":
+        return "BYTES"
+    try:
+        return _BY_KIND_SIZE[(dt.kind, dt.itemsize)]
+    except KeyError:
+        raise ValueError(f"no V2 datatype for NumPy dtype {dt.name}") from None
+
+
+def _count(shape: Sequence[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidTensorError(
+            f"Input {name!r} has shape {shape!r}; a shape is a list of sizes (integers >= 0).",
+            name,
+        )
+    return tuple(shape)
+
+
+def array_from_bytes(
+    name: str, datatype: str, shape: Sequence[int], raw: bytes | memoryview
+) -> np.ndarray:
+    """A tensor from its raw bytes; a size that does not fit the shape is a 400."""
+    dims = _check_shape(name, shape)
+    count = _count(dims)
+    dtype = numpy_dtype(datatype)
+    if datatype == "BYTES":
+        return _unpack_bytes(name, raw, count).reshape(dims)
+    width = 2 if datatype == "BF16" else dtype.itemsize
+    if len(raw) != count * width:
+        raise InvalidTensorError(
+            f"Input {name!r} has {len(raw)} bytes of data; {datatype} of shape {list(dims)} "
+            f"takes {count * width}.",
+            name,
+        )
+    if datatype == "BF16":
+        halves = np.frombuffer(raw, dtype="<u2").astype("<u4") << 16
+        return halves.view("<f4").reshape(dims)
+    array = np.frombuffer(raw, dtype=dtype).reshape(dims)
+    if datatype == "BOOL" and array.size and np.frombuffer(raw, dtype=np.uint8).max() > 1:
+        raise InvalidTensorError(
+            f"Input {name!r} is BOOL but holds bytes other than 0 and 1.", name
+        )
+    return array
+
+
+def _unpack_bytes(name: str, raw: bytes | memoryview, count: int) -> np.ndarray:
+    view = memoryview(raw).cast("B")
+    items = np.empty(count, dtype=object)
+    offset = 0
+    for index in range(count):
+        if offset + 4 > len(view):
+            raise InvalidTensorError(
+                f"Input {name!r} holds {index} BYTES elements; its shape needs {count}.", name
+            )
+        size = int.from_bytes(view[offset : offset + 4], "little")
+        offset += 4
+        if offset + size > len(view):
+            raise InvalidTensorError(
+                f"Input {name!r}: BYTES element {index} says {size} bytes, but only "
+                f"{len(view) - offset} remain.",
+                name,
+            )
+        items[index] = bytes(view[offset : offset + size])
+        offset += size
+    if offset != len(view):
+        raise InvalidTensorError(
+            f"Input {name!r} has {len(view) - offset} bytes left after its {count} BYTES elements.",
+            name,
+        )
+    return items
+
+
+def array_to_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """A tensor's raw bytes (BYTES length-prefixed; strings encoded as UTF-8)."""
+    if datatype == "BYTES":
+        parts = []
+        for item in array.reshape(-1):
+            data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+            parts.append(len(data).to_bytes(4, "little"))
+            parts.append(data)
+        return b"".join(parts)
+    if datatype == "BF16":
+        wide = np.ascontiguousarray(array, dtype="<f4").view("<u4")
+        return (wide >> 16).astype("<u2").tobytes()
+    return np.ascontiguousarray(array, dtype=numpy_dtype(datatype)).tobytes()
+
+
+def array_from_data(name: str, datatype: str, shape: Sequence[int], data: Any) -> np.ndarray:
+    """A tensor from JSON ``data``, nested or flat, checked against its shape and type."""
+    dims = _check_shape(name, shape)
+    dtype = numpy_dtype(datatype)
+    if datatype == "BYTES":
+        flat = list(_flatten(data))
+        if not all(isinstance(item, str | bytes) for item in flat):
+            raise InvalidTensorError(f"Input {name!r} is BYTES: its data must be strings.", name)
+        items = np.empty(len(flat), dtype=object)
+        items[:] = [item.encode("utf-8") if isinstance(item, str) else item for item in flat]
+        array = items
+    else:
+        try:
+            array = np.asarray(data)
+        except ValueError as exc:
+            raise InvalidTensorError(
+                f"Input {name!r} is not a rectangular array: {exc}", name
+            ) from exc
+        array = _checked_cast(name, datatype, dtype, array.reshape(-1))
+    if array.size != _count(dims):
+        raise InvalidTensorError(
+            f"Input {name!r} holds {array.size} values; shape {list(dims)} takes {_count(dims)}.",
+            name,
+        )
+    return array.reshape(dims)
+
+
+def _flatten(data: Any) -> Any:
+    if isinstance(data, list | tuple):
+        for item in data:
+            yield from _flatten(item)
+    else:
+        yield data
+
+
+def _checked_cast(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> np.ndarray:
+    kind = array.dtype.kind
+    if array.size == 0:
+        return array.astype(dtype)
+    ok = {"b": "b", "u": "biu", "i": "biu", "f": "biuf"}[dtype.kind]
+    if kind not in ok:
+        got = {"U": "strings", "f": "floats", "b": "booleans", "O": "mixed values"}.get(
+            kind, array.dtype.name
+        )
+        raise InvalidTensorError(f"Input {name!r} is {datatype}, but its data holds {got}.", name)
+    if dtype.kind in "iu" and kind in "iu":
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidTensorError(
+                f"Input {name!r} has values outside the range of {datatype}.", name
+            )
+    return array.astype(dtype)

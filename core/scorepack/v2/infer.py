@@ -1,0 +1,128 @@
+"""V2 inference over a :class:`~scorepack.scorer.Scorer`: the same admission, decoding
+limits, validation, batcher and error table as ``/score``.
+
+Inputs are checked against the model's signature exactly as ``/score``'s JSON tensors are.
+An image model also takes its image input as ``BYTES`` elements holding encoded JPEG or
+PNG images: each goes through the same decoding and preprocessing as an image posted to
+``/score`` (pixel limit included) and becomes one row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..codecs import Decoded, check_tensors, decode_image
+from ..errors import BadRequestError, InvalidTensorError
+from ..scorer import Scorer
+from ..signature import Signature
+from .datatypes import datatype_of
+from .types import InferInput, InferOutput, InferRequest, InferResponse
+
+__all__ = ["RESERVED_PARAMETERS", "decode_request", "infer"]
+
+#: request parameters that steer the transport, not the model: not echoed back
+RESERVED_PARAMETERS = frozenset({"binary_data_output", "binary_data_size", "binary_data"})
+
+
+async def infer(scorer: Scorer, request: InferRequest) -> InferResponse:
+    """Score one V2 request through the scorer's batcher; raise scorepack errors."""
+    wanted = _requested_outputs(scorer.signature, request)
+    result = await scorer.run_async(decode_request, scorer, request)
+    outputs = [_output(name, result.outputs[name]) for name in wanted]
+    parameters = {k: v for k, v in request.parameters.items() if k not in RESERVED_PARAMETERS}
+    return InferResponse(
+        model_name=scorer.name,
+        model_version=scorer.version,
+        outputs=outputs,
+        id=request.id,
+        parameters=parameters,
+    )
+
+
+def _requested_outputs(signature: Signature, request: InferRequest) -> list[str]:
+    names = signature.output_names
+    if request.outputs is None:
+        return names
+    asked = [o.name for o in request.outputs]
+    unknown = [n for n in asked if n not in names]
+    if unknown:
+        raise InvalidTensorError(
+            f"Unknown output(s) {unknown}; the model's outputs are {names}.", unknown[0]
+        )
+    if len(set(asked)) != len(asked):
+        raise BadRequestError(f"An output is asked for twice: {asked}.")
+    return asked
+
+
+def _output(name: str, array: np.ndarray) -> InferOutput:
+    array = np.asarray(array)
+    if array.dtype.kind in "SU":
+        array = array.astype(object)
+    return InferOutput(name, datatype_of(array.dtype), tuple(array.shape), array)
+
+
+def decode_request(scorer: Scorer, request: InferRequest) -> Decoded:
+    """The request's inputs as checked, model-ready arrays (runs in the decode pool)."""
+    signature = scorer.signature
+    seen: dict[str, InferInput] = {}
+    for item in request.inputs:
+        if item.name in seen:
+            raise InvalidTensorError(f"Input {item.name!r} is given twice.", item.name)
+        seen[item.name] = item
+    if not seen:
+        raise InvalidTensorError(
+            f"The request has no inputs; the model's are {signature.input_names}."
+        )
+    plan = scorer.image_plan
+    image = seen.get(plan.input) if plan is not None else None
+    if image is None or not _is_encoded_image(image, signature):
+        return check_tensors({n: i.data for n, i in seen.items()}, signature)
+    images = _decode_images(scorer, image)
+    rest = {n: i.data for n, i in seen.items() if n != image.name}
+    others = Signature(
+        inputs=tuple(s for s in signature.inputs if s.name != image.name),
+        outputs=signature.outputs,
+    )
+    if not others.inputs:
+        if rest:
+            unknown = sorted(rest)
+            raise InvalidTensorError(
+                f"Unknown input(s) {unknown}; the model's inputs are {signature.input_names}.",
+                unknown[0],
+            )
+        return images
+    decoded = check_tensors(rest, others)
+    if decoded.rows != images.rows:
+        raise InvalidTensorError(
+            f"The inputs disagree on the batch size: {images.rows} image(s) in "
+            f"{image.name!r}, {decoded.rows} row(s) in the others."
+        )
+    return Decoded({**decoded.inputs, **images.inputs}, images.rows)
+
+
+def _is_encoded_image(item: InferInput, signature: Signature) -> bool:
+    # a BYTES input where the model takes pixels: the client sent encoded images
+    spec = signature.input(item.name)
+    return item.datatype == "BYTES" and np.dtype(spec.dtype).kind not in "OSU"
+
+
+def _decode_images(scorer: Scorer, item: InferInput) -> Decoded:
+    bodies: list[Any] = list(item.data.reshape(-1))
+    if not bodies:
+        raise InvalidTensorError(f"Input {item.name!r} holds no images.", item.name)
+    rows = [scorer.decode_image(bytes(body)) for body in bodies]
+    if len(rows) == 1:
+        return rows[0]
+    name = item.name
+    parts = [row.inputs[name] for row in rows]
+    if len({(p.dtype.str, p.shape[1:]) for p in parts}) > 1:
+        # a backend that decodes JPEGs itself got bytes for some and pixels for others
+        # (PNG, CMYK): give it pixels for all, decoded here
+        assert scorer.image_plan is not None
+        parts = [
+            decode_image(bytes(b), scorer.image_plan, scorer.config.max_image_pixels).inputs[name]
+            for b in bodies
+        ]
+    return Decoded({name: np.concatenate(parts)}, len(parts))
