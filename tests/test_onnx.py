@@ -26,6 +26,7 @@ import scorepack  # noqa: E402
 from scorepack import BatchingConfig, ScoringConfig  # noqa: E402
 from scorepack.cli import build_cli  # noqa: E402
 from scorepack.errors import (  # noqa: E402
+    BackendOptionError,
     DeviceUnavailableError,
     InvalidTensorError,
     ModelLoadError,
@@ -162,7 +163,7 @@ def test_bad_options_say_what_is_accepted(
 
 
 def test_unknown_option_lists_the_valid_ones(models: dict[str, Path]) -> None:
-    with pytest.raises(ValueError, match="graph_optimization_level"):
+    with pytest.raises(BackendOptionError, match="graph_optimization_level"):
         OnnxBackend(models["dynamic"], options={"threads": 2})
 
 

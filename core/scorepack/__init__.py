@@ -3,7 +3,7 @@
 ``import scorepack`` imports no ML framework; backends import theirs when a model loads.
 """
 
-from .backend import Backend, BackendSpec, Requirements, import_framework, map_errors
+from .backend import Backend, BackendOption, BackendSpec, Requirements, import_framework, map_errors
 from .batching import BatchingConfig
 from .config import ScoringConfig
 from .device import Device
@@ -17,6 +17,7 @@ from .version import __version__
 
 __all__ = [
     "Backend",
+    "BackendOption",
     "BackendSpec",
     "BatchingConfig",
     "Device",

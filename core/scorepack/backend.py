@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .device import Device
 from .errors import (
+    BackendOptionError,
     DeviceUnavailableError,
     FrameworkMissingError,
     InvalidTensorError,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend",
+    "BackendOption",
     "BackendSpec",
     "Requirements",
     "import_framework",
@@ -42,6 +44,117 @@ __all__ = [
 ]
 
 Arrays = dict[str, "np.ndarray"]
+
+#: the words a boolean option takes, as most configuration systems spell them
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_TYPE_NAMES: dict[type, str] = {
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    object: "any",
+}
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """One ``-O name=value`` option a backend takes: a small typed schema.
+
+    The core parses and checks every option against its schema before the model loads
+    (``scorepack backends NAME`` lists them), so a backend reads typed values with
+    :meth:`Backend.option` and never parses text itself, as MLServer's model-settings
+    ``parameters`` and Triton's ``config.pbtxt`` parameters do.
+
+    * ``type``: ``bool`` (true/false, yes/no, on/off, 1/0), ``int``, ``float`` or ``str``;
+      ``object`` takes any value (numbers and true/false in text are converted), for
+      backends written before options had types.
+    * ``default``: what :meth:`Backend.option` returns when the option is not given;
+      ``None`` means the backend decides (say how in ``help``).
+    * ``choices``: the values a ``str`` option may take (compared case-insensitively,
+      returned as written here).
+    * ``minimum``: the smallest ``int`` or ``float`` allowed.
+    """
+
+    name: str
+    type: type = str
+    default: Any = None
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPE_NAMES:
+            raise TypeError(
+                f"option {self.name}: type must be one of bool, int, float, str or object, "
+                f"not {self.type!r}"
+            )
+
+    @property
+    def type_name(self) -> str:
+        """``bool``, ``int``, ``float``, ``str`` or ``any``: what ``backends NAME`` shows."""
+        return _TYPE_NAMES[self.type]
+
+    def expected(self) -> str:
+        """What a valid value looks like, in words, for error messages."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.type is bool:
+            return "true or false (true/false, yes/no, on/off, 1/0)"
+        kind = {int: "a whole number", float: "a number"}.get(self.type)
+        if kind is None:
+            return "a string" if self.type is str else "a value"
+        if self.minimum is not None:
+            kind += f" >= {self.minimum:g}"
+        return kind
+
+    def parse(self, value: Any) -> Any:
+        """``value`` (text from the command line, or a typed value from a manifest) as
+        this option's type; raises :class:`ValueError` saying what was expected."""
+        if self.type is object:
+            return _scalar(value) if isinstance(value, str) else value
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(self.expected())
+        if self.type in (int, float):
+            return self._number(value)
+        text = str(value).strip()
+        if self.choices:
+            for choice in self.choices:
+                if text.lower() == choice.lower():
+                    return choice
+            raise ValueError(self.expected())
+        return text
+
+    def _number(self, value: Any) -> int | float:
+        if isinstance(value, bool):  # True is an int to Python, never a count to a user
+            raise ValueError(self.expected())
+        try:
+            number: int | float = self.type(str(value).strip())
+        except ValueError:
+            raise ValueError(self.expected()) from None
+        if self.minimum is not None and number < self.minimum:
+            raise ValueError(self.expected())
+        return number
+
+
+def _scalar(text: str) -> Any:
+    """Untyped (``object``) options: true/false and numbers in text become values."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 @dataclass(frozen=True)
@@ -73,7 +186,10 @@ class Backend(abc.ABC):
     All calls after ``__init__`` come from one thread, which owns the model (and its GPU).
     """
 
-    #: options this backend accepts (``-O key=value``), name → help text. Override.
+    #: the options this backend takes (``-O key=value``), as typed schemas. Override.
+    option_schema: ClassVar[tuple[BackendOption, ...]] = ()
+    #: before options had types: name → help text, each taking any value. Prefer
+    #: :attr:`option_schema`; still honoured for backends written against it.
     options_help: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
@@ -85,17 +201,53 @@ class Backend(abc.ABC):
     ) -> None:
         self.path = Path(path)
         self.requested_device = Device.parse(device)
-        self.options: dict[str, Any] = dict(options or {})
-        unknown = sorted(set(self.options) - set(self.options_help))
-        if unknown:
-            valid = ", ".join(sorted(self.options_help)) or "none"
-            raise ValueError(
-                f"unknown option(s) for {type(self).__name__}: {', '.join(unknown)}; "
-                f"valid options: {valid}"
-            )
+        #: the options given, parsed and checked against :attr:`option_schema` (defaults
+        #: are not filled in: ``name in self.options`` says whether the user gave it)
+        self.options: dict[str, Any] = self.parse_options(options or {})
         #: the device actually in use, set by load()
         self.device: Device = Device("cpu")
         self._signature: Signature | None = None
+
+    @classmethod
+    def declared_options(cls) -> dict[str, BackendOption]:
+        """Every option this backend takes, by name (:attr:`option_schema`, plus untyped
+        ones from the older :attr:`options_help`)."""
+        declared = {o.name: o for o in cls.option_schema}
+        for name, text in cls.options_help.items():
+            declared.setdefault(name, BackendOption(name, object, help=text))
+        return declared
+
+    @classmethod
+    def parse_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """``raw`` options parsed to their declared types, or
+        :class:`~scorepack.errors.BackendOptionError` naming what is wrong: an option
+        nobody declared (with the valid names), or a value of the wrong type."""
+        declared = cls.declared_options()
+        unknown = sorted(set(raw) - set(declared))
+        if unknown:
+            valid = ", ".join(sorted(declared)) or "none"
+            raise BackendOptionError(
+                f"unknown option(s) for {cls.__name__}: {', '.join(unknown)}; "
+                f"valid options: {valid}"
+            )
+        parsed: dict[str, Any] = {}
+        for name, value in raw.items():
+            try:
+                parsed[name] = declared[name].parse(value)
+            except ValueError as exc:
+                raise BackendOptionError(
+                    f"option {name} must be {exc}, not {value!r} ({cls.__name__})"
+                ) from None
+        return parsed
+
+    def option(self, name: str) -> Any:
+        """The value of option ``name``: as given, else its declared default."""
+        if name in self.options:
+            return self.options[name]
+        declared = self.declared_options()
+        if name not in declared:
+            raise KeyError(f"{type(self).__name__} declares no option {name!r}")
+        return declared[name].default
 
     @property
     def signature(self) -> Signature:
@@ -219,6 +371,16 @@ class BackendSpec:
     distributions: tuple[str, ...]
     install: str
     requirements: Callable[[str], Requirements] = field(default=lambda _kind: Requirements())
+
+    @property
+    def options(self) -> dict[str, BackendOption]:
+        """The ``-O`` options the backend takes, by name (``scorepack backends NAME``)."""
+        return self.backend.declared_options()
+
+    def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Parse and check options without creating a backend (see
+        :meth:`Backend.parse_options`)."""
+        return self.backend.parse_options(raw)
 
     def framework_version(self) -> str | None:
         """The installed framework's version, read from package metadata (no import)."""

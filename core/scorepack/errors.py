@@ -15,6 +15,7 @@ status through one table (``scorepack.server.errors``). Each class carries a sta
     │   ├── BackendNotInstalledError ..... known format, its plugin is not installed
     │   ├── FrameworkMissingError ........ plugin installed, its framework is not
     │   ├── ModelLoadError ............... the framework could not load the model
+    │   │   └── BackendOptionError ....... an -O option the backend does not take, or a bad value
     │   ├── DeviceUnavailableError ....... cuda asked for, none usable
     │   ├── IntegrityError ............... a model file does not match its recorded hash
     │   └── BackendContractError ......... a backend broke the batch contract
@@ -52,6 +53,7 @@ __all__ = [
     "AmbiguousFormatError",
     "BackendContractError",
     "BackendNotInstalledError",
+    "BackendOptionError",
     "BadRequestError",
     "BodyTooLargeError",
     "DeployError",
@@ -197,6 +199,13 @@ class ModelLoadError(ModelError):
     """The framework refused to load the model."""
 
     code = "model_load_error"
+
+
+class BackendOptionError(ModelLoadError):
+    """A backend option (``-O name=value``) the backend does not declare, or whose value
+    does not parse as its declared type. Raised before the model loads."""
+
+    code = "backend_option_error"
 
 
 class DeviceUnavailableError(ModelError):

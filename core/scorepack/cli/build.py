@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ..errors import BackendOptionError
 from ..generator.rendering import shell
 from ..generator.spec import DeploymentSettings
 from .options import backend_option, scoring_config, scoring_options
@@ -63,18 +64,21 @@ def command(
     click.echo(
         f"scorepack: building a {device} package for {path} (loading the model once)…", err=True
     )
-    built = build_package(
-        path,
-        output,
-        as_zip=as_zip,
-        force=force,
-        backend=backend,
-        device=device,
-        name=name,
-        options=backend_options,
-        config=config,
-        deployment=deployment,
-    )
+    try:
+        built = build_package(
+            path,
+            output,
+            as_zip=as_zip,
+            force=force,
+            backend=backend,
+            device=device,
+            name=name,
+            options=backend_options,
+            config=config,
+            deployment=deployment,
+        )
+    except BackendOptionError as exc:  # checked before the model loads: a usage error
+        raise click.UsageError(exc.message) from exc
     spec = built.spec
     click.echo(f"scorepack: wrote {built.path} ({len(built.files)} files)", err=True)
     framework = f"{spec.framework} {spec.framework_version}"

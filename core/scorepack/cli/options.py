@@ -12,6 +12,7 @@ from ..batching import BatchingConfig
 from ..codecs import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from ..config import ScoringConfig
 from ..device import Device
+from ..errors import BackendOptionError
 from ..postprocess import PostprocessConfig, read_labels
 from ..preprocess import PRESETS, PreprocessConfig
 
@@ -54,18 +55,6 @@ def _floats(
         raise click.BadParameter("use comma-separated numbers, e.g. 0.485,0.456,0.406") from None
 
 
-def _scalar(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _device(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     try:
         Device.parse(value)
@@ -77,16 +66,17 @@ def _device(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 def _backend_options(
     _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 ) -> dict[str, Any]:
-    options = {}
+    # values stay text here: the backend's schema parses them (Backend.parse_options)
+    options: dict[str, Any] = {}
     for item in value:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise click.BadParameter(f"{item!r}: use KEY=VALUE")
-        options[key.strip()] = _scalar(raw.strip())
+        options[key.strip()] = raw.strip()
     return options
 
 
-#: -O KEY=VALUE, repeatable: options for the backend (``Backend.options_help``)
+#: -O KEY=VALUE, repeatable: options for the backend (``Backend.option_schema``)
 backend_option = click.option(
     "-O",
     "--option",
@@ -94,7 +84,8 @@ backend_option = click.option(
     multiple=True,
     callback=_backend_options,
     metavar="KEY=VALUE",
-    help="A backend option, e.g. -O signature=serving_default (repeatable).",
+    help="A backend option, e.g. -O signature=serving_default (repeatable); "
+    "`scorepack backends NAME` lists a backend's options.",
 )
 
 model_options = _stack(
@@ -190,11 +181,12 @@ scoring_options = _stack(
 
 
 def create_backend(spec: BackendSpec, path: str, device: str, options: dict[str, Any]) -> Backend:
-    """``spec.create`` with a usage error (not a traceback) for an option it does not take."""
+    """``spec.create`` with a usage error (not a traceback) for an option it does not take
+    or a value that does not parse: checked here, before the model loads."""
     try:
         return spec.create(path, device=device, options=options)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    except BackendOptionError as exc:
+        raise click.UsageError(exc.message) from exc
 
 
 def preprocess_config(kw: dict[str, Any]) -> PreprocessConfig:

@@ -78,10 +78,7 @@ def model_files(path: Path) -> tuple[tuple[str, ...], str]:
 
 def read_signature(spec: BackendSpec, path: Path, options: Mapping[str, Any]) -> Signature:
     """Load the model once, on the CPU (the build machine may have no GPU), for its signature."""
-    try:
-        instance = spec.create(path, device="cpu", options=options)
-    except ValueError as exc:
-        raise ModelError(str(exc)) from exc
+    instance = spec.create(path, device="cpu", options=options)
     instance.load()
     try:
         return instance.signature
@@ -145,8 +142,9 @@ def resolve_spec(
             "digits, '.', '_' and '-', starting with a letter or digit. Choose one with --name."
         )
     config = config or ScoringConfig()
-    options = dict(options or {})
     bspec = resolve_backend(model, backend)
+    # parsed once against the backend's schema: the manifest records typed values
+    parsed = bspec.parse_options(options or {})
     plugins = get_plugins()
     distribution = plugins.distribution(bspec.name)
     module = bspec.backend.__module__.split(".")[0]
@@ -155,7 +153,7 @@ def resolve_spec(
             f"The {bspec.name} backend does not come from an installed distribution, so its "
             "code cannot be shipped in the package. Install its plugin with pip."
         )
-    signature = read_signature(bspec, model, options)
+    signature = read_signature(bspec, model, parsed)
     _check_fits(signature, config)
     files, entry = model_files(model)
     requirements = bspec.requirements(device)
@@ -184,7 +182,7 @@ def resolve_spec(
         requirements=requirements,
         framework=bspec.framework,
         framework_version=bspec.framework_version() or "",
-        backend_options=options,
+        backend_options=parsed,
         scorepack_version=__version__,
         backend_version=(_installed(distribution) or "") if distribution else __version__,
         python_version=f"{sys.version_info.major}.{sys.version_info.minor}",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from scorepack import Backend, Signature, TensorSpec, import_framework, map_errors
+from scorepack import Backend, BackendOption, Signature, TensorSpec, import_framework, map_errors
 from scorepack.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -34,9 +34,10 @@ class NumpyBackend(Backend):
     ``-O softmax=false``) is ``[batch, classes]``: one row per input row.
     """
 
-    options_help: ClassVar[Mapping[str, str]] = {
-        "softmax": "apply softmax to the last layer (default: true); false returns logits",
-    }
+    #: typed options: scorepack parses -O softmax=false (or no, off, 0) before load()
+    option_schema = (
+        BackendOption("softmax", bool, True, "apply softmax to the last layer; false: logits"),
+    )
 
     def load(self) -> None:
         np = _numpy()
@@ -49,7 +50,7 @@ class NumpyBackend(Backend):
         self._np = np
         self._layers = _layers(arrays, str(self.path))
         input_shape = _input_shape(arrays, self._layers[0][0].shape[0], str(self.path))
-        self._softmax = bool(self.options.get("softmax", True))
+        self._softmax = self.option("softmax")
         classes = int(self._layers[-1][0].shape[1])
         self.signature = Signature(
             inputs=(TensorSpec(INPUT, "float32", (None, *input_shape)),),

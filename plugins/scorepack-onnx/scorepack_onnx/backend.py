@@ -6,11 +6,19 @@ import glob
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from scorepack import Backend, Device, Signature, TensorSpec, import_framework, map_errors
+from scorepack import (
+    Backend,
+    BackendOption,
+    Device,
+    Signature,
+    TensorSpec,
+    import_framework,
+    map_errors,
+)
 from scorepack.batching import BatchingConfig
 from scorepack.errors import DeviceUnavailableError, ModelLoadError
 
@@ -111,28 +119,69 @@ class OnnxBackend(Backend):
     its own and replays a CUDA graph on persistent buffers (see :mod:`.cuda_graph`).
     """
 
-    options_help: ClassVar[Mapping[str, str]] = {
-        "intra_op_threads": "threads inside one operator (CPU default: the cores this "
-        "process may use; GPU default: ONNX Runtime's choice)",
-        "inter_op_threads": "operators run in parallel (default 1: sequential execution, "
-        "best for CNNs)",
-        "graph_optimization_level": "disable, basic, extended or all (default: all)",
-        "allow_spinning": "let idle worker threads spin (default false: the cores stay "
-        "free for image decoding between batches)",
-        "providers": "comma-separated execution providers to use in order, instead of the "
-        "device's default (e.g. CUDAExecutionProvider,CPUExecutionProvider)",
-        "tensorrt": "GPU: use the TensorRT provider when present (default true)",
-        "trt_fp16": "TensorRT: allow float16 kernels (default false)",
-        "trt_engine_cache": "TensorRT: directory to cache built engines in (default: none)",
-        "iobinding": "bind inputs and outputs on the device with IOBinding (default: true "
-        "on a GPU, false on the CPU, where it saves nothing)",
-        "cuda_graph": "GPU, CUDA provider only (TensorRT is then not used): capture the model "
-        "once as a CUDA graph and replay it; every batch is padded to cuda_graph_batch rows "
-        "on persistent device buffers. Needs fixed shapes except the batch (default false)",
-        "cuda_graph_batch": "the one batch size a CUDA graph runs at; the batcher is capped "
-        f"to it (default: the model's fixed batch, else {BatchingConfig.max_batch_size}, "
-        "the server's default --max-batch-size)",
-    }
+    option_schema = (
+        BackendOption(
+            "intra_op_threads",
+            int,
+            help="threads inside one operator; 0 is ONNX Runtime's choice (default: the "
+            "cores this process may use on the CPU, ONNX Runtime's choice on a GPU)",
+            minimum=0,
+        ),
+        BackendOption(
+            "inter_op_threads",
+            int,
+            1,
+            "operators run in parallel (1: sequential execution, best for CNNs)",
+            minimum=0,
+        ),
+        BackendOption(
+            "graph_optimization_level",
+            str,
+            "all",
+            "how much ONNX Runtime rewrites the graph",
+            choices=tuple(OPTIMIZATION_LEVELS),
+        ),
+        BackendOption(
+            "allow_spinning",
+            bool,
+            False,
+            "let idle worker threads spin (off: the cores stay free for image decoding "
+            "between batches)",
+        ),
+        BackendOption(
+            "providers",
+            str,
+            help="comma-separated execution providers to use in order, instead of the "
+            "device's default (e.g. CUDAExecutionProvider,CPUExecutionProvider)",
+        ),
+        BackendOption("tensorrt", bool, True, "GPU: use the TensorRT provider when present"),
+        BackendOption("trt_fp16", bool, False, "TensorRT: allow float16 kernels"),
+        BackendOption(
+            "trt_engine_cache", str, help="TensorRT: directory to cache built engines in"
+        ),
+        BackendOption(
+            "iobinding",
+            bool,
+            help="bind inputs and outputs on the device with IOBinding (default: on a GPU; "
+            "off on the CPU, where it saves nothing)",
+        ),
+        BackendOption(
+            "cuda_graph",
+            bool,
+            False,
+            "GPU, CUDA provider only (TensorRT is then not used): capture the model once as "
+            "a CUDA graph and replay it; every batch is padded to cuda_graph_batch rows on "
+            "persistent device buffers. Needs fixed shapes except the batch",
+        ),
+        BackendOption(
+            "cuda_graph_batch",
+            int,
+            help="the one batch size a CUDA graph runs at; the batcher is capped to it "
+            f"(default: the model's fixed batch, else {BatchingConfig.max_batch_size}, "
+            "the server's default --max-batch-size)",
+            minimum=1,
+        ),
+    )
 
     @classmethod
     def available_devices(cls) -> list[str]:
@@ -153,7 +202,7 @@ class OnnxBackend(Backend):
         ort = _ort()
         self.device = self.resolve_device()
         self._graph: FixedBinding | None = None
-        self._cuda_graph = _bool_option(self.options, "cuda_graph", False)
+        self._cuda_graph = self.option("cuda_graph")
         if "cuda_graph_batch" in self.options and not self._cuda_graph:
             logger.warning("-O cuda_graph_batch applies with -O cuda_graph=true only; ignored")
         if self._cuda_graph and not self.device.is_cuda:
@@ -186,7 +235,8 @@ class OnnxBackend(Backend):
         self._fixed = {
             s.name: s.shape[0] for s in self.signature.inputs if s.batched and s.shape[0]
         }
-        self._binding = _bool_option(self.options, "iobinding", self.device.is_cuda)
+        binding = self.option("iobinding")
+        self._binding = self.device.is_cuda if binding is None else binding
         # where bound buffers live: the GPU's memory, or (-O iobinding=true on a CPU) the host's
         self._bind_device = ("cuda", self.device.index) if self.device.is_cuda else ("cpu", 0)
         self._ort = ort
@@ -203,9 +253,8 @@ class OnnxBackend(Backend):
             )
         fixed = set(self._fixed.values())
         if "cuda_graph_batch" in self.options:
-            value = self.options["cuda_graph_batch"]
-            batch = int(value) if str(value).isdigit() else 0
-            if batch < 1 or (fixed and fixed != {batch}):
+            value = batch = self.options["cuda_graph_batch"]
+            if fixed and fixed != {batch}:
                 allowed = f"{fixed.pop()} (the model's fixed batch)" if fixed else "at least 1"
                 raise ModelLoadError(f"option cuda_graph_batch must be {allowed}, not {value!r}")
         else:
@@ -229,24 +278,19 @@ class OnnxBackend(Backend):
     def _session_options(self, ort: Any) -> Any:
         options = ort.SessionOptions()
         default_intra = 0 if self.device.is_cuda else cpu_count()
-        self._intra = _int_option(self.options, "intra_op_threads", default_intra)
-        self._inter = _int_option(self.options, "inter_op_threads", 1)
+        intra = self.option("intra_op_threads")
+        self._intra = default_intra if intra is None else intra
+        self._inter = self.option("inter_op_threads")
         options.intra_op_num_threads = self._intra
         options.inter_op_num_threads = self._inter
         options.execution_mode = (
             ort.ExecutionMode.ORT_PARALLEL if self._inter > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
         )
-        level = str(self.options.get("graph_optimization_level", "all")).lower()
-        if level not in OPTIMIZATION_LEVELS:
-            raise ModelLoadError(
-                f"graph_optimization_level must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
-                f"not {level!r}"
-            )
-        self._level = level
+        level = self._level = self.option("graph_optimization_level")
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[level]
         )
-        spin = "1" if _bool_option(self.options, "allow_spinning", False) else "0"
+        spin = "1" if self.option("allow_spinning") else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         # warnings about unused initialisers and the like are noise in a server log
@@ -256,7 +300,7 @@ class OnnxBackend(Backend):
     def _providers(self, ort: Any) -> list[Any]:
         available = list(ort.get_available_providers())
         if "providers" in self.options:
-            wanted = [p.strip() for p in str(self.options["providers"]).split(",") if p.strip()]
+            wanted = [p.strip() for p in self.options["providers"].split(",") if p.strip()]
             missing = [p for p in wanted if p not in available]
             if missing or not wanted:
                 raise ModelLoadError(
@@ -270,7 +314,7 @@ class OnnxBackend(Backend):
         # CUDA graphs are the CUDA provider's here; TensorRT would take the nodes from it
         if (
             TENSORRT in available
-            and _bool_option(self.options, "tensorrt", True)
+            and self.option("tensorrt")
             and not self._cuda_graph
         ):
             chosen.append(self._with_options(TENSORRT))
@@ -288,9 +332,9 @@ class OnnxBackend(Backend):
         if provider == TENSORRT:
             options: dict[str, Any] = {
                 "device_id": index,
-                "trt_fp16_enable": _bool_option(self.options, "trt_fp16", False),
+                "trt_fp16_enable": self.option("trt_fp16"),
             }
-            cache = self.options.get("trt_engine_cache")
+            cache = self.option("trt_engine_cache")
             if cache:
                 options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
             return (TENSORRT, options)
@@ -383,26 +427,3 @@ class OnnxBackend(Backend):
         if getattr(self, "_graph", None) is not None:
             info["cuda_graph"] = f"on (batch {self.max_batch_size})"
         return info
-
-
-def _int_option(options: Mapping[str, Any], name: str, default: int) -> int:
-    value = options.get(name, default)
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = -1
-    if number < 0 or isinstance(value, bool):
-        raise ModelLoadError(f"option {name} must be a whole number of threads, not {value!r}")
-    return number
-
-
-def _bool_option(options: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = options.get(name, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ModelLoadError(f"option {name} must be true or false, not {value!r}")

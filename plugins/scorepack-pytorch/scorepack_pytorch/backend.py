@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from scorepack import Backend, Signature, TensorSpec, import_framework, map_errors
+from scorepack import Backend, BackendOption, Signature, TensorSpec, import_framework, map_errors
 from scorepack.detect import is_torch_export, is_torch_pickle, is_torchscript
 from scorepack.errors import ModelLoadError, PredictError
 from scorepack.preprocess import ImagePlan
@@ -103,23 +103,56 @@ class TorchBackend(Backend):
     a dict keep its keys; a tensor, tuple or list gives ``output_0, output_1, …``.
     """
 
-    options_help: ClassVar[Mapping[str, str]] = {
-        "input_shape": "TorchScript: the shape of one input row without the batch "
-        "dimension, e.g. 3x224x224, or image:3x224x224,extra:4 for several inputs "
-        "(overrides the archive's scorepack.json)",
-        "input_dtype": "TorchScript: the input dtype, e.g. float32 (the default), or "
-        "image:float32,ids:int64",
-        "half": "GPU: run the model in float16; clients still send and get float32 (default false)",
-        "gpu_decode": "GPU: decode JPEGs with nvJPEG (torchvision) and resize and normalise "
-        "them on the GPU, batch by batch; PNGs are still decoded on the CPU. Needs a CUDA "
-        "device and torchvision (default false)",
-        "pinned": "GPU: stage inputs in page-locked host buffers, reused batch to batch, and "
-        "copy them to the device asynchronously (default true)",
-        "intra_op_threads": "CPU threads inside one operator (torch.set_num_threads; "
-        "default: PyTorch's choice)",
-        "optimize": "TorchScript: freeze the module and optimise it for inference (folds "
-        "batch norm into convolutions, prepacks weights for oneDNN/cuDNN; default true)",
-    }
+    option_schema = (
+        BackendOption(
+            "input_shape",
+            str,
+            help="TorchScript: the shape of one input row without the batch dimension, e.g. "
+            "3x224x224, or image:3x224x224,extra:4 for several inputs (overrides the "
+            "archive's scorepack.json)",
+        ),
+        BackendOption(
+            "input_dtype",
+            str,
+            help="TorchScript: the input dtype, e.g. float32 (the default), or "
+            "image:float32,ids:int64",
+        ),
+        BackendOption(
+            "half",
+            bool,
+            False,
+            "GPU: run the model in float16; clients still send and get float32",
+        ),
+        BackendOption(
+            "gpu_decode",
+            bool,
+            False,
+            "GPU: decode JPEGs with nvJPEG (torchvision) and resize and normalise them on the "
+            "GPU, batch by batch; PNGs are still decoded on the CPU. Needs a CUDA device and "
+            "torchvision",
+        ),
+        BackendOption(
+            "pinned",
+            bool,
+            True,
+            "GPU: stage inputs in page-locked host buffers, reused batch to batch, and copy "
+            "them to the device asynchronously",
+        ),
+        BackendOption(
+            "intra_op_threads",
+            int,
+            help="CPU threads inside one operator (torch.set_num_threads; default: "
+            "PyTorch's choice)",
+            minimum=1,
+        ),
+        BackendOption(
+            "optimize",
+            bool,
+            True,
+            "TorchScript: freeze the module and optimise it for inference (folds batch norm "
+            "into convolutions, prepacks weights for oneDNN/cuDNN)",
+        ),
+    )
 
     @classmethod
     def available_devices(cls) -> list[str]:
@@ -148,13 +181,8 @@ class TorchBackend(Backend):
         torch = _torch()
         self.device = self.resolve_device()
         if "intra_op_threads" in self.options:
-            threads = self.options["intra_op_threads"]
-            if isinstance(threads, bool) or not str(threads).isdigit() or int(threads) < 1:
-                raise ModelLoadError(
-                    f"option intra_op_threads must be a whole number of threads, not {threads!r}"
-                )
             # process-wide in PyTorch: the one model this process serves owns it
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(self.options["intra_op_threads"])
         self._torch_device = (
             torch.device("cuda", self.device.index) if self.device.is_cuda else torch.device("cpu")
         )
@@ -180,7 +208,7 @@ class TorchBackend(Backend):
         self._fixed = {s.name: s.shape[0] for s in inputs if s.batched and s.shape[0]}
 
     def _wants_half(self) -> bool:
-        half = _flag(self.options, "half", False)
+        half: bool = self.option("half")
         if half and not self.device.is_cuda:
             logger.warning(
                 "-O half=true applies on a GPU only; running in float32 on %s", self.device
@@ -189,14 +217,14 @@ class TorchBackend(Backend):
         return half
 
     def _pinned_staging(self, torch: Any) -> PinnedStaging | None:
-        pinned = _flag(self.options, "pinned", True)
+        pinned = self.option("pinned")
         if not self.device.is_cuda:
             return None  # on the CPU the model reads the NumPy memory itself: nothing to copy
         return PinnedStaging(torch, self._torch_device) if pinned else None
 
     def _gpu_decoder(self, torch: Any) -> tuple[Any, Any] | None:
         """torchvision's nvJPEG decoder for ``-O gpu_decode=true``, checked at load."""
-        if not _flag(self.options, "gpu_decode", False):
+        if not self.option("gpu_decode"):
             return None
         if not self.device.is_cuda:
             raise ModelLoadError(
@@ -282,11 +310,7 @@ class TorchBackend(Backend):
         Measured on ResNet50 on two CPU cores: 28 → 35 images/s at batch 1 and 12 → 33 at
         batch 32 (benchmarks/RESULTS.md). Scores move by float rounding only.
         """
-        value = self.options.get("optimize", True)
-        text = str(value).lower()
-        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise ModelLoadError(f"option optimize must be true or false, not {value!r}")
-        if text in ("0", "false", "no", "off"):
+        if not self.option("optimize"):
             return module
         try:
             with warnings.catch_warnings():
@@ -478,21 +502,11 @@ class TorchBackend(Backend):
             info["format"] = self.kind
             info["precision"] = "float16" if self._half else "model's own"
         if hasattr(self, "_decoder") and self.device.is_cuda:
-            info["pinned"] = "on" if _flag(self.options, "pinned", True) else "off"
+            info["pinned"] = "on" if self.option("pinned") else "off"
             info["decode"] = "nvjpeg (GPU)" if self._pipeline is not None else "cpu"
         if hasattr(self, "_torch") and not self.device.is_cuda:
             info["threads"] = str(self._torch.get_num_threads())
         return info
-
-
-def _flag(options: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = options.get(name, default)
-    text = str(value).lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ModelLoadError(f"option {name} must be true or false, not {value!r}")
 
 
 def _output_names(out_spec: Any, count: int) -> list[str]:

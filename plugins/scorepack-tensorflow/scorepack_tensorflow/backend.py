@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from scorepack import Backend, Signature, TensorSpec, import_framework, map_errors
+from scorepack import Backend, BackendOption, Signature, TensorSpec, import_framework, map_errors
 from scorepack.errors import ModelLoadError
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 logger = logging.getLogger("scorepack.tensorflow")
 
@@ -36,14 +33,35 @@ class TensorFlowBackend(Backend):
     On a GPU, memory growth is switched on so TensorFlow does not take the whole card.
     """
 
-    options_help: ClassVar[Mapping[str, str]] = {
-        "signature": "signature to serve (default: serving_default)",
-        "intra_op_threads": "threads inside one op (default: TensorFlow's choice)",
-        "inter_op_threads": "ops run in parallel (default: TensorFlow's choice)",
-        "memory_growth": "GPUs: allocate memory as needed, not all at once (default: true)",
-        "precision": "fp32 (default); bf16 on CPUs with AVX512-BF16 or AMX (oneDNN mixed "
-        "precision); fp16 on GPUs (mixed precision). Process-wide; scores change slightly",
-    }
+    option_schema = (
+        BackendOption("signature", str, "serving_default", "the signature to serve"),
+        BackendOption(
+            "intra_op_threads",
+            int,
+            help="threads inside one op (default: TensorFlow's choice)",
+            minimum=0,
+        ),
+        BackendOption(
+            "inter_op_threads",
+            int,
+            help="ops run in parallel (default: TensorFlow's choice)",
+            minimum=0,
+        ),
+        BackendOption(
+            "memory_growth",
+            bool,
+            True,
+            "GPUs: allocate memory as needed, not all at once",
+        ),
+        BackendOption(
+            "precision",
+            str,
+            "fp32",
+            "fp32; bf16 on CPUs with AVX512-BF16 or AMX (oneDNN mixed precision); fp16 on "
+            "GPUs (mixed precision). Process-wide; scores change slightly",
+            choices=("fp32", "bf16", "fp16"),
+        ),
+    )
 
     @classmethod
     def available_devices(cls) -> list[str]:
@@ -65,7 +83,7 @@ class TensorFlowBackend(Backend):
             self._tf_device = "/CPU:0"
         with map_errors("tensorflow", "load", ModelLoadError), tf.device(self._tf_device):
             self._model = tf.saved_model.load(str(self.path))
-        wanted = str(self.options.get("signature", "serving_default"))
+        wanted = self.option("signature")
         signatures = dict(self._model.signatures)
         if wanted not in signatures:
             raise ModelLoadError(
@@ -95,7 +113,7 @@ class TensorFlowBackend(Backend):
         ):
             if option in self.options:
                 try:
-                    setter(int(self.options[option]))
+                    setter(self.options[option])
                 except RuntimeError as exc:  # TensorFlow was initialised before this load
                     logger.warning("cannot set %s now: %s", option, exc)
 
@@ -106,7 +124,7 @@ class TensorFlowBackend(Backend):
         here (benchmarks/RESULTS.md); batch 1 did not gain. The option is process-wide,
         which suits scorepack: one process serves one model.
         """
-        precision = str(self.options.get("precision", "fp32")).lower()
+        precision = self.option("precision")
         if precision == "fp32":
             return
         if precision == "bf16":
@@ -124,11 +142,9 @@ class TensorFlowBackend(Backend):
             if not self.device.is_cuda:
                 raise ModelLoadError("-O precision=fp16 runs on a GPU; on a CPU use precision=bf16")
             tf.config.optimizer.set_experimental_options({"auto_mixed_precision": True})
-        else:
-            raise ModelLoadError(f"option precision must be fp32, bf16 or fp16, not {precision!r}")
 
     def _enable_memory_growth(self, tf: Any) -> None:
-        if not self.options.get("memory_growth", True):
+        if not self.option("memory_growth"):
             return
         for gpu in tf.config.list_physical_devices("GPU"):
             try:
