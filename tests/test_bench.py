@@ -19,8 +19,10 @@ from scorepack.bench import BenchConfig, run_bench
 class _RawServer:
     """A tiny HTTP/1.1 server on 127.0.0.1 answering with a chosen framing."""
 
-    def __init__(self, framing: str) -> None:
+    def __init__(self, framing: str, stall_s: float = 0.0) -> None:
         self.framing = framing
+        #: the first answer waits this long: a server stall, as a GC pause or a cold cache
+        self.stall_s = stall_s
         self.requests = 0
         self.connections = 0
         self.port = 0
@@ -48,6 +50,8 @@ class _RawServer:
                 )
                 await reader.readexactly(length)
                 self.requests += 1
+                if self.requests == 1 and self.stall_s:
+                    await asyncio.sleep(self.stall_s)
                 body = b'{"ok": true}'
                 if self.framing == "chunked":
                     writer.write(
@@ -70,6 +74,22 @@ class _RawServer:
                     await writer.drain()
                     writer.close()
                     return
+                elif self.framing == "eof":  # no Content-Length: the body runs to the close
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body)
+                    await writer.drain()
+                    writer.close()
+                    return
+                elif self.framing == "garbage":
+                    writer.write(b"SPDY/9 banana\r\n\r\n")
+                    await writer.drain()
+                    writer.close()
+                    return
+                else:
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                        + body
+                    )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -132,6 +152,138 @@ def test_unreachable_url_counts_transport_errors_and_stops_in_time() -> None:
     assert result.requests == 0
     assert result.transport_errors > 0
     assert "Connection" in (result.last_error or "")
+
+
+def test_a_body_that_runs_to_the_close_is_read_whole() -> None:
+    with _RawServer("eof") as server:
+        result = run_bench(
+            BenchConfig(
+                url=f"http://127.0.0.1:{server.port}",
+                body=b"{}",
+                concurrency=2,
+                duration_s=30,
+                max_requests=10,
+            )
+        )
+    assert result.statuses == {"200": 10}
+    assert result.transport_errors == 0
+    assert server.connections == 10
+
+
+def test_a_response_that_is_not_http_is_a_transport_error() -> None:
+    with _RawServer("garbage") as server:
+        result = run_bench(
+            BenchConfig(
+                url=f"http://127.0.0.1:{server.port}",
+                body=b"{}",
+                concurrency=1,
+                duration_s=30,
+                max_requests=3,
+            )
+        )
+    assert result.requests == 0
+    assert result.transport_errors == 3
+    assert "HttpParser" in (result.last_error or "")
+    assert result.error_rate == 1.0
+
+
+def test_open_loop_counts_a_stall_from_when_requests_were_due() -> None:
+    # one connection, 50 requests/s, and the server stalls 0.5 s on the first answer:
+    # the requests due during the stall go out late, and their latency counts from when
+    # they were due (a closed-loop client would report only the one slow request).
+    # Only lower bounds are asserted: a busy machine makes every number larger.
+    with _RawServer("length", stall_s=0.5) as server:
+        result = run_bench(
+            BenchConfig(
+                url=f"http://127.0.0.1:{server.port}",
+                body=b"{}",
+                concurrency=1,
+                duration_s=1.0,
+                rate=50,
+            )
+        )
+    assert result.mode == "open"
+    assert result.to_dict()["rate"] == 50
+    assert result.statuses.get("200", 0) == result.requests > 1
+    # request i is due at i/50 s; the 10th was due at 0.18 s and sent after 0.5 s
+    assert result.max_send_lag_ms >= 300
+    assert result.latency_ms["max"] >= 500
+    assert result.latency_ms["p90"] >= 200
+    # service time (from the actual send) can only be shorter, request by request
+    assert result.service_ms["max"] <= result.latency_ms["max"]
+    assert result.service_ms["p50"] <= result.latency_ms["p50"]
+
+
+def test_open_loop_counts_requests_it_could_not_send_as_errors() -> None:
+    # the only connection is held past the end of the run: every later request was due
+    # and never sent, which an open-loop test must not hide
+    with _RawServer("length", stall_s=1.0) as server:
+        result = run_bench(
+            BenchConfig(
+                url=f"http://127.0.0.1:{server.port}",
+                body=b"{}",
+                concurrency=1,
+                duration_s=0.5,
+                rate=20,
+            )
+        )
+    assert result.requests == 1
+    assert result.unsent == 9  # due at 0.05 … 0.45 s
+    assert result.errors == 9
+    assert result.error_rate == pytest.approx(0.9)
+
+
+def test_closed_loop_by_default() -> None:
+    with _RawServer("length") as server:
+        result = run_bench(
+            BenchConfig(
+                url=f"http://127.0.0.1:{server.port}", body=b"{}", concurrency=2, max_requests=8
+            )
+        )
+    assert result.mode == "closed"
+    assert result.requests == 8
+    assert result.unsent == 0
+    assert result.error_rate == 0.0
+    assert server.connections == 2
+
+
+def _bench_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scorepack", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_bench_exits_non_zero_when_errors_pass_the_threshold(tmp_path: Path) -> None:
+    body = tmp_path / "body.json"
+    body.write_text("{}")
+    with _RawServer("close") as server:  # every answer is a 503
+        url = f"http://127.0.0.1:{server.port}"
+        failed = _bench_cli(url, str(body), "-c", "2", "-n", "6", "--json")
+        allowed = _bench_cli(url, str(body), "-c", "2", "-n", "6", "--max-error-rate", "1")
+    assert failed.returncode == 1, failed.stderr
+    assert json.loads(failed.stdout)["error_rate"] == 1.0
+    assert "100.00% of requests failed, more than --max-error-rate 1.00%" in failed.stderr
+    assert allowed.returncode == 0, allowed.stderr
+    assert "503: 6" in allowed.stdout
+
+
+def test_bench_rate_option_runs_open_loop(tmp_path: Path) -> None:
+    body = tmp_path / "body.json"
+    body.write_text("{}")
+    with _RawServer("length") as server:
+        done = _bench_cli(
+            f"http://127.0.0.1:{server.port}", str(body), "--rate", "40", "-d", "0.5", "--json"
+        )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["mode"] == "open"
+    assert result["requests"] + result["unsent"] + result["transport_errors"] == 20
+    bad = _bench_cli("http://127.0.0.1:1", str(body), "--rate", "0")
+    assert bad.returncode == 2
+    assert "--rate" in bad.stderr
 
 
 @pytest.fixture(scope="module")

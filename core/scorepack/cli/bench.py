@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..bench import BenchConfig, BenchResult, Snapshot, run_bench
+from ..bench import DEFAULT_MAX_ERROR_RATE, BenchConfig, BenchResult, Snapshot, run_bench
 from .table import format_table
 
 
@@ -23,18 +23,21 @@ def _progress(snapshot: Snapshot) -> None:
 
 def summary(result: BenchResult) -> str:
     """The human-readable result table."""
-    lat = result.latency_ms
+    mode = "closed loop" if result.rate is None else f"open loop at {result.rate:g} req/s"
     rows = [
         ["url", result.url],
-        ["concurrency", str(result.concurrency)],
+        ["mode", f"{mode}, concurrency {result.concurrency}"],
         ["duration", f"{result.duration_s:.1f} s"],
         ["requests", f"{result.requests}  ({result.rps:.1f} req/s)"],
-        [
-            "latency",
-            "  ".join(f"{k} {lat[k]:.1f} ms" for k in ("mean", "p50", "p90", "p99", "max"))
-            if lat
-            else "-",
-        ],
+        ["latency", _latency(result.latency_ms)],
+    ]
+    if result.rate is not None:
+        # latency counts from when each request was due; service time from its send
+        rows.append(["service time", _latency(result.service_ms)])
+        rows.append(["max send lag", f"{result.max_send_lag_ms:.1f} ms"])
+        if result.unsent:
+            rows.append(["unsent", f"{result.unsent} (all connections busy: raise -c)"])
+    rows += [
         ["statuses", ", ".join(f"{s}: {n}" for s, n in sorted(result.statuses.items())) or "-"],
         [
             "transport errors",
@@ -45,7 +48,14 @@ def summary(result: BenchResult) -> str:
     if result.batch_sizes:
         sizes = ", ".join(f"{b}: {n}" for b, n in sorted(result.batch_sizes.items()))
         rows.append(["batch sizes seen", sizes])
+    rows.append(["error rate", f"{result.error_rate:.2%}"])
     return format_table(["", ""], rows).split("\n", 2)[2]
+
+
+def _latency(lat: dict[str, float]) -> str:
+    if not lat:
+        return "-"
+    return "  ".join(f"{k} {lat[k]:.1f} ms" for k in ("mean", "p50", "p90", "p99", "max"))
 
 
 @click.command("bench")
@@ -54,10 +64,18 @@ def summary(result: BenchResult) -> str:
 @click.option(
     "-c",
     "--concurrency",
-    type=int,
+    type=click.IntRange(min=1),
     default=8,
     show_default=True,
-    help="Requests in flight at once (one connection each).",
+    help="Requests in flight at once (one connection each); with --rate, the most.",
+)
+@click.option(
+    "-r",
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Open loop: send this many requests per second on a fixed schedule, whatever "
+    "the answers' pace; latency counts from when each request was due (corrected for "
+    "coordinated omission, as wrk2 and perf_analyzer do). Default: closed loop.",
 )
 @click.option(
     "-d", "--duration", type=float, default=10.0, show_default=True, help="Seconds to measure."
@@ -69,20 +87,35 @@ def summary(result: BenchResult) -> str:
 @click.option("--key", envvar="SCOREPACK_KEY", help="Sent as 'Authorization: Bearer KEY'.")
 @click.option("--content-type", help="Defaults to one sniffed from the file.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_MAX_ERROR_RATE,
+    show_default=True,
+    help="Exit with status 1 when more than this fraction of requests fail (non-2xx, "
+    "transport errors, or with --rate never sent).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(
     url: str,
     file: str,
     concurrency: int,
+    rate: float | None,
     duration: float,
     max_requests: int | None,
     warmup: float,
     key: str | None,
     content_type: str | None,
     timeout: float,
+    max_error_rate: float,
     as_json: bool,
 ) -> None:
-    """Load-test URL with FILE (an image or JSON tensors) and summarise what came back."""
+    """Load-test URL with FILE (an image or JSON tensors) and summarise what came back.
+
+    Closed loop by default: CONCURRENCY workers each send as soon as their last answer
+    arrives. --rate R sends R requests per second on schedule instead (open loop).
+    Exits with status 1 when the error rate passes --max-error-rate.
+    """
     try:
         config = BenchConfig(
             url=url,
@@ -94,6 +127,7 @@ def command(
             key=key,
             timeout_s=timeout,
             warmup_s=warmup,
+            rate=rate,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -104,3 +138,9 @@ def command(
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else summary(result))
     if result.requests == 0:
         raise click.ClickException(f"no request completed against {result.url}")
+    if result.error_rate > max_error_rate:
+        raise click.ClickException(
+            f"{result.error_rate:.2%} of requests failed, more than --max-error-rate "
+            f"{max_error_rate:.2%} allows"
+            + (f" (last transport error: {result.last_error})" if result.last_error else "")
+        )
