@@ -58,6 +58,7 @@ def cuda_multi_input_spec() -> Any:
         ),
         deployment=DeploymentSettings(replicas=2, threads=32),
         backend_options={},
+        load_seconds=42.0,
     )
     config = replace(spec.config, postprocess=replace(spec.config.postprocess, labels=None))
     return replace(spec, config=config)

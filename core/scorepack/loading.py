@@ -13,6 +13,7 @@ from .config import ScoringConfig
 from .detect import detect_backend
 from .device import Device
 from .errors import PackageError
+from .generator.spec import PackageSpec
 from .manifest import MODEL_DIR, is_package, load_manifest, verify_model
 from .plugins import get_plugins
 from .scorer import Scorer
@@ -71,8 +72,9 @@ def open_package(
 ) -> Scorer:
     """A scorer (not started) for a scoring package, its model files verified.
 
-    ``model_dir`` is where the model files are (default: the package's ``model/``; Azure ML
-    mounts them elsewhere). Raises :class:`~scorepack.errors.IntegrityError` when a file
+    ``model_dir`` is where the model files are (default: the package's ``model/``; KServe,
+    Kubernetes and Azure ML mount them elsewhere): the files themselves, or a ``model/``
+    folder holding them. Raises :class:`~scorepack.errors.IntegrityError` when a file
     does not match the manifest and :class:`~scorepack.errors.PackageError` when the
     package's backend is not installed.
     """
@@ -81,7 +83,7 @@ def open_package(
         raise PackageError(
             f"The package {spec.name!r} is built for the {spec.backend} backend, not {backend}."
         )
-    root = Path(model_dir) if model_dir is not None else Path(package) / MODEL_DIR
+    root = Path(package) / MODEL_DIR if model_dir is None else _model_root(spec, Path(model_dir))
     verify_model(spec, root)
     backend_spec = _package_backend(spec.backend, spec.backend_distribution, spec.wheels)
     _check_versions(spec.framework, spec.framework_version, backend_spec)
@@ -92,6 +94,16 @@ def open_package(
         options={**spec.backend_options, **(options or {})},
     )
     return Scorer(instance, config or spec.config, name=spec.name)
+
+
+def _model_root(spec: PackageSpec, given: Path) -> Path:
+    """``given``, or its ``model/`` folder when the files are there: a mounted copy of the
+    package's ``model/`` folder may hold the files or the folder itself (Azure ML mounts the
+    registered folder inside its mount path)."""
+    nested = given / MODEL_DIR
+    if not (given / spec.model_files[0]).is_file() and (nested / spec.model_files[0]).is_file():
+        return nested
+    return given
 
 
 def _package_backend(name: str, distribution: str, wheels: tuple[str, ...]) -> BackendSpec:

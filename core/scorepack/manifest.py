@@ -108,6 +108,8 @@ def manifest_data(spec: PackageSpec) -> dict[str, Any]:
                     {"path": name, "sha256": spec.file_hashes.get(model_prefix + name, "")}
                     for name in spec.model_files
                 ],
+                # measured by `scorepack build` (on its CPU); sizes startup probes
+                "load_seconds": spec.load_seconds,
             },
             "signature": spec.signature.to_dict(),
             "scoring": spec.config.to_dict(),
@@ -252,7 +254,13 @@ def spec_from_data(data: Any, *, labels: tuple[str, ...] | None = None) -> Packa
         file_hashes=hashes,
         backend_module=str(backend.get("module", "")),
         runtime_requirements=tuple(requirements.get("runtime") or ()),
+        load_seconds=_seconds(model.get("load_seconds")),
     )
+
+
+def _seconds(value: Any) -> float | None:
+    # absent in manifests written before it was measured
+    return None if value is None else float(value)
 
 
 # --- checking ----------------------------------------------------------------------------

@@ -73,6 +73,13 @@ def _given(ctx: click.Context, name: str) -> bool:
     help="Seconds in-flight requests get to finish on SIGTERM.",
 )
 @click.option(
+    "--model-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SCOREPACK_MODEL_DIR",
+    help="For a package: where its model files are, when not in its model/ folder (a "
+    "container's mounted model, e.g. /mnt/models).",
+)
+@click.option(
     "--runtime",
     type=click.Choice(["embedded", "azureml"]),
     default="embedded",
@@ -103,6 +110,10 @@ def command(ctx: click.Context, **kw: Any) -> None:
     if is_package(args.path):
         _serve_package(ctx, args, kw)
         return
+    if args.model_dir is not None and ctx.get_parameter_source("model_dir") is (
+        ParameterSource.COMMANDLINE
+    ):
+        raise click.UsageError("--model-dir goes with a package (PATH is a model itself).")
     if args.runtime == "azureml" or args.isolated or args.threads is not None:
         raise click.UsageError(
             "--runtime azureml (and --isolated, --threads) serve a scoring package; build one "
@@ -130,6 +141,7 @@ class _ServeArgs:
     isolated: bool
     threads: int | None
     no_env_check: bool
+    model_dir: Path | None
 
 
 def _serve_embedded(scorer: Scorer, what: str, args: _ServeArgs) -> None:
@@ -190,6 +202,7 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, kw: dict[str, Any]) -> 
         spec = load_manifest(args.path)
         scorer = open_package(
             args.path,
+            model_dir=args.model_dir,
             backend=args.backend,
             device=chosen_device,
             options=args.backend_options,
@@ -197,6 +210,11 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, kw: dict[str, Any]) -> 
         )
         _serve_embedded(scorer, f"the package {spec.name} ({spec.backend})", args)
         return
+    if ctx.get_parameter_source("model_dir") is ParameterSource.COMMANDLINE:
+        raise click.UsageError(
+            "--model-dir goes with the embedded runtime; under --runtime azureml the model "
+            "is laid out where Azure ML puts it."
+        )
     if args.auth_keys:
         raise click.UsageError(
             "--auth-key does not apply to --runtime azureml: azmlinfsrv checks no keys "

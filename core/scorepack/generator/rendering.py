@@ -20,6 +20,7 @@ from ..errors import PackageError
 from ..manifest import LABELS_FILE, MANIFEST_FILE, MODEL_DIR, dump_manifest, labels_text
 from ..postprocess import plan_outputs
 from ..preprocess import plan_image
+from .container import DOCKERFILE, DOCKERIGNORE, INSTALL_SCRIPT, render_container
 from .spec import PackageSpec
 
 __all__ = ["CORE_FILES", "render", "render_targets", "requirement_lines", "shell"]
@@ -32,6 +33,9 @@ CORE_FILES = (
     "requirements.txt",
     "README.md",
     ".amlignore",
+    DOCKERFILE,
+    DOCKERIGNORE,
+    INSTALL_SCRIPT,
 )
 
 _DESCRIPTIONS = {
@@ -49,6 +53,12 @@ _DESCRIPTIONS = {
     "README.md": "this file",
     ".amlignore": "what Azure ML leaves out when it uploads this directory as the code",
     LABELS_FILE: "class labels, one a line",
+    DOCKERFILE: (
+        "the container image of scorepack's own server (`scorepack serve` on ports 8080 and "
+        "8081, non-root, the model at /mnt/models): `docker build -t IMAGE .`"
+    ),
+    DOCKERIGNORE: "what `docker build` leaves out of the build context",
+    INSTALL_SCRIPT: "the image's install step: the pinned environment into a virtual environment",
 }
 
 
@@ -79,6 +89,7 @@ def render(spec: PackageSpec, targets: Mapping[str, Any] | None = None) -> dict[
     if labels is not None:
         files[LABELS_FILE] = labels_text(labels)
     files[".amlignore"] = _template("amlignore.tmpl").substitute()
+    files.update(render_container(spec))
     files["README.md"] = _readme(spec, [*files, "README.md", *target_files], target_files)
     for path, text in target_files.items():
         files[path] = text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -78,10 +79,20 @@ def model_files(path: Path) -> tuple[tuple[str, ...], str]:
 
 def read_signature(spec: BackendSpec, path: Path, options: Mapping[str, Any]) -> Signature:
     """Load the model once, on the CPU (the build machine may have no GPU), for its signature."""
+    return load_once(spec, path, options)[0]
+
+
+def load_once(spec: BackendSpec, path: Path, options: Mapping[str, Any]) -> tuple[Signature, float]:
+    """The model's signature and the seconds its load took, from one load on the CPU.
+
+    The load time is recorded in the manifest: deployments size their startup probes by it.
+    """
     instance = spec.create(path, device="cpu", options=options)
+    start = time.monotonic()
     instance.load()
+    seconds = time.monotonic() - start
     try:
-        return instance.signature
+        return instance.signature, seconds
     finally:
         instance.unload()
 
@@ -153,7 +164,7 @@ def resolve_spec(
             f"The {bspec.name} backend does not come from an installed distribution, so its "
             "code cannot be shipped in the package. Install its plugin with pip."
         )
-    signature = read_signature(bspec, model, parsed)
+    signature, load_seconds = load_once(bspec, model, parsed)
     _check_fits(signature, config)
     files, entry = model_files(model)
     requirements = bspec.requirements(device)
@@ -189,4 +200,5 @@ def resolve_spec(
         deployment=deployment,
         backend_module=module,
         runtime_requirements=pins_for(dists, skip),
+        load_seconds=round(load_seconds, 2),
     )

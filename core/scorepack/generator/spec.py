@@ -86,3 +86,5 @@ class PackageSpec:
     #: pinned pip requirements besides the framework's: azmlinfsrv, gunicorn, and the
     #: dependencies of scorepack and of the backend plugin, at the versions that built it
     runtime_requirements: tuple[str, ...] = ()
+    #: seconds the build took to load the model (on its CPU); sizes the startup probes
+    load_seconds: float | None = None

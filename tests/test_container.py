@@ -1,0 +1,147 @@
+"""The container build context of a package, proved without a container daemon.
+
+The package's Dockerfile is carried out on the file system (tests/container_build.py): its
+COPY steps take files from the build context as ``.dockerignore`` leaves it, its install
+step makes a fresh virtual environment from the package's requirements.txt and wheels, and
+the model lands where the pods mount it (/mnt/models, mapped under a temporary root). Then
+the image's entrypoint runs with the image's environment — only the address changed to
+127.0.0.1 and free ports — and answers like the model itself.
+
+Slow (a virtual environment with a framework is installed), so there is just this one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import scorepack
+from container_build import DockerfileRunner
+from images import jpeg
+from packages import BACKENDS, free_port, installed, package_for
+from scorepack.generator.container import (
+    APP_DIR,
+    ENTRYPOINT,
+    GRPC_PORT,
+    HTTP_PORT,
+    MODEL_DIR,
+    USER_ID,
+    VENV_DIR,
+)
+from scorepack.manifest import load_manifest
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({proc.returncode}):\n{log.read_text()}")
+            try:
+                if client.get(url + "/health/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+    raise TimeoutError(f"the server was not ready in {timeout} s:\n{log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    return proc.returncode
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_image_build_steps_and_entrypoint_serve_the_package(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # the lightest installed backend: the point is the image, not the framework
+    backend = next((b for b in BACKENDS if installed(b)), None)
+    if backend is None:
+        pytest.skip("no backend installed")
+    package = package_for(backend, tmp_path_factory.getbasetemp() / "packages")
+    spec = load_manifest(package)
+    image = jpeg(60, 45, seed=11)
+    with scorepack.load(package) as scorer:
+        expected = scorer.score(image, raw=True)
+
+    # the build context as docker sees it: the package directory alone, copied elsewhere
+    context = tmp_path / "context"
+    shutil.copytree(package, context)
+    root = tmp_path / "image"
+    built = DockerfileRunner(context, root, python=sys.executable).run()
+
+    # only the user creation was left out (it needs root); the image runs as that user
+    assert [step.split()[0] for step in built.skipped] == ["groupadd"]
+    assert built.user == f"{USER_ID}:{USER_ID}"
+    assert built.exposed == [HTTP_PORT, GRPC_PORT]
+    assert built.entrypoint == list(ENTRYPOINT)
+    assert built.env["SCOREPACK_HOST"] == "0.0.0.0"
+    assert built.env["SCOREPACK_MODEL_DIR"] == MODEL_DIR
+    # the model is where the pods mount it, and only there: not in the application folder
+    models = built.path(MODEL_DIR)
+    assert sorted(p.relative_to(models).as_posix() for p in models.rglob("*") if p.is_file()) == [
+        *spec.model_files
+    ]
+    app = built.path(APP_DIR)
+    assert not (app / "model").exists()
+    # scorepack in the image came from the package's wheel, at the package's version
+    venv = built.path(VENV_DIR)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    assert (site / f"scorepack-{spec.scorepack_version}.dist-info").is_dir()
+
+    # the entrypoint, with the image's environment; only the address is this machine's
+    port = free_port()
+    grpc_port = next(p for p in iter(free_port, None) if p != port)
+    env = {k: str(built.path(v)) if v.startswith("/opt/") else v for k, v in built.env.items()}
+    env["PATH"] = built.env["PATH"].replace("/opt/", f"{root}/opt/")
+    env.update(
+        SCOREPACK_HOST="127.0.0.1",
+        SCOREPACK_PORT=str(port),
+        SCOREPACK_GRPC_PORT=str(grpc_port),
+        SCOREPACK_MODEL_DIR=str(models),
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    program = shutil.which(ENTRYPOINT[0], path=env["PATH"])
+    assert program == str(venv / "bin" / "scorepack")
+    argv = [program, *(str(built.path(a)) if a == APP_DIR else a for a in ENTRYPOINT[1:])]
+    log = tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=app,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_ready(proc, url, log, timeout=300)
+        live = httpx.get(url + "/", timeout=30)
+        response = httpx.post(url + "/score", content=image, params={"raw": "true"}, timeout=60)
+    finally:
+        code = _stop(proc)
+    assert live.status_code == 200
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert [e["index"] for e in got["predictions"][0]["top_k"]] == [
+        e["index"] for e in expected["predictions"][0]["top_k"]
+    ]
+    # a graceful stop on SIGTERM, as Kubernetes stops a pod
+    assert code == 0, log.read_text()
