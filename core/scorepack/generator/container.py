@@ -147,7 +147,8 @@ def dockerfile(spec: PackageSpec, *, with_model: bool = True) -> str:
             driver_note=" (see the package README for the version)" if gpu else "",
             base_image=base_image(spec),
             gpu_env=(
-                " \\\n    NVIDIA_VISIBLE_DEVICES=all \\\n    NVIDIA_DRIVER_CAPABILITIES=compute,utility"
+                " \\\n    NVIDIA_VISIBLE_DEVICES=all"
+                " \\\n    NVIDIA_DRIVER_CAPABILITIES=compute,utility"
                 if gpu
                 else ""
             ),
