@@ -41,6 +41,8 @@ ENTRY_POINT_GROUP = "scorepack"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "scorepack.targets.azureml_v1",
     "scorepack.targets.azureml_v2",
+    "scorepack.targets.kubernetes",
+    "scorepack.targets.kserve",
 )
 
 logger = logging.getLogger("scorepack.plugins")

@@ -33,6 +33,9 @@ def command(
     service_name: str | None,
     dry_run: bool,
     dry_run_dir: Path | None,
+    namespace: str | None,
+    kube_context: str | None,
+    kubeconfig: Path | None,
     delete_compute: bool,
     yes: bool,
     wait_timeout: float,
@@ -54,6 +57,9 @@ def command(
         dry_run_dir=dry_run_dir,
         delete_compute=delete_compute,
         wait_timeout_s=wait_timeout,
+        namespace=namespace,
+        context=kube_context,
+        kubeconfig=kubeconfig,
     )
     if not dry_run and not yes:
         name = service_name or (spec.name if spec is not None else "")

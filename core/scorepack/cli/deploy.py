@@ -38,7 +38,8 @@ def target_options(func: F) -> F:
             "--target",
             "target_name",
             metavar="NAME",
-            help="A deploy target by name (azureml-v1, azureml-v2 or a plugin's); overrides --sdk.",
+            help="A deploy target by name (azureml-v1, azureml-v2, kubernetes, kserve or a "
+            "plugin's); overrides --sdk.",
         ),
         click.option(
             "--workspace-config",
@@ -56,6 +57,21 @@ def target_options(func: F) -> F:
             "service_name",
             metavar="SERVICE",
             help="Service (v1) or endpoint (v2) name [default: from the package].",
+        ),
+        click.option(
+            "--namespace",
+            help="Kubernetes/KServe: the namespace [default: the context's, else default].",
+        ),
+        click.option(
+            "--context",
+            "kube_context",
+            metavar="NAME",
+            help="Kubernetes/KServe: the kubeconfig context [default: the current one].",
+        ),
+        click.option(
+            "--kubeconfig",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Kubernetes/KServe: the kubeconfig file [default: $KUBECONFIG, ~/.kube/config].",
         ),
         click.option(
             "--dry-run",
@@ -120,6 +136,9 @@ def _report(result: DeployResult) -> None:
         return
     click.echo(f"Service: {result.service_name}")
     click.echo(f"Scoring URI: {result.scoring_uri}")
+    if not result.key_auth:
+        click.echo(result.keys_hint)
+        return
     if result.keys:
         for label, key in zip(("Primary key", "Secondary key"), result.keys, strict=False):
             click.echo(f"{label}: {key}")
@@ -165,6 +184,22 @@ def _report(result: DeployResult) -> None:
     help="gunicorn threads in the one azmlinfsrv worker [default: 32].",
 )
 @click.option("--scoring-timeout-ms", type=click.IntRange(min=1), help="[default: 60000]")
+@click.option(
+    "--max-replicas",
+    type=click.IntRange(min=1),
+    help="Kubernetes/KServe: most replicas the autoscaler may run [default: 4 x replicas].",
+)
+@click.option(
+    "--image",
+    metavar="REF",
+    help="Kubernetes/KServe (and --runtime scorepack): the package's image as pushed "
+    "(docker build -t REF PKG && docker push REF).",
+)
+@click.option(
+    "--storage-uri",
+    metavar="URI",
+    help="KServe: where the package's model/ folder is (s3://, gs://, pvc://CLAIM/PATH).",
+)
 @click.option("--show-keys", is_flag=True, help="Print the service's keys when it is up.")
 @click.option(
     "--wait-timeout",
@@ -182,15 +217,23 @@ def command(
     service_name: str | None,
     dry_run: bool,
     dry_run_dir: Path | None,
+    namespace: str | None,
+    kube_context: str | None,
+    kubeconfig: Path | None,
     provision: bool,
+    image: str | None,
+    storage_uri: str | None,
     show_keys: bool,
     wait_timeout: float,
     **settings: Any,
 ) -> None:
-    """Deploy the scoring package PACKAGE (from `scorepack build`) through Azure ML.
+    """Deploy the scoring package PACKAGE (from `scorepack build`) through Azure ML, or to
+    Kubernetes or KServe (--target kubernetes|kserve).
 
-    Registers the model, creates or reuses the GPU compute, deploys, waits, and prints the
-    scoring URI and how to read the keys (the keys themselves only with --show-keys).
+    Azure ML: registers the model, creates or reuses the GPU compute, deploys, waits, and
+    prints the scoring URI and how to read the keys (the keys only with --show-keys).
+    Kubernetes/KServe: applies the manifests (create or patch), waits for the rollout and
+    prints how to reach the service.
     """
     spec = load_package(package)
     target = resolve_target(sdk, target_name)
@@ -204,6 +247,11 @@ def command(
         overrides={k: v for k, v in settings.items() if v is not None},
         show_keys=show_keys,
         wait_timeout_s=wait_timeout,
+        namespace=namespace,
+        context=kube_context,
+        kubeconfig=kubeconfig,
+        image=image,
+        storage_uri=storage_uri,
     )
     progress = progress_printer()
     progress(f"Deploying {spec.name} ({spec.backend}, {spec.device}) with {target.name}")

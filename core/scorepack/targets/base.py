@@ -1,5 +1,6 @@
-"""What a deploy target is. Built-in targets (Azure ML SDK v1 and v2) are default plugins
-registered through ``register_deploy_targets``, exactly as a third-party target would be."""
+"""What a deploy target is. Built-in targets (Azure ML SDK v1 and v2, Kubernetes, KServe)
+are default plugins registered through ``register_deploy_targets``, exactly as a
+third-party target would be."""
 
 from __future__ import annotations
 
@@ -34,6 +35,19 @@ class DeployOptions:
     show_keys: bool = False
     #: how long to wait for the compute and the service to become ready
     wait_timeout_s: float = 3600.0
+    #: Kubernetes and KServe: the namespace (default: the context's, else "default")
+    namespace: str | None = None
+    #: Kubernetes and KServe: the kubeconfig context (default: the current one)
+    context: str | None = None
+    #: Kubernetes and KServe: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)
+    kubeconfig: Path | None = None
+    #: the package's image as pushed to a registry (Kubernetes, KServe, Azure ML's
+    #: scorepack runtime)
+    image: str | None = None
+    #: KServe: where the package's model/ folder was put (s3://, gs://, pvc://, …)
+    storage_uri: str | None = None
+    #: Azure ML: the server in the container, azmlinfsrv (score.py) or scorepack's own
+    runtime: str = "azmlinfsrv"
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,8 @@ class DeployResult:
     written: tuple[Path, ...] = ()
     #: the service's keys, filled only when ``DeployOptions.show_keys`` asked for them
     keys: tuple[str, ...] = field(default=(), repr=False)
+    #: requests need ``Authorization: Bearer KEY`` (Azure ML); a cluster's own service does not
+    key_auth: bool = True
 
 
 @runtime_checkable
