@@ -31,7 +31,7 @@ from scorepack import Backend, BatchingConfig, ScoringConfig, Signature, TensorS
 from scorepack.azureml import runtime
 from scorepack.azureml.envcheck import check_environment, parse_pins
 from scorepack.azureml.layout import locate_model_dir, make_model_dir
-from scorepack.azureml.settings import scoring_from_env, server_environment
+from scorepack.azureml.settings import WORKER_CLASS, scoring_from_env, server_environment
 from scorepack.cli import build_cli
 from scorepack.errors import IntegrityError, PackageError
 from scorepack.generator.spec import DeploymentSettings
@@ -93,7 +93,7 @@ def test_azmlinfsrv_runs_the_package_as_azure_ml_does(
     # Microsoft's server, bound to loopback only, with gthread workers (GUNICORN_CMD_ARGS)
     assert "Azure ML Inferencing HTTP server v1." in log
     assert f"Listening at: http://127.0.0.1:{azml.port}" in log
-    assert "Using worker: gthread" in log
+    assert "Using worker: scorepack.azureml.worker.BufferingThreadWorker" in log
     assert "Worker Count: 1" in log
     assert "run() is decorated with @rawhttp" in log
     assert f"Entry Script Name: {package / 'score.py'}" in log
@@ -437,7 +437,7 @@ def test_server_environment_gives_one_worker_many_threads() -> None:
     env = server_environment(DeploymentSettings(threads=24, scoring_timeout_ms=45_000))
     assert env == {
         "WORKER_COUNT": "1",
-        "GUNICORN_CMD_ARGS": "--threads 24",
+        "GUNICORN_CMD_ARGS": f"--threads 24 --worker-class {WORKER_CLASS}",
         "SCORING_TIMEOUT_MS": "45000",
     }
 

@@ -173,7 +173,10 @@ def test_v1_deploy_registers_uploads_and_creates_the_aks_service(
     assert request["modelIds"] == ["resnet50-demo:3"]
     env = request["environment"]
     assert env["docker"]["baseImage"] == GPU_IMAGE
-    assert env["environmentVariables"]["GUNICORN_CMD_ARGS"] == "--threads 32"
+    assert (
+        env["environmentVariables"]["GUNICORN_CMD_ARGS"]
+        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+    )
     assert env["environmentVariables"]["WORKER_COUNT"] == "1"
     assert env["environmentVariables"]["AZUREML_ENTRY_SCRIPT"] == "resnet50-demo/score.py"
     pip = next(
@@ -299,7 +302,10 @@ def test_v1_generated_deploy_script_deploys_the_same_service(
     assert create["maxConcurrentRequestsPerContainer"] == 32
     assert create["containerResourceRequirements"]["gpu"] == 1
     env = create["environmentImageRequest"]["environment"]
-    assert env["environmentVariables"]["GUNICORN_CMD_ARGS"] == "--threads 32"
+    assert (
+        env["environmentVariables"]["GUNICORN_CMD_ARGS"]
+        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+    )
     pip = next(
         d["pip"] for d in env["python"]["condaDependencies"]["dependencies"] if isinstance(d, dict)
     )
@@ -377,7 +383,10 @@ def test_v2_deploy_creates_the_endpoint_uploads_and_deploys(
         "containerResourceRequests": {"cpu": "2", "memory": "8Gi", "gpu": "1"},
         "containerResourceLimits": {"cpu": "2", "memory": "8Gi", "gpu": "1"},
     }
-    assert props["environmentVariables"]["GUNICORN_CMD_ARGS"] == "--threads 32"
+    assert (
+        props["environmentVariables"]["GUNICORN_CMD_ARGS"]
+        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+    )
     assert props["environmentVariables"]["WORKER_COUNT"] == "1"
     assert (
         props["livenessProbe"]["initialDelay"] == "PT2M"

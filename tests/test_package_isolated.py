@@ -75,4 +75,4 @@ def test_an_isolated_environment_serves_the_package(
         site / f"scorepack-{spec.scorepack_version}.dist-info" / "direct_url.json"
     ).read_text()
     assert str(package / spec.wheels[0]) in origin
-    assert "Using worker: gthread" in server.log
+    assert "Using worker: scorepack.azureml.worker.BufferingThreadWorker" in server.log

@@ -199,7 +199,10 @@ def test_v1_render_writes_the_configs_with_batching_friendly_settings() -> None:
     env = inference["environment"]
     assert env["base_image"] == GPU_IMAGE
     assert env["conda_file"] == "environment.yml"
-    assert env["environment_variables"]["GUNICORN_CMD_ARGS"] == "--threads 32"
+    assert (
+        env["environment_variables"]["GUNICORN_CMD_ARGS"]
+        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+    )
     assert env["environment_variables"]["WORKER_COUNT"] == "1"
     assert inference["model"]["path"] == "model"
     assert "model" in inference["source_exclude"]
@@ -215,7 +218,10 @@ def test_v1_render_follows_the_package_settings() -> None:
     deploy = json.loads(files[f"{V1}/deploy_config.json"])
     assert (deploy["num_replicas"], deploy["replica_max_concurrent_requests"]) == (3, 16)
     env = json.loads(files[f"{V1}/inference_config.json"])["environment"]["environment_variables"]
-    assert env["GUNICORN_CMD_ARGS"] == "--threads 8"
+    assert (
+        env["GUNICORN_CMD_ARGS"]
+        == "--threads 8 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+    )
     provisioning = json.loads(files[f"{V1}/provisioning_config.json"])
     assert (provisioning["vm_size"], provisioning["cluster_purpose"]) == (
         "Standard_NC24ads_A100_v4",
@@ -298,7 +304,10 @@ def test_v2_render_writes_endpoint_deployment_dockerfile_and_readme() -> None:
         "nvidia.com/gpu": "1",
     }
     assert deployment["resources"]["limits"] == deployment["resources"]["requests"]
-    assert deployment["environment_variables"]["GUNICORN_CMD_ARGS"] == "--threads 32"
+    assert (
+        deployment["environment_variables"]["GUNICORN_CMD_ARGS"]
+        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+    )
     assert deployment["code_configuration"] == {"code": "../..", "scoring_script": "score.py"}
     dockerfile = files[f"{V2}/Dockerfile"]
     assert dockerfile.splitlines()[3] == f"FROM {GPU_IMAGE}"
@@ -329,7 +338,10 @@ def test_v2_yaml_loads_through_azure_ai_mls_own_loaders(tmp_path: Path) -> None:
     assert (
         deployment.liveness_probe.initial_delay == 120 and deployment.readiness_probe.period == 10
     )
-    assert deployment.environment_variables["GUNICORN_CMD_ARGS"] == "--threads 32"
+    assert (
+        deployment.environment_variables["GUNICORN_CMD_ARGS"]
+        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+    )
     assert deployment.environment_variables["WORKER_COUNT"] == "1"
     # every path in the YAML points at the package
     base = Path(deployment.base_path)

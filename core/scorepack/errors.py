@@ -29,13 +29,16 @@ status through one table (``scorepack.server.errors``). Each class carries a sta
     │   ├── NotFoundError ................ 404
     │   │   └── ModelNotFoundError ....... no such model or version in the repository
     │   ├── MethodNotAllowedError ........ 405
+    │   ├── RequestTimeoutError .......... 408 (the client stopped sending its request)
     │   ├── PayloadTooLargeError ......... 413
     │   │   ├── BodyTooLargeError
     │   │   └── ImageTooLargeError
     │   ├── UnsupportedMediaTypeError .... 415
+    │   ├── HeadersTooLargeError ......... 431
     │   └── ModelControlError ............ 400: load/unload refused (--model-control none)
     ├── ServiceUnavailableError (503)
     │   ├── QueueFullError ............... with retry_after seconds
+    │   ├── UploadBufferFullError ........ too many bytes of arriving requests held
     │   └── NotReadyError
     ├── ScoringTimeoutError (504)
     ├── PredictError (500) ............... the model itself failed on valid input
@@ -61,6 +64,7 @@ __all__ = [
     "DuplicateBackendError",
     "EmptyBodyError",
     "FrameworkMissingError",
+    "HeadersTooLargeError",
     "ImageTooLargeError",
     "IntegrityError",
     "InvalidImageError",
@@ -81,6 +85,7 @@ __all__ = [
     "QueueFullError",
     "RemoteError",
     "RequestError",
+    "RequestTimeoutError",
     "ScorepackError",
     "ScoringTimeoutError",
     "ServiceUnavailableError",
@@ -88,6 +93,7 @@ __all__ = [
     "UnknownBackendError",
     "UnknownFormatError",
     "UnsupportedMediaTypeError",
+    "UploadBufferFullError",
 ]
 
 
@@ -326,6 +332,25 @@ class MethodNotAllowedError(RequestError):
         super().__init__(f"{method} is not allowed on {path}; use {', '.join(allowed)}.")
 
 
+class RequestTimeoutError(RequestError):
+    """The client began a request and stopped sending it."""
+
+    code = "request_timeout"
+
+    def __init__(self, seconds: float, setting: str = "SCOREPACK_READ_TIMEOUT_S") -> None:
+        self.seconds = seconds
+        super().__init__(
+            f"The request did not arrive in time: nothing was received for {seconds:g} s "
+            f"({setting})."
+        )
+
+
+class HeadersTooLargeError(RequestError):
+    """The request's headers are over a size or count limit."""
+
+    code = "headers_too_large"
+
+
 class PayloadTooLargeError(RequestError):
     """The body or the image it holds is over a configured limit."""
 
@@ -393,6 +418,20 @@ class QueueFullError(ServiceUnavailableError):
         super().__init__(
             f"The scoring queue is full ({limit} requests waiting). Retry after "
             f"{retry_after:g} s, or raise --max-queue-size."
+        )
+
+
+class UploadBufferFullError(ServiceUnavailableError):
+    """The bytes held for requests still arriving are at their bound."""
+
+    code = "upload_buffer_full"
+
+    def __init__(self, limit: int, retry_after: float = 1.0) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__(
+            f"Too many request bytes are arriving at once (over {limit} bytes held). Retry "
+            f"after {retry_after:g} s, or raise SCOREPACK_UPLOAD_BUFFER_BYTES."
         )
 
 

@@ -24,17 +24,20 @@ from typing import Any, Protocol
 
 from ..codecs import encode_json
 from ..errors import (
+    BadRequestError,
     BodyTooLargeError,
     MethodNotAllowedError,
     NotReadyError,
     PackageError,
+    RequestTimeoutError,
+    ScorepackError,
 )
 from ..loading import open_package
 from ..manifest import load_manifest
 from ..scorer import Scorer
 from ..server.errors import error_reply
 from .layout import locate_model_dir
-from .settings import scoring_from_env
+from .settings import ReadLimits, scoring_from_env
 
 __all__ = ["AzureMLRuntime", "current", "init", "run"]
 
@@ -56,8 +59,12 @@ class Request(Protocol):
 class AzureMLRuntime:
     """Answers azmlinfsrv's requests with one scorer (already started)."""
 
-    def __init__(self, scorer: Scorer) -> None:
+    def __init__(self, scorer: Scorer, read_timeout_s: float | None = None) -> None:
         self.scorer = scorer
+        #: seconds a body may stall before the request is answered 408
+        self.read_timeout_s = (
+            ReadLimits().read_timeout_s if read_timeout_s is None else read_timeout_s
+        )
 
     def run(self, request: Request) -> Any:
         """Score one request; return an ``AMLResponse`` (a Flask response)."""
@@ -81,16 +88,46 @@ class AzureMLRuntime:
         if declared is not None and declared > limit:
             # refuse before reading a byte of it, as the embedded server does
             raise BodyTooLargeError(limit, declared)
+        # Under scorepack's gunicorn worker the whole body has arrived before this thread
+        # runs. Under any other worker (GUNICORN_CMD_ARGS overridden) a stalled client would
+        # hold this thread for ever: the socket gets the read timeout for the body.
+        sock = getattr(request, "environ", {}).get("gunicorn.socket")
+        previous = _set_timeout(sock, self.read_timeout_s)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            chunk = request.stream.read(_CHUNK)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLargeError(limit)
-            chunks.append(chunk)
+        try:
+            while True:
+                chunk = request.stream.read(_CHUNK)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLargeError(limit)
+                chunks.append(chunk)
+        except TimeoutError as exc:
+            raise RequestTimeoutError(self.read_timeout_s) from exc
+        except ScorepackError:
+            raise
+        except Exception as exc:
+            # gunicorn's parser raises for broken framing (a bad chunk size, a missing
+            # terminator) and for a client that left mid-body: the request's fault
+            raise BadRequestError(
+                f"The request body could not be read: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            _set_timeout(sock, previous)
+
+
+def _set_timeout(sock: Any, seconds: float | None) -> float | None:
+    """Set a socket's timeout and return the one it had (without a socket, do nothing)."""
+    if sock is None or not hasattr(sock, "settimeout"):
+        return None
+    try:
+        before: float | None = sock.gettimeout()
+        sock.settimeout(seconds)
+        return before
+    except OSError:
+        return None
 
 
 def _response(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
@@ -137,13 +174,14 @@ def init(
     spec = load_manifest(package)
     model_dir = locate_model_dir(spec, package, env)
     config = scoring_from_env(spec.config, env)
+    limits = ReadLimits.from_env(env)
     device = env.get("SCOREPACK_DEVICE") or spec.device
     logger.info("loading %s (%s, %s) from %s", spec.name, spec.backend, device, model_dir)
     scorer = open_package(
         package, model_dir=model_dir, backend=backend, device=device, config=config
     )
     scorer.start(wait=True)
-    made = AzureMLRuntime(scorer)
+    made = AzureMLRuntime(scorer, read_timeout_s=limits.read_timeout_s)
     with _lock:
         previous, _runtime = _runtime, made
     if previous is not None:

@@ -9,14 +9,48 @@ batching to work; the deployment files (Azure ML SDK v1 and v2) and
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import ScoringConfig
 from ..errors import PackageError
 from ..generator.spec import DeploymentSettings
 
-__all__ = ["SCORING_ENV", "scoring_from_env", "server_environment"]
+__all__ = ["SCORING_ENV", "WORKER_CLASS", "ReadLimits", "scoring_from_env", "server_environment"]
+
+
+#: the gunicorn worker that reads whole requests before a thread gets them (see .worker)
+WORKER_CLASS = "scorepack.azureml.worker.BufferingThreadWorker"
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How long a package under azmlinfsrv waits for a request, and how much it holds."""
+
+    #: seconds a begun request may go without a byte arriving (nginx's client_body_timeout)
+    read_timeout_s: float = 60.0
+    #: bytes of requests still arriving held at once, all connections together
+    buffer_bytes: int = 256 * 1024 * 1024
+    #: bytes of one request's header section (h11's default is 16 KiB; gunicorn allows
+    #: 100 fields of 8 KiB each)
+    max_header_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ReadLimits:
+        """The defaults, with ``SCOREPACK_READ_TIMEOUT_S`` and
+        ``SCOREPACK_UPLOAD_BUFFER_BYTES`` applied (a bad value is a PackageError)."""
+        values: dict[str, Any] = {}
+        for variable, name, parse in (
+            ("SCOREPACK_READ_TIMEOUT_S", "read_timeout_s", _positive_float),
+            ("SCOREPACK_UPLOAD_BUFFER_BYTES", "buffer_bytes", _positive_int),
+        ):
+            raw = environ.get(variable, "").strip()
+            if raw:
+                try:
+                    values[name] = parse(raw)
+                except ValueError as exc:
+                    raise PackageError(f"{variable}={raw!r} is not valid: {exc}") from exc
+        return cls(**values)
 
 
 def server_environment(deployment: DeploymentSettings) -> dict[str, str]:
@@ -27,12 +61,15 @@ def server_environment(deployment: DeploymentSettings) -> dict[str, str]:
     * ``GUNICORN_CMD_ARGS="--threads N"``: azmlinfsrv runs gunicorn sync workers, which take
       one request at a time; threads switch gunicorn to gthread workers, so N requests are in
       flight at once and the scorepack runtime can batch them;
+    * ``--worker-class`` :data:`WORKER_CLASS`: gthread, except that the main loop reads each
+      request whole before a thread gets it, so slow or stalled uploads cannot take the
+      threads (and with them the liveness probe);
     * ``SCORING_TIMEOUT_MS``: azmlinfsrv's own timeout (it fires only without threads; with
       them the scorepack runtime enforces the package's timeout itself).
     """
     return {
         "WORKER_COUNT": "1",
-        "GUNICORN_CMD_ARGS": f"--threads {int(deployment.threads)}",
+        "GUNICORN_CMD_ARGS": f"--threads {int(deployment.threads)} --worker-class {WORKER_CLASS}",
         "SCORING_TIMEOUT_MS": str(int(deployment.scoring_timeout_ms)),
     }
 

@@ -45,6 +45,8 @@ AZMLINFSRV_PINS: Mapping[str, str] = {
     "azureml-contrib-services": "1.62.0",
     # gunicorn >= 23 is all azmlinfsrv asks for; its gthread worker is what batching relies on
     "gunicorn": "27.0.1",
+    # scorepack's gunicorn worker (scorepack.azureml.worker) checks request framing with it
+    "h11": "0.16.0",
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")

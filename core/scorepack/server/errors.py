@@ -10,12 +10,14 @@ import logging
 from dataclasses import dataclass, field
 
 from ..errors import (
+    HeadersTooLargeError,
     MethodNotAllowedError,
     ModelError,
     NotFoundError,
     PayloadTooLargeError,
     PredictError,
     RequestError,
+    RequestTimeoutError,
     ScorepackError,
     ScoringTimeoutError,
     ServiceUnavailableError,
@@ -32,8 +34,10 @@ STATUS_BY_ERROR: tuple[tuple[type[ScorepackError], int], ...] = (
     (UnauthorizedError, 401),
     (NotFoundError, 404),
     (MethodNotAllowedError, 405),
+    (RequestTimeoutError, 408),
     (PayloadTooLargeError, 413),
     (UnsupportedMediaTypeError, 415),
+    (HeadersTooLargeError, 431),
     (RequestError, 400),
     (ServiceUnavailableError, 503),
     (ScoringTimeoutError, 504),

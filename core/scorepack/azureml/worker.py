@@ -1,0 +1,284 @@
+"""The gunicorn worker a package runs under azmlinfsrv: a thread only for a whole request.
+
+gunicorn's gthread worker hands a connection to a thread as soon as it is readable; the
+thread then blocks reading the headers and the body. A client that declares a body and
+never sends it (or a chunked body that never ends) holds that thread for as long as it
+likes, and a few dozen such clients take every thread — ``/score`` and the liveness probe
+``GET /`` stop answering, and Kubernetes restarts a healthy pod. gunicorn's own advice is a
+buffering proxy in front (nginx); inside Azure ML the package does not control what is in
+front of it, so this worker does the buffering itself:
+
+* the main loop reads each request, headers and body, without blocking, and checks its
+  framing with h11 (the HTTP/1.1 parser uvicorn uses); only a complete request goes to a
+  thread, which then never waits for the client;
+* a request that stops arriving for ``SCOREPACK_READ_TIMEOUT_S`` (default 60 s, nginx's
+  ``client_body_timeout``) is answered 408 and closed;
+* malformed framing (a bad chunk size, a missing terminator, conflicting lengths, headers
+  too large) is answered 400 or 431 here, and a body over the package's limit 413 — with
+  scorepack's JSON error body, as ``scorepack serve`` answers — and closed;
+* the bytes held for requests still arriving are bounded (``SCOREPACK_UPLOAD_BUFFER_BYTES``,
+  default 256 MiB): past it, a new upload is answered 503 with ``Retry-After``.
+
+Everything else is gunicorn's gthread worker: the threads, keep-alive, graceful shutdown.
+It is selected with ``--worker-class`` in ``GUNICORN_CMD_ARGS``, which azmlinfsrv passes
+on to gunicorn (:func:`scorepack.azureml.settings.server_environment`).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import socket
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import h11
+from gunicorn.http2 import negotiation
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from ..codecs import DEFAULT_MAX_BODY_BYTES, encode_json
+from ..errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    HeadersTooLargeError,
+    RequestTimeoutError,
+    ScorepackError,
+    UploadBufferFullError,
+)
+from ..server.errors import error_reply
+from .settings import ReadLimits
+
+__all__ = ["BufferingThreadWorker"]
+
+logger = logging.getLogger("scorepack.azureml")
+
+_RECV = 1 << 16
+
+
+def _max_body_bytes() -> int:
+    """The package's body limit, once ``init()`` has loaded it (the same as ``/score``'s)."""
+    from . import runtime
+
+    made = runtime.current()
+    if made is not None:
+        return made.scorer.config.max_body_bytes
+    raw = os.environ.get("SCOREPACK_MAX_BODY_BYTES", "").strip()
+    return int(raw) if raw.isdigit() else DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass
+class _Arriving:
+    """A request being read by the main loop."""
+
+    conn: TConn
+    parser: h11.Connection
+    deadline: float
+    data: bytearray = field(default_factory=bytearray)
+    body_bytes: int = 0
+    sent_continue: bool = False
+
+
+class BufferingThreadWorker(ThreadWorker):
+    """gthread, except that a thread gets a connection only once its request has arrived."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = ReadLimits.from_env(os.environ)
+        self.arriving: dict[int, _Arriving] = {}
+        self.held_bytes = 0
+
+    # --- gthread's entry points, rerouted through the buffer ------------------------------
+
+    def enqueue_req(self, conn: TConn) -> None:
+        """Read the connection's next request in the main loop before a thread gets it."""
+        if getattr(conn, "scorepack_ready", None) is not None or not self._plain_http1(conn):
+            super().enqueue_req(conn)
+            return
+        ahead = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        conn.sock.setblocking(False)
+        state = _Arriving(
+            conn,
+            h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes),
+            time.monotonic() + self.limits.read_timeout_s,
+        )
+        self.arriving[id(conn)] = state
+        if ahead:
+            self._received(state, ahead)
+            if id(conn) not in self.arriving:
+                return
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, state))
+
+    def _plain_http1(self, conn: TConn) -> bool:
+        # TLS and HTTP/2 stay with gthread as they are (azmlinfsrv serves neither)
+        return not (
+            self.cfg.is_ssl
+            or conn.is_http2
+            or negotiation.prior_knowledge_allowed(self.cfg, conn.client)
+        )
+
+    def handle(self, conn: TConn) -> Any:
+        """In a thread: give gunicorn's parser the request read for it, then serve it."""
+        ready = getattr(conn, "scorepack_ready", None)
+        if ready is not None:
+            data, sent_continue = ready
+            conn.scorepack_ready = None
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(bytes(data))
+            conn.scorepack_sent_continue = sent_continue
+        return super().handle(conn)
+
+    def handle_request(self, req: Any, conn: TConn) -> Any:
+        """Serve one request; gunicorn must not send a second ``100 Continue``."""
+        if getattr(conn, "scorepack_sent_continue", False):
+            req._expected_100_continue = False
+            conn.scorepack_sent_continue = False
+        return super().handle_request(req, conn)
+
+    def murder_pending(self) -> None:
+        """gthread's clean-up of idle connections, plus requests that stopped arriving."""
+        super().murder_pending()
+        now = time.monotonic()
+        for state in [s for s in self.arriving.values() if s.deadline <= now]:
+            self._refuse(state, RequestTimeoutError(self.limits.read_timeout_s))
+
+    # --- the buffer ------------------------------------------------------------------------
+
+    def _readable(self, state: _Arriving, _sock: socket.socket) -> None:
+        try:
+            data = state.conn.sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(state)
+            return
+        if not data:
+            # the client left mid-request: nobody to answer
+            logger.debug("client %s closed the connection mid-request", state.conn.client)
+            self._drop(state)
+            return
+        self._received(state, data)
+
+    def _received(self, state: _Arriving, data: bytes) -> None:
+        state.deadline = time.monotonic() + self.limits.read_timeout_s
+        state.data += data
+        self._hold(len(data))
+        try:
+            state.parser.receive_data(data)
+            while True:
+                event = state.parser.next_event()
+                if event is h11.NEED_DATA:
+                    break
+                if isinstance(event, h11.Request):
+                    self._started(state, event)
+                elif isinstance(event, h11.Data):
+                    state.body_bytes += len(event.data)
+                    limit = _max_body_bytes()
+                    if state.body_bytes > limit:
+                        raise BodyTooLargeError(limit)
+                elif isinstance(event, h11.EndOfMessage):
+                    self._complete(state)
+                    return
+            if self.held_bytes > self.limits.buffer_bytes:
+                raise UploadBufferFullError(self.limits.buffer_bytes)
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:
+                self._refuse(
+                    state, HeadersTooLargeError(f"The request headers are too large ({exc}).")
+                )
+            else:
+                self._refuse(state, BadRequestError(f"The request is not valid HTTP/1.1: {exc}"))
+        except ScorepackError as exc:
+            self._refuse(state, exc)
+
+    def _started(self, state: _Arriving, request: h11.Request) -> None:
+        names = {name for name, _ in request.headers}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            # RFC 9112 6.3: a request smuggling pattern; gunicorn refuses it too
+            raise BadRequestError("The request has both Content-Length and Transfer-Encoding.")
+        for name, value in request.headers:
+            if name == b"content-length":
+                limit = _max_body_bytes()
+                if int(value) > limit:
+                    # refuse before reading a byte of it, as /score does
+                    raise BodyTooLargeError(limit, int(value))
+        if state.parser.they_are_waiting_for_100_continue:
+            self._send(state.conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+            state.sent_continue = True
+
+    def _complete(self, state: _Arriving) -> None:
+        self._forget(state)
+        conn = state.conn
+        conn.scorepack_ready = (state.data, state.sent_continue)
+        conn.data_ready = True
+        super().enqueue_req(conn)
+
+    def _refuse(self, state: _Arriving, exc: ScorepackError) -> None:
+        """Answer the request from here and close its connection."""
+        reply = error_reply(exc)
+        code = reply.status
+        # gunicorn's own log, which azmlinfsrv shows (scorepack's loggers it does not)
+        self.log.info(
+            "scorepack: refused a request from %s before it reached a thread: %s %s",
+            _peer(state.conn),
+            code,
+            reply.message,
+        )
+        body = encode_json(reply.body)
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+            "Connection": "close",
+            **reply.headers,
+        }
+        head = f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
+        self._send(state.conn, head.encode("latin-1") + b"\r\n" + body)
+        self._drop(state)
+
+    def _drop(self, state: _Arriving) -> None:
+        self._forget(state)
+        self.nr_conns -= 1
+        state.conn.close()
+
+    def _forget(self, state: _Arriving) -> None:
+        if self.arriving.pop(id(state.conn), None) is None:
+            return
+        self._hold(-len(state.data))
+        try:
+            self.poller.unregister(state.conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass  # never registered: the whole request came with the previous one
+
+    def _hold(self, delta: int) -> None:
+        self.held_bytes += delta
+
+    @staticmethod
+    def _send(conn: TConn, data: bytes) -> None:
+        # a short answer into a fresh socket buffer; a client that does not read it loses it
+        try:
+            conn.sock.send(data)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                logger.debug("could not answer %s: %s", _peer(conn), exc)
+
+
+def _peer(conn: TConn) -> str:
+    client = conn.client
+    if isinstance(client, tuple) and len(client) >= 2:
+        return f"{client[0]}:{client[1]}"
+    return str(client)
+
+
+_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}

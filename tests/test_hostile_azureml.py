@@ -1,0 +1,207 @@
+"""A package under the real azmlinfsrv against hostile clients, over real sockets.
+
+Stalled uploads must not take gunicorn's threads (the liveness probe and /score keep
+answering with 64 of them held open), malformed framing is a 4xx and never a crash in the
+log, and after each a good request still succeeds.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from hostile import (
+    BROKEN_FRAMING,
+    broken,
+    exchange,
+    read_response,
+    request,
+    stalled_uploads,
+    timed_get,
+)
+from images import jpeg
+from packages import AzmlinfsrvServer, backend_params, child_env, package_for
+from scorepack.batching import BatchingConfig
+from scorepack.config import ScoringConfig
+
+pytest.importorskip("azureml_inference_server_http")
+pytest.importorskip("azureml.contrib.services")
+
+#: a short read timeout, so that a stalled upload's 408 comes quickly
+READ_TIMEOUT_S = 6
+MAX_BODY = 300_000
+
+
+@pytest.fixture(scope="module")
+def azml(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzmlinfsrvServer]:
+    work = tmp_path_factory.getbasetemp() / "packages"
+    backend = next(p.values[0] for p in backend_params() if not p.marks)
+    package = package_for(
+        backend,
+        work,
+        config=ScoringConfig(batching=BatchingConfig(max_batch_size=8), max_body_bytes=MAX_BODY),
+    )
+    log = tmp_path_factory.mktemp("hostile-azml") / "azmlinfsrv.log"
+    env = child_env(SCOREPACK_READ_TIMEOUT_S=str(READ_TIMEOUT_S))
+    # the package's deployment gives 32 threads; 8 make the starvation easy to reach
+    with AzmlinfsrvServer(package, "--threads", "8", log=log, env=env) as server:
+        yield server
+
+
+def good_request(url: str) -> None:
+    """A valid image scored: the server is still serving."""
+    got = httpx.post(
+        url + "/score",
+        content=jpeg(40, 30, seed=3),
+        headers={"content-type": "image/jpeg"},
+        timeout=60,
+    )
+    assert got.status_code == 200, got.text
+    assert got.json()["predictions"]
+
+
+def no_crash_in(log: str) -> None:
+    for sign in ("Traceback", "Error handling request", "Exception in worker", " 500 "):
+        assert sign not in log, log[-3000:]
+
+
+def test_the_package_runs_scorepacks_worker(azml: AzmlinfsrvServer) -> None:
+    assert "Using worker: scorepack.azureml.worker.BufferingThreadWorker" in azml.log
+
+
+def test_64_stalled_uploads_leave_probes_and_scoring_answering(azml: AzmlinfsrvServer) -> None:
+    with stalled_uploads(azml.url, count=64) as uploads:
+        # more stalled uploads than threads (8), all still arriving
+        for path in ("/", "/", "/swagger.json"):
+            status, _ = timed_get(azml.url, path)
+            assert status == 200
+        for _ in range(3):
+            good_request(azml.url)
+        uploads.stop_trickling()
+        # once they stop sending, each is answered 408 within the read timeout
+        answers = uploads.answers(timeout=READ_TIMEOUT_S * 10)
+    assert all(a is not None and a.status == 408 for a in answers), answers[:3]
+    assert answers[0] is not None and answers[0].json()["error"]["code"] == "request_timeout"
+    good_request(azml.url)
+
+
+def test_a_request_whose_headers_never_end_gets_408(azml: AzmlinfsrvServer) -> None:
+    host, port = azml.url.rsplit(":", 1)[0][7:], int(azml.url.rsplit(":", 1)[1])
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        got = read_response(sock, timeout=READ_TIMEOUT_S * 10)
+    assert got is not None and got.status == 408
+    good_request(azml.url)
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_FRAMING))
+def test_malformed_framing_is_a_4xx_and_no_crash(case: str, azml: AzmlinfsrvServer) -> None:
+    got = exchange(azml.url, broken(azml.url, case))
+    assert got is not None, "closed without an answer"
+    assert 400 <= got.status < 500, (got.status, got.body)
+    assert got.headers["content-type"] == "application/json"
+    assert got.json()["error"]["message"]
+    good_request(azml.url)
+    no_crash_in(azml.log)
+
+
+def test_a_client_leaving_mid_body_costs_nothing(azml: AzmlinfsrvServer) -> None:
+    for framing in (
+        b"Content-Length: 5000\r\n\r\nabc",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nab",
+    ):
+        host, port = azml.url[7:].split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\n" + framing)
+        good_request(azml.url)
+    no_crash_in(azml.log)
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(azml: AzmlinfsrvServer) -> None:
+    # declared too large: answered at once, with none of it sent
+    got = exchange(azml.url, request(azml.url, headers={"Content-Length": str(MAX_BODY + 1)}))
+    assert got is not None and got.status == 413
+    assert got.json()["error"]["code"] == "body_too_large"
+    # chunked, growing past the limit
+    chunk = b"%x\r\n%s\r\n" % (100_000, b"x" * 100_000)
+    got = exchange(
+        azml.url,
+        b"POST /score HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 4,
+    )
+    assert got is not None and got.status == 413
+    good_request(azml.url)
+
+
+def test_expect_100_continue_gets_one_interim_answer(azml: AzmlinfsrvServer) -> None:
+    body = jpeg(40, 30, seed=4)
+    host, port = azml.url[7:].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            request(
+                azml.url,
+                body=b"",
+                headers={
+                    "Content-Length": str(len(body)),
+                    "Content-Type": "image/jpeg",
+                    "Expect": "100-continue",
+                },
+            )
+        )
+        sock.settimeout(30)
+        interim = sock.recv(100)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        got = read_response(sock)
+    assert got is not None and got.status == 200
+
+
+def test_keep_alive_and_pipelined_requests_are_served(azml: AzmlinfsrvServer) -> None:
+    body = jpeg(40, 30, seed=5)
+    one = request(azml.url, body=body, headers={"Content-Type": "image/jpeg"})
+    host, port = azml.url[7:].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(one + one)  # two requests in one write
+        first, second = read_response(sock), read_response(sock)
+        sock.sendall(one[:50])
+        time.sleep(0.2)  # not synchronisation: the request simply arrives in two pieces
+        sock.sendall(one[50:])
+        third = read_response(sock)
+    assert [r.status if r else None for r in (first, second, third)] == [200, 200, 200]
+
+
+# --- the runtime's own read deadline (for a package run under another gunicorn worker) ----
+
+
+class _SocketRequest:
+    """What run() uses of Flask's request, reading its body off a real socket."""
+
+    method = "POST"
+    args = None
+
+    def __init__(self, sock: socket.socket, content_length: int | None) -> None:
+        self.content_length = content_length
+        self.headers = {"Content-Type": "image/jpeg"}
+        self.stream = sock.makefile("rb")
+        self.environ = {"gunicorn.socket": sock}
+
+
+def test_the_runtime_answers_408_when_a_body_stalls_under_another_worker() -> None:
+    from scorepack.azureml.runtime import AzureMLRuntime
+    from scorepack.errors import RequestTimeoutError
+
+    class _Scorer:
+        class config:
+            max_body_bytes = 1000
+
+    runtime = AzureMLRuntime(_Scorer(), read_timeout_s=0.5)  # type: ignore[arg-type]
+    server, client = socket.socketpair()
+    with server, client:
+        client.sendall(b"abc")  # of the 100 bytes declared
+        with pytest.raises(RequestTimeoutError) as caught:
+            runtime._read_body(_SocketRequest(server, 100))
+        assert server.gettimeout() is None  # the socket's own timeout is put back
+    assert "0.5 s" in caught.value.message
