@@ -395,8 +395,10 @@ def test_v2_deploy_creates_the_endpoint_uploads_and_deploys(
     assert props["codeConfiguration"]["scoringScript"] == "score.py"
     assert props["model"].endswith("/models/resnet50-demo/versions/1")
     assert body["sku"]["capacity"] == 1
-    assert any("Deployment blue: InProgress" in line for line in progress)
-    assert any("Deployment blue: Succeeded" in line for line in progress)
+    # the SDK polls on its own thread: whether an InProgress state is caught before it
+    # reaches Succeeded depends on thread timing (it failed once under load): only the end
+    states = [line for line in progress if line.startswith("Deployment blue: ")]
+    assert states and "Succeeded" in states[-1], states
 
 
 def test_v2_deploy_quiets_azure_ai_ml_without_touching_other_logging(
