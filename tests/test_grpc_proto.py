@@ -55,9 +55,14 @@ def test_scorepack_works_without_the_grpc_extra() -> None:
     names the pip command."""
     code = _BLOCK_GRPC + (
         "import scorepack, scorepack.cli, scorepack.server, scorepack.client, scorepack.proto\n"
+        "import scorepack.client_v2, scorepack.server.grpc_v2\n"
         "from scorepack.errors import MissingExtraError\n"
         "try:\n"
-        "    scorepack.proto.require_grpc('The gRPC server')\n"
+        "    scorepack.server.grpc_v2.grpc_server(None)\n"
+        "except MissingExtraError as exc:\n"
+        "    print(exc)\n"
+        "try:\n"
+        "    scorepack.client_v2.v2_client('127.0.0.1:1', 'grpc')\n"
         "except MissingExtraError as exc:\n"
         "    print(exc)\n"
         "from scorepack.cli import main\n"
@@ -69,4 +74,7 @@ def test_scorepack_works_without_the_grpc_extra() -> None:
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
-    assert "pip install 'scorepack[grpc]'" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("The gRPC server (--grpc-port) needs grpcio and protobuf")
+    assert lines[1].startswith("The gRPC client (--protocol grpc) needs grpcio and protobuf")
+    assert all(line.endswith("pip install 'scorepack[grpc]'") for line in lines[:2])

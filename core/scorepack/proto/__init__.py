@@ -1,5 +1,5 @@
-"""The Open Inference Protocol's gRPC messages (Triton's vendored protos), shared by
-scorepack's V2 gRPC server and client.
+"""The Open Inference Protocol's gRPC messages (Triton's vendored protos), shared by the
+V2 gRPC server (:mod:`scorepack.server.grpc_v2`) and client (:mod:`scorepack.client_grpc`).
 
 Importing :mod:`.messages` needs protobuf, and the server and client need grpcio: the
 ``grpc`` extra. This package itself imports neither; :func:`require_grpc` says what to

@@ -1,0 +1,192 @@
+"""``inference.GRPCInferenceService``: a thin adapter from the V2 gRPC wire to the V2 core.
+
+The RPCs served are the core set (ServerLive, ServerReady, ModelReady, ServerMetadata,
+ModelMetadata, ModelInfer) and the model repository extension (RepositoryIndex,
+RepositoryModelLoad, RepositoryModelUnload); any other RPC of Triton's service answers
+UNIMPLEMENTED. Scoring goes through :func:`scorepack.v2.infer` on the same Scorers, so
+requests over gRPC, V2 REST and ``/score`` share one batcher per model.
+
+Deadlines and cancellation: the handler awaits the model's result; when the client
+cancels or its deadline passes, gRPC cancels the handler, the await is cancelled, and the
+batcher drops the cancelled request from its queue before any model call takes it
+(``Batcher._take`` skips cancelled work; ``_purge`` frees its place when the queue is
+full). A deadline shorter than the server's ``--timeout-ms`` also bounds the wait here,
+so the answer is DEADLINE_EXCEEDED from this server, not a cut connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from ... import v2
+from ...errors import BodyTooLargeError, NotReadyError, ScoringTimeoutError
+from ...proto.messages import SERVICE, messages, method_types
+from ...version import __version__
+from ..auth import KeyCheck
+from .codec import read_request, write_outputs, write_parameters
+from .errors import grpc_error
+
+__all__ = ["InferenceService"]
+
+logger = logging.getLogger("scorepack.server.grpc")
+
+#: the V2 extensions this server speaks (ServerMetadata)
+EXTENSIONS = ("model_repository", "binary_tensor_data")
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class InferenceService:
+    """The servicer: one coroutine per RPC over a :class:`~scorepack.repository.Repository`.
+
+    ``auth_keys`` (Bearer keys, as on HTTP) guard everything but the three probes, which
+    stay open as ``/`` and ``/health/ready`` do.
+    """
+
+    def __init__(self, repository: Any, *, auth_keys: tuple[str, ...] = ()) -> None:
+        self.repository = repository
+        self.auth = KeyCheck(auth_keys)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler to add to a ``grpc.aio`` server."""
+        rpcs: dict[str, tuple[Handler, bool]] = {
+            "ServerLive": (self.server_live, False),
+            "ServerReady": (self.server_ready, False),
+            "ModelReady": (self.model_ready, False),
+            "ServerMetadata": (self.server_metadata, True),
+            "ModelMetadata": (self.model_metadata, True),
+            "ModelInfer": (self.model_infer, True),
+            "RepositoryIndex": (self.repository_index, True),
+            "RepositoryModelLoad": (self.repository_model_load, True),
+            "RepositoryModelUnload": (self.repository_model_unload, True),
+        }
+        handlers = {}
+        for name, (fn, guarded) in rpcs.items():
+            request_type, response_type = method_types(name)
+            handlers[name] = grpc.unary_unary_rpc_method_handler(
+                self._wrap(name, fn, guarded),
+                request_deserializer=request_type.FromString,
+                response_serializer=response_type.SerializeToString,
+            )
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    def _wrap(self, name: str, fn: Handler, guarded: bool) -> Handler:
+        async def rpc(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if guarded:
+                    self.auth.check(_metadata(context).get("authorization"))
+                return await fn(request, context)
+            except asyncio.CancelledError:
+                raise  # the client went away or its deadline passed: nobody to answer
+            except Exception as exc:
+                error = grpc_error(exc)
+                logger.info("grpc %s %s: %s", name, error.code.name, error.message)
+                await context.abort(error.code, error.message, error.metadata)
+
+        rpc.__name__ = name
+        return rpc
+
+    # --- health and metadata -----------------------------------------------------------
+
+    async def server_live(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return messages.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return messages.ServerReadyResponse(ready=bool(self.repository.ready))
+
+    async def model_ready(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        # an unknown model is NOT_FOUND (as V2 REST's 404); a known one says whether it is
+        try:
+            scorer = self.repository.get(request.name, request.version or None)
+        except NotReadyError:
+            return messages.ModelReadyResponse(ready=False)
+        return messages.ModelReadyResponse(ready=bool(scorer.ready))
+
+    async def server_metadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return messages.ServerMetadataResponse(
+            name="scorepack", version=__version__, extensions=list(EXTENSIONS)
+        )
+
+    async def model_metadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        scorer = self.repository.get(request.name, request.version or None)
+        meta = v2.model_metadata(scorer)
+        response = messages.ModelMetadataResponse(
+            name=meta["name"],
+            versions=[str(v) for v in meta.get("versions", ())],
+            platform=meta.get("platform", ""),
+        )
+        for key, tensors in (("inputs", response.inputs), ("outputs", response.outputs)):
+            for spec in meta.get(key, ()):
+                tensors.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
+        return response
+
+    # --- inference -------------------------------------------------------------------
+
+    async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        scorer = self.repository.get(request.model_name, request.model_version or None)
+        limit = scorer.config.max_body_bytes
+        size = request.ByteSize()
+        if size > limit:
+            raise BodyTooLargeError(limit, size)
+        # parsed in the decode pool once admitted, as /score decodes its body
+        scoring = v2.infer(scorer, read_request(request))  # TODO-LAMBDA
+        remaining = context.time_remaining()
+        if remaining is None:
+            result = await scoring
+        else:
+            try:
+                result = await asyncio.wait_for(scoring, remaining)
+            except asyncio.TimeoutError:
+                raise ScoringTimeoutError(remaining) from None
+        response = messages.ModelInferResponse(
+            model_name=result.model_name,
+            model_version=str(result.model_version or ""),
+            id=result.id or "",
+        )
+        write_parameters(response.parameters, dict(result.parameters))
+        write_outputs(response, result.outputs)
+        batch = getattr(result, "batch_size", None)
+        if batch:
+            # as /score's x-scorepack-batch-size header: the rows of the model call it rode in
+            context.set_trailing_metadata((("x-scorepack-batch-size", str(batch)),))
+        return response
+
+    # --- model repository ------------------------------------------------------------
+
+    async def repository_index(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        response = messages.RepositoryIndexResponse()
+        for state in self.repository.models():
+            if request.ready and state.state != "READY":
+                continue
+            response.models.add(
+                name=state.name,
+                version=str(state.version or ""),
+                state=state.state,
+                reason=state.reason or "",
+            )
+        return response
+
+    async def repository_model_load(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _call(self.repository.load, request.model_name)
+        return messages.RepositoryModelLoadResponse()
+
+    async def repository_model_unload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _call(self.repository.unload, request.model_name)
+        return messages.RepositoryModelUnloadResponse()
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a repository method that may be a coroutine, or blocking (off the loop)."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}

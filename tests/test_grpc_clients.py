@@ -1,0 +1,121 @@
+"""scorepack's own V2 clients and the command on them: ``scorepack.client_v2`` and
+``scorepack score --protocol grpc``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fixture_backends import EchoBackend
+from grpc_helpers import GrpcServed, grpc_serving
+from images import jpeg
+from typed_backend import TypedBackend
+
+pytest.importorskip("grpc")
+
+from scorepack.cli import build_cli
+from scorepack.client_v2 import file_inputs, v2_client
+from scorepack.errors import RemoteError
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServed]:
+    root = tmp_path_factory.mktemp("grpc_clients")
+    backends = {"echo": EchoBackend(root / "e.echo"), "typed": TypedBackend(root / "t.typed")}
+    with grpc_serving(backends) as served:
+        yield served
+
+
+def _urls(served: GrpcServed) -> list[tuple[str, str]]:
+    return [("grpc", served.grpc_address)]
+
+
+@pytest.mark.parametrize("protocol", ["grpc"])
+def test_client_speaks_both_protocols(served: GrpcServed, protocol: str) -> None:
+    url = dict(_urls(served))[protocol]
+    with v2_client(url, protocol) as client:
+        assert client.live() and client.ready() and client.model_ready("echo")
+        assert {m["name"] for m in client.models()} == {"echo", "typed"}
+        meta = client.model_metadata("typed")
+        assert [(t["name"], t["datatype"]) for t in meta["inputs"]] == [
+            ("flags", "BOOL"),
+            ("counts", "INT64"),
+            ("halves", "FP16"),
+            ("texts", "BYTES"),
+        ]
+        x = np.array([[1.5, 2.5]], dtype=np.float32)
+        result = client.infer("echo", {"x": x}, request_id="r1")
+        np.testing.assert_array_equal(result.outputs["y"], x)
+        assert result.model_name == "echo" and result.id == "r1"
+        typed = client.infer(
+            "typed",
+            {
+                "flags": np.array([[True, False, True]]),
+                "counts": np.array([[3, 4]], dtype=np.int64),
+                "halves": np.array([[0.5, 1.0]], dtype=np.float16),
+                "texts": np.array([b"ab"], dtype=object),
+            },
+            outputs=["doubled", "texts_out"],
+        )
+        assert sorted(typed.outputs) == ["doubled", "texts_out"]
+        np.testing.assert_array_equal(typed.outputs["doubled"], [[6, 8]])
+        assert typed.outputs["texts_out"].tolist() == [b"AB"]
+        with pytest.raises(RemoteError) as excinfo:
+            client.infer("nope", {"x": x})
+        assert excinfo.value.status == 404 and "nope" in excinfo.value.message
+        with pytest.raises(RemoteError) as excinfo:
+            client.infer("echo", {"z": x})
+        assert excinfo.value.status == 400 and "'z'" in excinfo.value.message
+
+
+def test_file_inputs_from_json_and_images() -> None:
+    meta = {
+        "inputs": [
+            {"name": "counts", "datatype": "INT64", "shape": [-1, 2]},
+            {"name": "texts", "datatype": "BYTES", "shape": [-1]},
+        ]
+    }
+    body = json.dumps({"inputs": {"counts": [[1, 2]], "texts": ["hi"]}}).encode()
+    inputs = file_inputs(body, meta)
+    assert inputs["counts"].dtype == np.int64 and inputs["counts"].tolist() == [[1, 2]]
+    assert inputs["texts"].tolist() == [b"hi"]
+    image = jpeg(8, 8)
+    single = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 8, 8, 3]}]}
+    assert file_inputs(image, single)["image"].tolist() == [image]
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(build_cli(), list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("protocol", ["grpc"])
+def test_score_command(served: GrpcServed, protocol: str, tmp_path: Path) -> None:
+    url = dict(_urls(served))[protocol]
+    tensors = tmp_path / "x.json"
+    tensors.write_text(json.dumps({"inputs": {"x": [[1.0, 2.0], [3.0, 4.0]]}}))
+    code, out = _cli(
+        "score", url, str(tensors), "--protocol", protocol, "--model", "echo", "--json"
+    )
+    assert code == 0, out
+    answer = json.loads(out)
+    assert answer["model_name"] == "echo"
+    assert answer["outputs"]["y"]["data"] == [[1.0, 2.0], [3.0, 4.0]]
+    # without --model: the server serves two, so it must be named
+    code, out = _cli("score", url, str(tensors), "--protocol", protocol)
+    assert code != 0 and "echo" in out and "typed" in out and "--model" in out
+
+
+def test_score_command_grpc_url_scheme(served: GrpcServed, tmp_path: Path) -> None:
+    tensors = tmp_path / "x.json"
+    tensors.write_text(json.dumps({"inputs": [[5.0, 6.0]]}))
+    code, out = _cli("score", f"grpc://{served.grpc_address}", str(tensors), "--model", "echo")
+    assert code == 0, out
+    # a [rows, classes] float output is shown as a ranking, as /score's top_k
+    assert "y: float32 [1, 2]" in out
+    assert "1. class 1      6.000000" in out and "2. class 0      5.000000" in out
