@@ -294,7 +294,11 @@ def test_one_bad_request_does_not_fail_its_batch_mates(tmp_path: Path) -> None:
             blocker = pool.submit(post_x, served, [0.0, 0.0])
             assert backend.entered.wait(20)
             futures = [pool.submit(post_x, served, row) for row in rows]
-            wait_for(lambda: served.scorer.batcher.queue_depth == len(rows), "a full batch queued")
+            # queued means decoded: queue_depth also counts requests still being decoded,
+            # and with max_delay_ms=0 the batcher would not wait for those
+            wait_for(
+                lambda: len(served.scorer.batcher._queue) == len(rows), "a full batch queued"
+            )
         finally:
             backend.gate.set()
         assert blocker.result(20).status_code == 200
