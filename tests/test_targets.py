@@ -291,7 +291,16 @@ def test_v1_deploy_script_is_valid_python_that_reads_the_configs() -> None:
 def test_v2_render_writes_endpoint_deployment_dockerfile_and_readme() -> None:
     files = AzureMLV2Target().render(make_spec())
     assert set(files) == {
-        f"{V2}/{n}" for n in ("endpoint.yml", "deployment.yml", "Dockerfile", "README.md")
+        f"{V2}/{n}"
+        for n in (
+            "endpoint.yml",
+            "deployment.yml",
+            "Dockerfile",
+            "README.md",
+            # --runtime scorepack (tests/test_azureml_scorepack_runtime.py)
+            "deployment-scorepack.yml",
+            "scorepack.Dockerfile",
+        )
     }
     deployment = yaml.safe_load(files[f"{V2}/deployment.yml"])
     assert deployment["request_settings"] == {

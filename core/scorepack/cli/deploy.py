@@ -200,6 +200,14 @@ def _report(result: DeployResult) -> None:
     metavar="URI",
     help="KServe: where the package's model/ folder is (s3://, gs://, pvc://CLAIM/PATH).",
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(["azmlinfsrv", "scorepack"]),
+    default="azmlinfsrv",
+    show_default=True,
+    help="Azure ML SDK v2: the server in the container: azmlinfsrv running score.py, or "
+    "scorepack's own (the package's image as a custom container).",
+)
 @click.option("--show-keys", is_flag=True, help="Print the service's keys when it is up.")
 @click.option(
     "--wait-timeout",
@@ -223,6 +231,7 @@ def command(
     provision: bool,
     image: str | None,
     storage_uri: str | None,
+    runtime: str,
     show_keys: bool,
     wait_timeout: float,
     **settings: Any,
@@ -237,6 +246,11 @@ def command(
     """
     spec = load_package(package)
     target = resolve_target(sdk, target_name)
+    if runtime != "azmlinfsrv" and target.name != "azureml-v2":
+        raise click.UsageError(
+            f"--runtime {runtime} goes with Azure ML SDK v2 (--sdk v2); {target.name} always "
+            "runs scorepack's own server."
+        )
     options = DeployOptions(
         workspace_config=workspace_config,
         compute=compute,
@@ -252,6 +266,7 @@ def command(
         kubeconfig=kubeconfig,
         image=image,
         storage_uri=storage_uri,
+        runtime=runtime,
     )
     progress = progress_printer()
     progress(f"Deploying {spec.name} ({spec.backend}, {spec.device}) with {target.name}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeployError
+from ..generator import container
 from ..generator.spec import DeploymentSettings, PackageSpec
 from ..hookspecs import hookimpl
 from . import azureml_v2_config as v2config
@@ -65,18 +66,30 @@ class AzureMLV2Target:
     # --- files in the package ----------------------------------------------------------
 
     def documents(
-        self, spec: PackageSpec, settings: DeploymentSettings, service: str
+        self,
+        spec: PackageSpec,
+        settings: DeploymentSettings,
+        service: str,
+        runtime: str = "azmlinfsrv",
     ) -> tuple[str, str]:
-        """The endpoint and deployment YAML for these settings."""
+        """The endpoint and deployment YAML for these settings and server runtime."""
         endpoint = v2config.to_yaml(
             v2config.endpoint_document(spec, settings, service),
             f"Azure ML SDK v2 Kubernetes online endpoint for {spec.name} (scorepack)",
         )
-        deployment = v2config.to_yaml(
-            v2config.deployment_document(spec, settings, service),
-            f"Azure ML SDK v2 Kubernetes online deployment for {spec.name} (scorepack); "
-            "paths are relative to this file",
-        )
+        if runtime == "scorepack":
+            deployment = v2config.to_yaml(
+                v2config.scorepack_deployment_document(spec, settings, service),
+                f"Azure ML SDK v2 Kubernetes online deployment for {spec.name}: scorepack's own "
+                "server as a custom container (scorepack deploy --runtime scorepack); paths "
+                "are relative to this file",
+            )
+        else:
+            deployment = v2config.to_yaml(
+                v2config.deployment_document(spec, settings, service),
+                f"Azure ML SDK v2 Kubernetes online deployment for {spec.name} (scorepack); "
+                "paths are relative to this file",
+            )
         return endpoint, deployment
 
     def render(self, spec: PackageSpec) -> dict[str, str]:
@@ -90,9 +103,12 @@ class AzureMLV2Target:
         endpoint, deployment = self.documents(spec, settings, name)
         resources = v2config.resources(spec, settings)["requests"]
         version = spec.scorepack_version or "unknown"
+        _, scorepack_deployment = self.documents(spec, settings, name, "scorepack")
         return {
             ENDPOINT_FILE: endpoint,
             DEPLOYMENT_FILE: deployment,
+            v2config.SCOREPACK_DEPLOYMENT: scorepack_deployment,
+            v2config.SCOREPACK_DOCKERFILE: container.dockerfile(spec, with_model=False),
             v2config.DOCKERFILE: render_template(
                 "azureml_v2_Dockerfile.tmpl",
                 package_name=spec.name,
@@ -131,7 +147,11 @@ class AzureMLV2Target:
                 "GPU AKS cluster first (https://learn.microsoft.com/azure/machine-learning/"
                 "how-to-attach-kubernetes-anywhere), or use --sdk v1 --provision."
             )
-        files = PackageFiles(package).check(v2config.DOCKERFILE, ".amlignore")
+        if options.runtime not in ("azmlinfsrv", "scorepack"):
+            raise DeployError(f"Unknown runtime {options.runtime!r}: azmlinfsrv or scorepack.")
+        custom = options.runtime == "scorepack"
+        dockerfile = v2config.SCOREPACK_DOCKERFILE if custom else v2config.DOCKERFILE
+        files = PackageFiles(package).check(dockerfile, ".amlignore")
         settings = deploy_settings(spec, options)
         name = service_name(spec, options)
         if (
@@ -141,8 +161,8 @@ class AzureMLV2Target:
             raise DeployError("A CUDA package needs --gpu-cores 1 or more.")
         if not settings.auth_enabled:
             progress("Note: Azure ML online endpoints always require a key; auth stays on")
-        endpoint_text, deployment_text = self.documents(spec, settings, name)
-        origin = files.root / DEPLOYMENT_FILE
+        endpoint_text, deployment_text = self.documents(spec, settings, name, options.runtime)
+        origin = files.root / (v2config.SCOREPACK_DEPLOYMENT if custom else DEPLOYMENT_FILE)
         sdk.import_sdk()
         endpoint = sdk.load_endpoint(endpoint_text, origin)
         deployment = sdk.load_deployment(deployment_text, origin)
@@ -232,7 +252,8 @@ class AzureMLV2Target:
         with sdk.sdk_step("Serializing the deployment"):
             # the uploads above replace the local paths with asset ids
             deployment.model = f"azureml:{deployment.model.name}:<new version>"
-            deployment.code_configuration.code = "<code asset id of the package upload>"
+            if deployment.code_configuration is not None:  # none for a custom container
+                deployment.code_configuration.code = "<code asset id of the package upload>"
             deployment.environment = f"azureml:{deployment.environment.name}:<new version>"
             body = _wire(deployment._to_rest_object(location=location))
         out.request(

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ..generator import container
 from ..generator.spec import DeploymentSettings, PackageSpec
 from .azureml_common import model_name, package_tags, server_environment
 from .azureml_v1_config import effective_gpu_cores
@@ -26,6 +27,8 @@ __all__ = [
     "DEPLOYMENT_NAME",
     "DEPLOY_DIR",
     "DOCKERFILE",
+    "SCOREPACK_DEPLOYMENT",
+    "SCOREPACK_DOCKERFILE",
     "deployment_document",
     "endpoint_document",
     "environment_name",
@@ -34,6 +37,9 @@ __all__ = [
 
 DEPLOY_DIR = "deploy/azureml-v2"
 DOCKERFILE = f"{DEPLOY_DIR}/Dockerfile"
+#: ``--runtime scorepack``: scorepack's own server in the package's image, as a custom container
+SCOREPACK_DEPLOYMENT = f"{DEPLOY_DIR}/deployment-scorepack.yml"
+SCOREPACK_DOCKERFILE = f"{DEPLOY_DIR}/scorepack.Dockerfile"
 #: the one deployment behind the endpoint; it takes all the traffic
 DEPLOYMENT_NAME = "blue"
 ENDPOINT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/kubernetesOnlineEndpoint.schema.json"
@@ -123,6 +129,48 @@ def deployment_document(
         "instance_count": settings.replicas,
         "resources": resources(spec, settings),
         "tags": package_tags(spec),
+    }
+
+
+def scorepack_deployment_document(
+    spec: PackageSpec, settings: DeploymentSettings, service: str
+) -> dict[str, Any]:
+    """The Kubernetes online deployment running scorepack's own server as a custom container.
+
+    The image is the package's container image without the model (``SCOREPACK_DOCKERFILE``);
+    Azure ML mounts the registered model at ``model_mount_path``, where the server reads it,
+    and talks to the server through ``inference_config``'s routes: V2 liveness and readiness,
+    ``/score`` for scoring. No entry script: the container's own entrypoint serves.
+    """
+    document = deployment_document(spec, settings, service)
+    del document["code_configuration"]
+    del document["environment_variables"]  # azmlinfsrv's; the image sets scorepack's own
+    document["model_mount_path"] = container.MODEL_DIR
+    document["environment"] = {
+        "name": f"{environment_name(service)}-server",
+        "build": {"path": "../..", "dockerfile_path": SCOREPACK_DOCKERFILE},
+        "inference_config": {
+            "liveness_route": {"port": container.HTTP_PORT, "path": container.LIVE_PATH},
+            "readiness_route": {"port": container.HTTP_PORT, "path": container.READY_PATH},
+            "scoring_route": {"port": container.HTTP_PORT, "path": "/score"},
+        },
+    }
+    # the model loads before readiness: give it the time the build measured
+    budget = container.startup_budget_s(spec)
+    document["liveness_probe"] = {**document["liveness_probe"], "initial_delay": budget}
+    document["readiness_probe"] = {**document["readiness_probe"], "initial_delay": 10}
+    order = [
+        "$schema",
+        "name",
+        "type",
+        "endpoint_name",
+        "model",
+        "model_mount_path",
+        "environment",
+    ]
+    return {
+        **{k: document[k] for k in order},
+        **{k: v for k, v in document.items() if k not in order},
     }
 
 
