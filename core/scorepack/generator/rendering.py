@@ -291,6 +291,32 @@ def _readme(spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, 
         threads=spec.deployment.threads,
         max_concurrent=spec.deployment.max_concurrent_requests,
         environment_rows=_table((f"`{k}`", f"`{v}`") for k, v in env.items()),
+        container_commands="\n".join(
+            [
+                shell("docker", "build", "-t", "REGISTRY/IMAGE:TAG", "."),
+                shell("docker", "push", "REGISTRY/IMAGE:TAG"),
+                shell(
+                    "scorepack",
+                    "deploy",
+                    ".",
+                    "--target",
+                    "kubernetes",
+                    "--image",
+                    "REGISTRY/IMAGE:TAG",
+                ),
+                shell(
+                    "scorepack",
+                    "deploy",
+                    ".",
+                    "--target",
+                    "kserve",
+                    "--image",
+                    "REGISTRY/IMAGE:TAG",
+                    "--storage-uri",
+                    "s3://BUCKET/PATH/model",
+                ),
+            ]
+        ),
     )
 
 
