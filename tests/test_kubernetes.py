@@ -260,6 +260,15 @@ def test_deploy_creates_every_object_and_waits_for_the_rollout(
     # the rollout was followed until every replica was available
     assert len(api.find("GET", r".*/deployments/resnet50-demo")) == 3
     assert any("0/1 available" in line for line in progress)
+    # while it waits, it says why: here no node had a free GPU
+    pods = api.find("GET", r"/api/v1/namespaces/scoring/pods")
+    assert pods[0].query["labelSelector"] == [
+        "app.kubernetes.io/name=resnet50-demo,app.kubernetes.io/instance=resnet50-demo"
+    ]
+    assert any(
+        "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu" in line
+        for line in progress
+    )
     assert any("1/1 available" in line for line in progress)
     assert result.scoring_uri == "http://resnet50-demo.scoring.svc.cluster.local:8080/score"
     assert "kubectl port-forward -n scoring svc/resnet50-demo 8080:8080" in result.keys_hint

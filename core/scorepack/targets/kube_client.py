@@ -155,6 +155,23 @@ class Cluster:
         self._call("patch", kind, name, document)
         return "configured"
 
+    def pods(self, selector: dict[str, str]) -> list[dict[str, Any]]:
+        """The pods matching the labels (to say why a rollout waits)."""
+        from kubernetes.client.rest import ApiException
+
+        api = self._client.CoreV1Api(self.api_client)
+        labels = ",".join(f"{k}={v}" for k, v in selector.items())
+        try:
+            response = api.list_namespaced_pod(
+                self.namespace, label_selector=labels, _preload_content=False, _request_timeout=60
+            )
+        except ApiException as exc:
+            raise DeployError(
+                f"Kubernetes refused to list the pods in {self.namespace}: "
+                f"{exc.status} {_message(exc)}"
+            ) from exc
+        return list(json.loads(response.data).get("items") or [])
+
     def delete(self, kind: str, name: str) -> bool:
         """Delete the object (its pods and other dependents too); False when it was not there."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"}

@@ -176,7 +176,12 @@ class KubernetesTarget:
             current = cluster.get("Deployment", name)
             if current is None:
                 raise DeployError(f"Deployment {cluster.namespace}/{name} disappeared.")
-            return rollout_state(current)
+            done, state = rollout_state(current)
+            if not done:
+                reasons = pod_problems(cluster.pods(km.pod_selector(name)))
+                if reasons:
+                    state += "; " + "; ".join(reasons)
+            return done, state
 
         wait_for(
             poll,
@@ -235,6 +240,22 @@ def rollout_state(deployment: dict[str, Any]) -> tuple[bool, str]:
     if total > updated:
         state += f", {total - updated} old pods terminating"
     return updated >= wanted and available >= wanted and total <= updated, state
+
+
+def pod_problems(pods: Sequence[dict[str, Any]]) -> list[str]:
+    """Why pods are not ready yet, in kubectl's words: unschedulable (no free GPU), an image
+    that cannot be pulled, a container that keeps crashing."""
+    problems: set[str] = set()
+    for pod in pods:
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or ():
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                problems.add(f"{condition.get('reason')}: {condition.get('message')}")
+        for container in status.get("containerStatuses") or ():
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+                problems.add(f"{waiting.get('reason')}: {waiting.get('message') or ''}".strip())
+    return sorted(problems)
 
 
 def reach_hint(name: str, namespace: str, host: str) -> str:

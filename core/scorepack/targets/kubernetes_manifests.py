@@ -154,11 +154,13 @@ def _label_value(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", text)[:63].strip("-._") or "unknown"
 
 
+def pod_selector(name: str) -> dict[str, str]:
+    """The labels that select a deployment's pods."""
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
+
+
 def _selector(settings: KubeSettings) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": settings.name,
-        "app.kubernetes.io/instance": settings.name,
-    }
+    return pod_selector(settings.name)
 
 
 def _metadata(spec: PackageSpec, settings: KubeSettings, **extra: Any) -> dict[str, Any]:
