@@ -8,15 +8,15 @@ batching to work; the deployment files (Azure ML SDK v1 and v2) and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import ScoringConfig
 from ..errors import PackageError
 from ..generator.spec import DeploymentSettings
 
-__all__ = ["SCORING_ENV", "WORKER_CLASS", "ReadLimits", "scoring_from_env", "server_environment"]
+__all__ = ["WORKER_CLASS", "ReadLimits", "scoring_from_env", "server_environment"]
 
 
 #: the gunicorn worker that reads whole requests before a thread gets them (see .worker)
@@ -38,18 +38,14 @@ class ReadLimits:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ReadLimits:
         """The defaults, with ``SCOREPACK_READ_TIMEOUT_S`` and
-        ``SCOREPACK_UPLOAD_BUFFER_BYTES`` applied (a bad value is a PackageError)."""
+        ``SCOREPACK_UPLOAD_BUFFER_BYTES`` applied (a bad value is a PackageError); read
+        by the settings object (:class:`~scorepack.settings.PackageSettings`)."""
+        settings = _package_settings(environ)
         values: dict[str, Any] = {}
-        for variable, name, parse in (
-            ("SCOREPACK_READ_TIMEOUT_S", "read_timeout_s", _positive_float),
-            ("SCOREPACK_UPLOAD_BUFFER_BYTES", "buffer_bytes", _positive_int),
-        ):
-            raw = environ.get(variable, "").strip()
-            if raw:
-                try:
-                    values[name] = parse(raw)
-                except ValueError as exc:
-                    raise PackageError(f"{variable}={raw!r} is not valid: {exc}") from exc
+        if settings.read_timeout_s is not None:
+            values["read_timeout_s"] = settings.read_timeout_s
+        if settings.upload_buffer_bytes is not None:
+            values["buffer_bytes"] = settings.upload_buffer_bytes
         return cls(**values)
 
 
@@ -74,55 +70,26 @@ def server_environment(deployment: DeploymentSettings) -> dict[str, str]:
     }
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-#: variable → (where it goes, how it is parsed); the same names as the CLI's envvars
-SCORING_ENV: Mapping[str, tuple[str, Callable[[str], Any]]] = {
-    "SCOREPACK_MAX_BATCH_SIZE": ("batching.max_batch_size", _positive_int),
-    "SCOREPACK_MAX_DELAY_MS": ("batching.max_delay_ms", _positive_float),
-    "SCOREPACK_MAX_QUEUE_SIZE": ("batching.max_queue_size", _positive_int),
-    "SCOREPACK_TIMEOUT_MS": ("batching.timeout_ms", _positive_float),
-    "SCOREPACK_MAX_BODY_BYTES": ("max_body_bytes", _positive_int),
-    "SCOREPACK_MAX_IMAGE_PIXELS": ("max_image_pixels", _positive_int),
-    "SCOREPACK_TOP_K": ("postprocess.top_k", _positive_int),
-}
-
-
 def scoring_from_env(config: ScoringConfig, environ: Mapping[str, str]) -> ScoringConfig:
-    """``config`` with the ``SCOREPACK_*`` variables of :data:`SCORING_ENV` applied.
+    """``config`` with the runtime ``SCOREPACK_*`` variables in ``environ`` applied
+    (:class:`~scorepack.settings.RuntimeSettings`: batching, limits, top-k).
 
     A value that does not parse is a :class:`~scorepack.errors.PackageError` naming the
     variable, raised at start-up rather than at the first request.
     """
-    changes: dict[str, dict[str, Any]] = {"": {}, "batching": {}, "postprocess": {}}
-    for variable, (target, parse) in SCORING_ENV.items():
-        raw = environ.get(variable, "").strip()
-        if not raw:
-            continue
-        try:
-            value = parse(raw)
-        except ValueError as exc:
-            raise PackageError(f"{variable}={raw!r} is not valid: {exc}") from exc
-        section, _, name = target.rpartition(".")
-        changes[section][name] = value
+    from ..settings import SettingsError
+
     try:
-        return replace(
-            config,
-            batching=replace(config.batching, **changes["batching"]),
-            postprocess=replace(config.postprocess, **changes["postprocess"]),
-            **changes[""],
-        )
-    except ValueError as exc:
+        return _package_settings(environ).apply(config)
+    except SettingsError as exc:
+        raise PackageError(f"The SCOREPACK_* settings are not valid: {exc}") from exc
+
+
+def _package_settings(environ: Mapping[str, str]) -> Any:
+    """The ``SCOREPACK_*`` settings a package reads under azmlinfsrv, or PackageError."""
+    from ..settings import PackageSettings, SettingsError
+
+    try:
+        return PackageSettings.load(environ=environ)
+    except SettingsError as exc:
         raise PackageError(f"The SCOREPACK_* settings are not valid: {exc}") from exc

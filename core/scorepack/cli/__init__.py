@@ -48,6 +48,7 @@ def _root() -> click.Group:
         default="info",
         show_default=True,
         envvar="SCOREPACK_LOG_LEVEL",
+        help="How much the commands and the server log.",
     )
     def cli(log_level: str) -> None:
         """Turn a trained model into a fast (GPU) scoring service."""
@@ -73,7 +74,16 @@ def build_cli() -> click.Group:
     for name in BUILTIN_COMMANDS:
         cli.add_command(importlib.import_module(f"{__name__}.{name}").command)
     get_plugin_manager().hook.register_commands(cli=cli)
+    _show_envvars(cli)
     return cli
+
+
+def _show_envvars(group: click.Group) -> None:
+    """``--help`` names the environment variable of every option that has one."""
+    for command in (group, *group.commands.values()):
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
 
 
 def main(args: Sequence[str] | None = None) -> None:

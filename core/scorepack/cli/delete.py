@@ -23,7 +23,13 @@ from .deploy import progress_printer, resolve_target, target_options
     "detaches the Kubernetes compute and prints how to delete the cluster.",
 )
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--wait-timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True)
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    help="Seconds to wait for the deletion to finish.",
+)
 def command(
     package: Path | None,
     sdk: str,

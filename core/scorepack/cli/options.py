@@ -8,12 +8,11 @@ from typing import Any, TypeVar
 import click
 
 from ..backend import Backend, BackendSpec
-from ..batching import BatchingConfig
 from ..codecs import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from ..config import ScoringConfig
 from ..device import Device
 from ..errors import BackendOptionError
-from ..postprocess import PostprocessConfig, read_labels
+from ..parsing import parse_floats, parse_option_items, parse_size
 from ..preprocess import PRESETS, PreprocessConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,28 +30,19 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 def _size(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> tuple[int, int] | None:
-    if value is None:
-        return None
     try:
-        parts = [int(p) for p in value.lower().replace("x", ",").split(",")]
-    except ValueError:
-        raise click.BadParameter("use N or HxW, e.g. 224 or 256x192") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise click.BadParameter("use N or HxW, e.g. 224 or 256x192")
-    return parts[0], parts[1]
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _floats(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> tuple[float, ...] | None:
-    if value is None:
-        return None
     try:
-        return tuple(float(p) for p in value.split(","))
-    except ValueError:
-        raise click.BadParameter("use comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+        return parse_floats(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _device(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -67,13 +57,10 @@ def _backend_options(
     _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 ) -> dict[str, Any]:
     # values stay text here: the backend's schema parses them (Backend.parse_options)
-    options: dict[str, Any] = {}
-    for item in value:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r}: use KEY=VALUE")
-        options[key.strip()] = raw.strip()
-    return options
+    try:
+        return parse_option_items(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 #: -O KEY=VALUE, repeatable: options for the backend (``Backend.option_schema``)
@@ -85,7 +72,8 @@ backend_option = click.option(
     callback=_backend_options,
     metavar="KEY=VALUE",
     help="A backend option, e.g. -O signature=serving_default (repeatable); "
-    "`scorepack backends NAME` lists a backend's options.",
+    "`scorepack backends NAME` lists a backend's options. Its environment variable, "
+    "where there is one, takes whitespace-separated KEY=VALUE items.",
 )
 
 model_options = _stack(
@@ -112,7 +100,11 @@ preprocess_options = _stack(
     ),
     click.option("--input", "image_input", help="The input that takes images (when ambiguous)."),
     click.option("--image-size", callback=_size, help="N or HxW, when the model does not fix it."),
-    click.option("--layout", type=click.Choice(["NHWC", "NCHW"], case_sensitive=False)),
+    click.option(
+        "--layout",
+        type=click.Choice(["NHWC", "NCHW"], case_sensitive=False),
+        help="Channels last or first (default: from the model).",
+    ),
     click.option(
         "--resize",
         type=click.Choice(["stretch", "crop"]),
@@ -120,8 +112,18 @@ preprocess_options = _stack(
         show_default=True,
         help="stretch to size, or shorter side + centre crop.",
     ),
-    click.option("--crop-ratio", type=float, default=0.875, show_default=True),
-    click.option("--color", type=click.Choice(["RGB", "BGR"], case_sensitive=False)),
+    click.option(
+        "--crop-ratio",
+        type=float,
+        default=0.875,
+        show_default=True,
+        help="With --resize crop: the centre crop's share of the resized shorter side.",
+    ),
+    click.option(
+        "--color",
+        type=click.Choice(["RGB", "BGR"], case_sensitive=False),
+        help="Channel order (default: from --preset).",
+    ),
     click.option("--scale", type=float, help="Multiply pixels (0..255) by this."),
     click.option("--mean", callback=_floats, help="Subtract after scaling, per channel."),
     click.option("--std", callback=_floats, help="Divide by this after the mean, per channel."),
@@ -130,7 +132,9 @@ preprocess_options = _stack(
 
 scoring_options = _stack(
     preprocess_options,
-    click.option("--top-k", type=int, default=5, show_default=True),
+    click.option(
+        "--top-k", type=int, default=5, show_default=True, help="Classes returned per row."
+    ),
     click.option(
         "--labels", type=click.Path(exists=True, dir_okay=False), help="One label per line."
     ),
@@ -141,6 +145,7 @@ scoring_options = _stack(
         default=32,
         show_default=True,
         envvar="SCOREPACK_MAX_BATCH_SIZE",
+        help="Most rows in one model call.",
     ),
     click.option(
         "--max-delay-ms",
@@ -148,6 +153,7 @@ scoring_options = _stack(
         default=5.0,
         show_default=True,
         envvar="SCOREPACK_MAX_DELAY_MS",
+        help="Longest a request waits for batch-mates.",
     ),
     click.option(
         "--max-queue-size",
@@ -155,6 +161,7 @@ scoring_options = _stack(
         default=256,
         show_default=True,
         envvar="SCOREPACK_MAX_QUEUE_SIZE",
+        help="Requests waiting at most; beyond it, 503 with Retry-After at once.",
     ),
     click.option(
         "--timeout-ms",
@@ -162,6 +169,7 @@ scoring_options = _stack(
         default=30000.0,
         show_default=True,
         envvar="SCOREPACK_TIMEOUT_MS",
+        help="A request not scored by then gets 504.",
     ),
     click.option(
         "--max-body-bytes",
@@ -169,6 +177,7 @@ scoring_options = _stack(
         default=DEFAULT_MAX_BODY_BYTES,
         show_default=True,
         envvar="SCOREPACK_MAX_BODY_BYTES",
+        help="Larger bodies get 413 without being read.",
     ),
     click.option(
         "--max-image-pixels",
@@ -176,6 +185,7 @@ scoring_options = _stack(
         default=DEFAULT_MAX_IMAGE_PIXELS,
         show_default=True,
         envvar="SCOREPACK_MAX_IMAGE_PIXELS",
+        help="Images whose header declares more pixels get 413 before decoding.",
     ),
 )
 
@@ -189,46 +199,49 @@ def create_backend(spec: BackendSpec, path: str, device: str, options: dict[str,
         raise click.UsageError(exc.message) from exc
 
 
+#: the options above that make up a ScoringConfig (click names = settings fields)
+_SCORING_NAMES = (
+    "preset",
+    "image_input",
+    "image_size",
+    "layout",
+    "resize",
+    "crop_ratio",
+    "color",
+    "scale",
+    "mean",
+    "std",
+    "exact_decode",
+    "top_k",
+    "labels",
+    "classifier_output",
+    "max_batch_size",
+    "max_delay_ms",
+    "max_queue_size",
+    "timeout_ms",
+    "max_body_bytes",
+    "max_image_pixels",
+)
+
+
+def _config(kw: dict[str, Any]) -> ScoringConfig:
+    # one way from flat settings to a ScoringConfig: the settings object's. Click has
+    # already read these commands' variables, so the environment is not read again.
+    from ..settings import ScoringSettings, SettingsError
+
+    values = {name: kw.pop(name) for name in _SCORING_NAMES if name in kw}
+    try:
+        settings: ScoringSettings = ScoringSettings.load(values, environ={})
+        return settings.scoring_config()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
 def preprocess_config(kw: dict[str, Any]) -> PreprocessConfig:
     """Build the preprocessing config from the options above (popping them from ``kw``)."""
-    try:
-        return PreprocessConfig(
-            preset=kw.pop("preset"),
-            input=kw.pop("image_input"),
-            size=kw.pop("image_size"),
-            layout=kw.pop("layout"),
-            resize=kw.pop("resize"),
-            crop_ratio=kw.pop("crop_ratio"),
-            color=kw.pop("color"),
-            scale=kw.pop("scale"),
-            mean=kw.pop("mean"),
-            std=kw.pop("std"),
-            exact_decode=kw.pop("exact_decode"),
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    return _config(kw).preprocess
 
 
 def scoring_config(kw: dict[str, Any]) -> ScoringConfig:
     """Build the whole scoring config from the options above (popping them from ``kw``)."""
-    preprocess = preprocess_config(kw)
-    labels_path = kw.pop("labels")
-    try:
-        return ScoringConfig(
-            preprocess=preprocess,
-            postprocess=PostprocessConfig(
-                top_k=kw.pop("top_k"),
-                output=kw.pop("classifier_output"),
-                labels=read_labels(labels_path) if labels_path else None,
-            ),
-            batching=BatchingConfig(
-                max_batch_size=kw.pop("max_batch_size"),
-                max_delay_ms=kw.pop("max_delay_ms"),
-                max_queue_size=kw.pop("max_queue_size"),
-                timeout_ms=kw.pop("timeout_ms"),
-            ),
-            max_body_bytes=kw.pop("max_body_bytes"),
-            max_image_pixels=kw.pop("max_image_pixels"),
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    return _config(kw)

@@ -39,7 +39,7 @@ def _summary(name: str, response: Any) -> str:
 @click.argument("url")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--key", envvar="SCOREPACK_KEY", help="Sent as 'Authorization: Bearer KEY'.")
-@click.option("--top-k", type=int)
+@click.option("--top-k", type=int, help="Classes to ask for per row (default: the server's).")
 @click.option("--raw", is_flag=True, help="Ask for raw outputs too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON answers.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")

@@ -7,48 +7,68 @@ azmlinfsrv running the package's ``score.py`` as Azure ML does (``--runtime azur
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from ..config import ScoringConfig
 from ..loading import open_package, resolve_backend
 from ..manifest import is_package
+from ..parsing import SERVE_FIELDS, env_name, parse_keys
 from ..scorer import Scorer
 from ..server import DEFAULT_HOST, DEFAULT_PORT, serve
-from .options import create_backend, model_options, scoring_config, scoring_options
+from .options import create_backend, model_options, scoring_options
 
-#: scoring options a package's settings can take at serve time: name → SCOREPACK_* variable
-_RUNTIME_OPTIONS = {
-    "top_k": "SCOREPACK_TOP_K",
-    "max_batch_size": "SCOREPACK_MAX_BATCH_SIZE",
-    "max_delay_ms": "SCOREPACK_MAX_DELAY_MS",
-    "max_queue_size": "SCOREPACK_MAX_QUEUE_SIZE",
-    "timeout_ms": "SCOREPACK_TIMEOUT_MS",
-    "max_body_bytes": "SCOREPACK_MAX_BODY_BYTES",
-    "max_image_pixels": "SCOREPACK_MAX_IMAGE_PIXELS",
-}
+if TYPE_CHECKING:
+    from ..settings import ServeSettings
 
 
 def _keys(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    keys = tuple(k for item in value for k in item.split(",") if k.strip())
-    return tuple(k.strip() for k in keys)
+    return parse_keys(value)
 
 
-def _given(ctx: click.Context, name: str) -> bool:
-    return ctx.get_parameter_source(name) in (
-        ParameterSource.COMMANDLINE,
-        ParameterSource.ENVIRONMENT,
-    )
+class _SettingsOption(click.Option):
+    """A ``serve`` option whose ``SCOREPACK_*`` variable the settings object reads.
+
+    ``--help`` shows the variable, but click leaves it alone: the environment is parsed
+    once, by :class:`~scorepack.settings.ServeSettings`, as under azmlinfsrv.
+    """
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        return None
 
 
+def _with_settings(command: click.Command) -> click.Command:
+    """Give every ``serve`` option its ``SCOREPACK_*`` variable, shown in ``--help``.
+
+    Options that are settings fields are read by the settings object; any other option
+    (one added later, or by a plugin) keeps click's own reading of the variable.
+    """
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name is None or param.hidden:
+            continue
+        if param.name in SERVE_FIELDS:
+            param.__class__ = _SettingsOption
+            param.envvar = env_name(param.name)
+        elif not param.envvar and param.name != "settings_file":
+            param.envvar = env_name(param.name)
+        param.show_envvar = True
+    return command
+
+
+@_with_settings
 @click.command("serve")
 @model_options
 @scoring_options
-@click.option("--host", default=DEFAULT_HOST, show_default=True, envvar="SCOREPACK_HOST")
+@click.option(
+    "--host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    envvar="SCOREPACK_HOST",
+    help="Address to bind (0.0.0.0 in a container).",
+)
 @click.option(
     "--port",
     type=int,
@@ -63,7 +83,8 @@ def _given(ctx: click.Context, name: str) -> bool:
     multiple=True,
     callback=_keys,
     envvar="SCOREPACK_AUTH_KEYS",
-    help="Require 'Authorization: Bearer KEY'. Give twice (primary, secondary) to rotate.",
+    help="Require 'Authorization: Bearer KEY'. Give twice (primary, secondary) to rotate "
+    "(the variable takes them comma-separated).",
 )
 @click.option(
     "--graceful-timeout",
@@ -103,12 +124,26 @@ def _given(ctx: click.Context, name: str) -> bool:
     help="With --runtime azureml: serve even when this environment's versions differ "
     "from the package's pins.",
 )
+@click.option(
+    "--settings",
+    "settings_file",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="SCOREPACK_SETTINGS",
+    show_envvar=True,
+    help="A YAML or JSON file of settings, keyed by the names of the SCOREPACK_* "
+    "variables without the prefix, in lower case (max_batch_size: 16). The command line "
+    "wins over the environment, which wins over the file.",
+)
 @click.pass_context
 def command(ctx: click.Context, **kw: Any) -> None:
-    """Serve the model or scoring package at PATH over HTTP (POST /score)."""
-    args = _ServeArgs(**{name: kw.pop(name) for name in _ServeArgs.__dataclass_fields__})
+    """Serve the model or scoring package at PATH over HTTP (POST /score).
+
+    Every option can also come from its SCOREPACK_* variable or a --settings file.
+    """
+    settings = _settings(ctx, kw)
+    args = _ServeArgs.of(kw.pop("path"), settings)
     if is_package(args.path):
-        _serve_package(ctx, args, kw)
+        _serve_package(ctx, args, settings)
         return
     if args.model_dir is not None and ctx.get_parameter_source("model_dir") is (
         ParameterSource.COMMANDLINE
@@ -119,10 +154,41 @@ def command(ctx: click.Context, **kw: Any) -> None:
             "--runtime azureml (and --isolated, --threads) serve a scoring package; build one "
             f"first: scorepack build {args.path} -o PKG --device cpu"
         )
-    config = scoring_config(kw)
+    config = _checked(settings.scoring_config)
     spec = resolve_backend(args.path, args.backend)
     instance = create_backend(spec, args.path, args.device, args.backend_options)
     _serve_embedded(Scorer(instance, config), f"{args.path} with {spec.name}", args)
+
+
+def _settings(ctx: click.Context, kw: dict[str, Any]) -> ServeSettings:
+    """The one settings object: the options given on the command line (popped from
+    ``kw``), over the ``SCOREPACK_*`` variables, over the --settings file."""
+    from ..settings import ServeSettings, SettingsError, flags_of
+
+    file = kw.pop("settings_file")
+    given = {
+        name: kw.pop(name)
+        for name in list(kw)
+        if name in SERVE_FIELDS and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
+    for name in SERVE_FIELDS & set(kw):  # defaults: the settings object has its own
+        kw.pop(name)
+    try:
+        settings: ServeSettings = ServeSettings.load(
+            given, file=file, flags=flags_of(ctx.command.params)
+        )
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return settings
+
+
+def _checked(make: Any) -> Any:
+    from ..settings import SettingsError
+
+    try:
+        return make()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -143,6 +209,27 @@ class _ServeArgs:
     no_env_check: bool
     model_dir: Path | None
 
+    @classmethod
+    def of(cls, path: str, settings: ServeSettings) -> _ServeArgs:
+        """The server's arguments from the settings, with the server's defaults."""
+        return cls(
+            path=path,
+            backend=settings.backend,
+            device=settings.device,
+            backend_options=dict(settings.backend_options),
+            host=settings.host if settings.host is not None else DEFAULT_HOST,
+            port=settings.port if settings.port is not None else DEFAULT_PORT,
+            auth_keys=settings.auth_keys,
+            graceful_timeout=(
+                settings.graceful_timeout if settings.graceful_timeout is not None else 30.0
+            ),
+            runtime=settings.runtime,
+            isolated=settings.isolated,
+            threads=settings.threads,
+            no_env_check=settings.no_env_check,
+            model_dir=Path(settings.model_dir) if settings.model_dir is not None else None,
+        )
+
 
 def _serve_embedded(scorer: Scorer, what: str, args: _ServeArgs) -> None:
     def listening(url: str) -> None:
@@ -160,38 +247,14 @@ def _serve_embedded(scorer: Scorer, what: str, args: _ServeArgs) -> None:
     )
 
 
-def _package_overrides(ctx: click.Context, kw: dict[str, Any]) -> dict[str, Any]:
-    """The runtime settings given on the command line; a package fixes everything else."""
-    flags = {p.name: p.opts[0] for p in ctx.command.params}
-    fixed = sorted(
-        flags.get(name, name) for name in kw if name not in _RUNTIME_OPTIONS and _given(ctx, name)
-    )
+def _serve_package(ctx: click.Context, args: _ServeArgs, settings: ServeSettings) -> None:
+    fixed = settings.package_fixed()
     if fixed:
         raise click.UsageError(
-            f"{', '.join(fixed)}: a package fixes its preprocessing, labels and outputs; "
-            "rebuild it with `scorepack build` to change them."
+            f"{', '.join(_flag(name) for name in fixed)}: a package fixes its preprocessing, "
+            "labels and outputs; rebuild it with `scorepack build` to change them."
         )
-    return {name: kw[name] for name in _RUNTIME_OPTIONS if _given(ctx, name)}
-
-
-def _apply(config: ScoringConfig, overrides: dict[str, Any]) -> ScoringConfig:
-    batching = {k: v for k, v in overrides.items() if hasattr(config.batching, k)}
-    top = {k: v for k, v in overrides.items() if k in ("max_body_bytes", "max_image_pixels")}
-    post = {"top_k": overrides["top_k"]} if "top_k" in overrides else {}
-    try:
-        return replace(
-            config,
-            batching=replace(config.batching, **batching),
-            postprocess=replace(config.postprocess, **post),
-            **top,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
-def _serve_package(ctx: click.Context, args: _ServeArgs, kw: dict[str, Any]) -> None:
-    overrides = _package_overrides(ctx, kw)
-    chosen_device = args.device if _given(ctx, "device") else None
+    chosen_device = args.device if "device" in settings.model_fields_set else None
     if args.runtime == "embedded":
         if args.isolated or args.threads is not None or args.no_env_check:
             raise click.UsageError(
@@ -206,7 +269,7 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, kw: dict[str, Any]) -> 
             backend=args.backend,
             device=chosen_device,
             options=args.backend_options,
-            config=_apply(spec.config, overrides),
+            config=_checked(lambda: settings.apply(spec.config)),
         )
         _serve_embedded(scorer, f"the package {spec.name} ({spec.backend})", args)
         return
@@ -234,7 +297,7 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, kw: dict[str, Any]) -> 
         threads=args.threads,
         isolated=args.isolated,
         check_env=not args.no_env_check,
-        environ={_RUNTIME_OPTIONS[k]: str(v) for k, v in overrides.items()},
+        environ=settings.environ(),
     )
 
     def started(url: str) -> None:
@@ -249,3 +312,9 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, kw: dict[str, Any]) -> 
     )
     if code not in (0, -2, -15):
         raise click.ClickException(f"azmlinfsrv exited with status {code}; its log is above.")
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a settings field, for messages."""
+    flags = {p.name: p.opts[0] for p in command.params if p.name}
+    return flags.get(name, name)
