@@ -180,3 +180,24 @@ def test_the_readme_settings_file_example_is_valid(tmp_path: Path) -> None:
     assert settings.max_batch_size == 16
     assert settings.auth_keys == ("primary-key", "secondary-key")
     assert settings.backend_options == {"intra_op_threads": 2}
+
+
+def test_serve_help_groups_the_options_by_the_mode_they_apply_to() -> None:
+    from scorepack.cli.sections import SERVE_SECTIONS
+
+    # every settings field has its section: only options added later land in "Other"
+    placed = {name for _, names in SERVE_SECTIONS for name in names}
+    assert SERVE_FIELDS | {"settings_file"} <= placed
+    shown = run_cli("serve", "--help").stdout
+    sections: dict[str, str] = {}
+    for block in shown.split("\n\n"):
+        title, _, body = block.partition(":\n")
+        sections[title.strip()] = body
+    under_azmlinfsrv = sections[
+        "A package under azmlinfsrv, as Azure ML runs it (--runtime azureml)"
+    ]
+    assert "--threads" in under_azmlinfsrv and "--isolated" in under_azmlinfsrv
+    assert "--preset" in sections["A model only (a package fixed these when it was built)"]
+    batching = sections["Batching and limits (a model; a package takes them at serve time too)"]
+    assert "--max-batch-size" in batching and "--preset" not in batching
+    assert "scorepack serve PKG --runtime azureml" in shown

@@ -3,6 +3,7 @@
 PATH is a model (served by the embedded server) or a package made by ``scorepack build``,
 served by the embedded server (``--runtime embedded``, the default) or by Microsoft's
 azmlinfsrv running the package's ``score.py`` as Azure ML does (``--runtime azureml``).
+``--help`` shows the options by the mode they apply to (:mod:`.sections`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..parsing import SERVE_FIELDS, env_name, parse_keys
 from ..scorer import Scorer
 from ..server import DEFAULT_HOST, DEFAULT_PORT, serve
 from .options import create_backend, model_options, scoring_options
+from .sections import SectionedCommand
 
 if TYPE_CHECKING:
     from ..settings import ServeSettings
@@ -59,7 +61,7 @@ def _with_settings(command: click.Command) -> click.Command:
 
 
 @_with_settings
-@click.command("serve")
+@click.command("serve", cls=SectionedCommand)
 @model_options
 @scoring_options
 @click.option(
@@ -138,7 +140,15 @@ def _with_settings(command: click.Command) -> click.Command:
 def command(ctx: click.Context, **kw: Any) -> None:
     """Serve the model or scoring package at PATH over HTTP (POST /score).
 
-    Every option can also come from its SCOREPACK_* variable or a --settings file.
+    \b
+    Three modes:
+      scorepack serve MODEL                    a model, on the embedded server
+      scorepack serve PKG                      a built package, on the embedded server
+      scorepack serve PKG --runtime azureml    a built package under azmlinfsrv, as
+                                               Azure ML runs it
+
+    The options below are grouped by the modes they apply to. Every option can also come
+    from its SCOREPACK_* variable or a --settings file.
     """
     settings = _settings(ctx, kw)
     args = _ServeArgs.of(kw.pop("path"), settings)
