@@ -65,6 +65,21 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.returncode
 
 
+def test_packages_carry_the_grpc_extra_so_the_image_serves_grpc() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from scorepack.generator.resolve import pins_for
+
+    pins = pins_for(("scorepack",), {"scorepack"})
+    try:
+        grpcio = version("grpcio")
+    except PackageNotFoundError:
+        pytest.skip("grpcio is not installed here")
+    assert f"grpcio=={grpcio}" in pins
+    # the other extras stay out: the image needs no Azure SDK
+    assert not [p for p in pins if p.startswith(("azureml-core", "azure-ai-ml", "kubernetes"))]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_image_build_steps_and_entrypoint_serve_the_package(

@@ -99,11 +99,18 @@ def load_once(spec: BackendSpec, path: Path, options: Mapping[str, Any]) -> tupl
         instance.unload()
 
 
+#: extras whose dependencies every package carries: its container image serves the
+#: Open Inference Protocol over gRPC too (``SCOREPACK_GRPC_PORT``)
+PACKAGE_EXTRAS: Mapping[str, tuple[str, ...]] = {"scorepack": ("grpc",)}
+_EXTRA = re.compile(r"""extra\s*==\s*['"]([^'"]+)['"]""")
+
+
 def pins_for(distributions: tuple[str, ...], skip: set[str]) -> tuple[str, ...]:
     """``name==version`` for the serving stack and the dependencies of ``distributions``.
 
     Markers are kept (``uvloop==0.23.0; sys_platform != 'win32'``); extras' dependencies
-    and names in ``skip`` (already pinned, or shipped as wheels) are left out.
+    are left out but for :data:`PACKAGE_EXTRAS` (when installed here), and so are names in
+    ``skip`` (already pinned, or shipped as wheels).
     """
     pins: dict[str, str] = {}
     for name, default in AZMLINFSRV_PINS.items():
@@ -111,7 +118,13 @@ def pins_for(distributions: tuple[str, ...], skip: set[str]) -> tuple[str, ...]:
     for dist in distributions:
         for requirement in importlib.metadata.requires(dist) or ():
             text, _, marker = requirement.partition(";")
-            if "extra" in marker:
+            extra = _EXTRA.search(marker)
+            if extra is not None:
+                if extra.group(1) not in PACKAGE_EXTRAS.get(dist, ()):
+                    continue
+                # the extra is chosen here; what else the marker says stays
+                marker = re.sub(r"^\s*and\s+|\s+and\s*$", "", _EXTRA.sub("", marker).strip())
+            elif "extra" in marker:
                 continue
             match = _REQ_NAME.match(text)
             if not match:

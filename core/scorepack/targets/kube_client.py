@@ -18,7 +18,7 @@ from ..errors import DeployError
 
 __all__ = ["KUBERNETES_INSTALL", "Cluster", "import_client"]
 
-KUBERNETES_INSTALL = "pip install kubernetes==36.0.3"
+KUBERNETES_INSTALL = "pip install 'scorepack[kubernetes]'"
 
 
 @dataclass(frozen=True)
