@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,6 +24,13 @@ from . import machine, models, report, servers
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 CONCURRENCY = (1, 8, 32)
+#: the decode stage as it was before issue 13: every admitted request decoded at once, on
+#: min(8, cores + 2) threads at the process's priority (the "giveway" part's A/B baseline)
+NO_GIVE_WAY = {
+    "SCOREPACK_DECODE_LOOKAHEAD": "0",
+    "SCOREPACK_DECODE_NICE": "0",
+    "SCOREPACK_DECODE_THREADS": str(min(8, (os.cpu_count() or 1) + 2)),
+}
 
 
 def _installed(backend: str) -> bool:
@@ -77,6 +85,26 @@ def in_process(model: models.BenchModel, image: Path, batches: str, seconds: flo
     return list(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def decode_scaling(seconds: float) -> dict[str, Any]:
+    """Decode-only images/s at 1..cores workers (benchmarks/micro/decode_scaling.py)."""
+    _say("decode scaling, 1..cores workers, threads and processes")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.micro.decode_scaling",
+            "--json",
+            "--seconds",
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=servers.ROOT,
+    )
+    return dict(json.loads(out.stdout))
+
+
 def under_load(
     kind: str,
     starter: Any,
@@ -120,7 +148,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, for trying things")
     parser.add_argument("--duration", type=float, default=None, help="seconds per load level")
     parser.add_argument(
-        "--only", default="", help="comma list: limits,embedded,azureml,baseline,tiny"
+        "--only",
+        default="",
+        help="comma list: limits,embedded,exact,giveway,azureml,baseline,tiny,decode "
+        "(default: all but giveway, the A/B of the decode stage against how it was before)",
     )
     parser.add_argument("--label", default="", help="a note stored with the results")
     args = parser.parse_args()
@@ -130,9 +161,11 @@ def main() -> None:
     parts = set(filter(None, args.only.split(","))) or {
         "limits",
         "embedded",
+        "exact",
         "azureml",
         "baseline",
         "tiny",
+        "decode",
     }
     names = [b for b in args.backends.split(",") if b] or list(models.DEFAULT_VARIANTS[args.device])
     for name in names:
@@ -177,6 +210,23 @@ def main() -> None:
                     model,
                 )
             )
+        # --exact-decode: the same decoding work as the in-process "article" limit
+        exact_variants = [("exact", "embedded exact", None)]
+        if "giveway" in parts:
+            exact_variants.append(("giveway", "embedded exact, decode not held back", NO_GIVE_WAY))
+        for part, name, env in exact_variants:
+            if part in parts:
+                results["servers"].append(
+                    under_load(
+                        "embedded",
+                        servers.embedded(model, "--exact-decode", env=env),
+                        sample,
+                        CONCURRENCY,
+                        args,
+                        f"{backend} {name}",
+                        model,
+                    )
+                )
         if "azureml" in parts:
             package = servers.build_package(model, work / f"pkg-{backend}")
             results["servers"].append(
@@ -232,6 +282,8 @@ def main() -> None:
                 model="tiny",
             )
         )
+    if "decode" in parts:
+        results["decode_scaling"] = decode_scaling(1.0 if args.quick else 4.0)
     results["elapsed_s"] = round(time.time() - started, 1)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -84,6 +84,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     "pass" if p50 <= alone + 3 else "FAIL",
                 )
             )
+    rows += _issue13_targets(results, backends)
     limit = _limit(results, "tensorflow", "scorepack", 1, "tiny")
     run = _run(_server(results, "tiny embedded"), 8)
     if limit and run:
@@ -97,6 +98,93 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
         )
     return rows
+
+
+def _issue13_targets(results: dict[str, Any], backends: list[str]) -> list[tuple[str, ...]]:
+    """Issue 13: exact and default decode against the article-style limit, no loss as
+    concurrency rises, and decode scaling with workers."""
+    rows: list[tuple[str, ...]] = []
+    for backend in backends:
+        limit = _limit(results, backend, "article", 32)
+        for suffix, decode, needed in (
+            ("embedded exact", "exact", 1.05),
+            ("embedded", "default", 1.15),
+        ):
+            run = _run(_server(results, f"{backend} {suffix}"), 32)
+            if not (limit and run):
+                continue
+            ratio = run["rps"] / limit["images_per_s"]
+            rows.append(
+                (
+                    f"ResNet50 {backend}, {decode} decode: embedded c=32 / in-process limit "
+                    "(article decode, best of batch 32)",
+                    f"{run['rps']:.1f} / {limit['images_per_s']:.1f} = **{ratio:.2f}**",
+                    f"≥ {needed:.2f}",
+                    "pass" if ratio >= needed else "FAIL",
+                )
+            )
+        for suffix in ("embedded", "embedded exact"):
+            server = _server(results, f"{backend} {suffix}")
+            one = _run(server, 1)
+            if not one or not one["rps"]:
+                continue
+            worst = min(
+                (r for r in (_run(server, 8), _run(server, 32)) if r), key=lambda r: r["rps"]
+            )
+            ratio = worst["rps"] / one["rps"]
+            rows.append(
+                (
+                    f"ResNet50 {backend} {suffix}: slowest of c=8, c=32 / c=1",
+                    f"c={worst['concurrency']} {worst['rps']:.1f} / {one['rps']:.1f} "
+                    f"= **{ratio:.2f}**",
+                    "≥ 1.00",
+                    "pass" if ratio >= 1.0 else "FAIL",
+                )
+            )
+    scaling = results.get("decode_scaling")
+    if scaling:
+        for decode in ("reduced", "exact"):
+            ratios = [
+                r["threads_scaling"]
+                for r in scaling["rows"]
+                if r["decode"] == decode and r["workers"] > 1
+            ]
+            if ratios:
+                worst_ratio = min(ratios)
+                rows.append(
+                    (
+                        f"Decode scaling ({decode} decode, threads): worst N / (N × 1), "
+                        f"N up to {scaling['cores']}",
+                        f"**{worst_ratio:.2f}**",
+                        "≥ 0.80",
+                        "pass" if worst_ratio >= 0.8 else "FAIL",
+                    )
+                )
+    return rows
+
+
+def _scaling_table(results: dict[str, Any]) -> list[str]:
+    scaling = results.get("decode_scaling")
+    if not scaling:
+        return []
+    kinds = [k for k in ("threads", "processes") if k in scaling["rows"][0]]
+    headers = ["decode", "workers"]
+    for kind in kinds:
+        headers += [f"{kind} img/s", f"{kind} N / (N × 1)"]
+    body = []
+    for r in scaling["rows"]:
+        cells = [r["decode"], str(r["workers"])]
+        for kind in kinds:
+            ratio = r[f"{kind}_scaling"]
+            cells += [f"{r[kind]:.1f}", "" if ratio is None else f"{ratio:.2f}"]
+        body.append(cells)
+    return [
+        "",
+        f"### Decode scaling (decode only, 640x480 JPEG → 224x224 float, "
+        f"{scaling['cores']} usable cores)",
+        "",
+        _table(headers, body),
+    ]
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -189,6 +277,7 @@ def markdown(results: dict[str, Any]) -> str:
                 for r in s["runs"]
             ],
         ),
+        *_scaling_table(results),
     ]
     return "\n".join(parts) + "\n"
 

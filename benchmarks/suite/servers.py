@@ -140,8 +140,8 @@ def embedded_command(model: Any, *extra: str) -> list[str]:
     return [*SCOREPACK, "serve", str(model.path), *model.serve_args, "--port", "0", *extra]
 
 
-def embedded(model: Any, *extra: str) -> Any:
-    return running(embedded_command(model, *extra), ready_path="/health/ready")
+def embedded(model: Any, *extra: str, env: dict[str, str] | None = None) -> Any:
+    return running(embedded_command(model, *extra), ready_path="/health/ready", env=env)
 
 
 def package_command(package: Path, device: str = "cpu") -> list[str]:

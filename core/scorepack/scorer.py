@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from .codecs import (
     encoded_image,
 )
 from .config import ScoringConfig
+from .decoding import DecodeSettings, DecodeStage, Slot
 from .errors import (
     BadRequestError,
     BodyTooLargeError,
@@ -84,10 +84,8 @@ class Scorer:
         self.encoded_images = False
         self._output_plan: OutputPlan | None = None
         self.load_seconds: float | None = None
-        self._decode_threads = decode_threads or int(
-            os.environ.get("SCOREPACK_DECODE_THREADS", 0) or min(8, (os.cpu_count() or 1) + 2)
-        )
-        self._pool: ThreadPoolExecutor | None = None
+        #: decoding off the model's way: bounded lookahead, lower priority (decoding.py)
+        self.decoder = DecodeStage(DecodeSettings.from_env(decode_threads), name=label)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -115,8 +113,7 @@ class Scorer:
     def close(self, timeout: float | None = 30.0) -> None:
         """Finish queued work, unload the model, stop the threads."""
         self.batcher.stop(timeout)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        self.decoder.close()
 
     def __enter__(self) -> Scorer:
         return self
@@ -194,6 +191,7 @@ class Scorer:
             "backend": self.backend.describe(),
             "max_batch_size": self.batcher.max_rows,
             "max_delay_ms": self.config.batching.max_delay_ms,
+            "decode": self.decoder.describe(),
         }
         if self.batcher.ready:
             info["signature"] = self.signature.to_dict()
@@ -239,8 +237,14 @@ class Scorer:
         params = ScoreParams.parse(query)
         ticket = self.batcher.admit()
         with ticket:
-            decoded = self.decode(body, content_type)
-            future = ticket.submit(decoded.inputs, decoded.rows)
+            slot = self._slot(self.decoder.acquire(self.batcher.max_rows, ticket.deadline))
+            try:
+                decoded = self.decoder.run(self.decode, body, content_type)
+                future = ticket.submit(decoded.inputs, decoded.rows)
+            except BaseException:
+                slot.release()
+                raise
+            slot.release_when_done(future)
         result = self._wait(future, ticket)
         return ScoreResult(self.output_plan.build(result.outputs, params), result.batch_size)
 
@@ -259,26 +263,34 @@ class Scorer:
         """Admit, decode, batch and await one request: every protocol's path to the model.
 
         ``decode(*args)`` turns the request into checked arrays; it runs in the decode pool
-        after the request is admitted, so a full queue refuses it before any decoding.
-        The whole wait is bounded by the batching timeout.
+        after the request is admitted, so a full queue refuses it before any decoding, and
+        once it holds a decode slot, so decoding runs at most about two batches ahead of
+        the model (:mod:`scorepack.decoding`). The whole wait is bounded by the batching
+        timeout.
         """
         ticket = self.batcher.admit()
-        loop = asyncio.get_running_loop()
         with ticket:
-            decoded = await loop.run_in_executor(self._decode_pool(), decode, *args)
-            future = ticket.submit(decoded.inputs, decoded.rows)
+            slot = self._slot(
+                await self.decoder.acquire_async(self.batcher.max_rows, ticket.deadline)
+            )
+            try:
+                decoded = await self.decoder.run_async(decode, *args)
+                future = ticket.submit(decoded.inputs, decoded.rows)
+            except BaseException:
+                slot.release()
+                raise
+            slot.release_when_done(future)
         remaining = max(0.0, ticket.deadline - time.monotonic())
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), remaining)
         except asyncio.TimeoutError:
             raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000) from None
 
-    def _decode_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self._decode_threads, thread_name_prefix="scorepack-decode"
-            )
-        return self._pool
+    def _slot(self, slot: Slot | None) -> Slot:
+        # no decode slot before the request's deadline: the same 504 as a late model call
+        if slot is None:
+            raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000)
+        return slot
 
     def _wait(self, future: Future[BatchResult], ticket: Ticket) -> BatchResult:
         try:
