@@ -78,7 +78,8 @@ def test_concurrent_requests_share_model_calls_and_match_unbatched(small_cnn_pat
                 first = pool.submit(score_image, served, bodies[0])
                 assert backend.entered.wait(20)
                 rest = [pool.submit(score_image, served, b) for b in bodies[1:]]
-                wait_for(lambda: served.scorer.batcher.queue_depth == 5, "five queued requests")
+                # queued means decoded (queue_depth also counts requests still being decoded)
+                wait_for(lambda: served.scorer.batcher.queued == 5, "five decoded requests")
             finally:
                 backend.gate.set()
             together = [first.result(30), *(f.result(30) for f in rest)]
@@ -127,9 +128,9 @@ def test_split_request_and_a_batch_mate_keep_their_rows(tmp_path: Path) -> None:
                 blocker = pool.submit(served.score_json, {"x": [[9.0, 9.0]]}, raw="true")
                 assert backend.entered.wait(20)
                 split = pool.submit(served.score_json, {"x": big}, raw="true")
-                wait_for(lambda: served.scorer.batcher.queue_depth == 2, "the split request queued")
+                wait_for(lambda: served.scorer.batcher.queued == 2, "the split request queued")
                 mate = pool.submit(served.score_json, {"x": [[7.0, 7.0]]}, raw="true")
-                wait_for(lambda: served.scorer.batcher.queue_depth == 3, "its batch-mate queued")
+                wait_for(lambda: served.scorer.batcher.queued == 3, "its batch-mate queued")
             finally:
                 backend.gate.set()
             answers = [f.result(20) for f in (blocker, split, mate)]

@@ -106,7 +106,7 @@ def _held(served: Served, holder: bytes, bodies: list[bytes]) -> list[Any]:
             assert backend.entered.wait(20)
             rest = [pool.submit(served.score, body, "image/jpeg") for body in bodies]
             wait_for(
-                lambda: served.scorer.batcher.queue_depth == len(bodies),
+                lambda: served.scorer.batcher.queued == len(bodies),
                 f"{len(bodies)} queued requests",
             )
         finally:

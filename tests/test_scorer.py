@@ -76,7 +76,7 @@ def test_threaded_callers_are_batched_and_get_their_own_rows(tmp_path: Path) -> 
                     for i in range(1, 6)
                 ]
                 deadline = threading.Event()
-                while scorer.batcher.queue_depth < 5 and not deadline.wait(0.005):
+                while scorer.batcher.queued < 5 and not deadline.wait(0.005):
                     pass
             finally:
                 backend.gate.set()

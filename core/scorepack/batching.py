@@ -214,8 +214,15 @@ class Batcher:
 
     @property
     def queue_depth(self) -> int:
+        """Admitted requests not yet in a model call: decoded, or still being decoded."""
         with self._cond:
             return len(self._queue) + self._upstream
+
+    @property
+    def queued(self) -> int:
+        """Decoded work waiting for a model call (what the next batch is made from)."""
+        with self._cond:
+            return len(self._queue)
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Finish what is queued, then stop the model thread."""
