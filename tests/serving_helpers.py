@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 
 from scorepack import Backend, BatchingConfig, PreprocessConfig, Scorer, ScoringConfig
+from scorepack.repository import Repository
 from scorepack.server import BackgroundServer
 
 if TYPE_CHECKING:
@@ -98,6 +99,20 @@ def serving(
     try:
         with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT) as client:
             yield Served(server, scorer, client)
+    finally:
+        server.stop()
+
+
+@contextmanager
+def serving_repository(
+    repository: Repository, *, wait_ready: bool = True, **server_kw: Any
+) -> Iterator[tuple[BackgroundServer, httpx.Client]]:
+    """Serve a repository of models on a free loopback port until the block ends."""
+    server = BackgroundServer(repository, **server_kw)
+    server.start(wait_ready=wait_ready)
+    try:
+        with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT) as client:
+            yield server, client
     finally:
         server.stop()
 

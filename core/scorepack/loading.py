@@ -69,12 +69,15 @@ def open_package(
     device: Device | str | None = None,
     options: Mapping[str, Any] | None = None,
     config: ScoringConfig | None = None,
+    name: str | None = None,
+    version: str | None = None,
 ) -> Scorer:
     """A scorer (not started) for a scoring package, its model files verified.
 
     ``model_dir`` is where the model files are (default: the package's ``model/``; KServe,
     Kubernetes and Azure ML mount them elsewhere): the files themselves, or a ``model/``
-    folder holding them. Raises :class:`~scorepack.errors.IntegrityError` when a file
+    folder holding them. ``name`` and ``version`` name it in a repository (default:
+    the package's name, no version). Raises :class:`~scorepack.errors.IntegrityError` when a file
     does not match the manifest and :class:`~scorepack.errors.PackageError` when the
     package's backend is not installed.
     """
@@ -93,7 +96,7 @@ def open_package(
         device=device or spec.device,
         options={**spec.backend_options, **(options or {})},
     )
-    return Scorer(instance, config or spec.config, name=spec.name)
+    return Scorer(instance, config or spec.config, name=name or spec.name, version=version)
 
 
 def _model_root(spec: PackageSpec, given: Path) -> Path:

@@ -125,6 +125,11 @@ class Repository:
         # load and unload of one model never overlap; different models proceed in parallel
         self._locks = {name: threading.Lock() for name in self._models}
 
+    @classmethod
+    def of(cls, scorer: Scorer) -> Repository:
+        """A repository of one model: ``scorer`` itself (started or not)."""
+        return cls([ModelSource(scorer.name, scorer.version, lambda: scorer)])
+
     # --- what is served ---------------------------------------------------------------
 
     @property
@@ -198,10 +203,13 @@ class Repository:
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until every loading model is ready; raise the first load failure."""
-        for versions in self._models.values():
+        for name, versions in self._models.items():
             for slot in versions.values():
                 if slot.scorer is not None:
                     slot.scorer.wait_ready(timeout)
+                elif slot.wanted:
+                    label = _label(name, slot.source.version)
+                    raise ModelLoadError(f"The {label} {slot.reason}.")
 
     def load(self, name: str, *, timeout: float | None = None) -> None:
         """Load every version of ``name`` that is not loaded, and wait until they are
@@ -287,7 +295,8 @@ class Repository:
         label = _label(slot.source.name, slot.source.version)
         try:
             scorer = slot.source.create()
-            scorer.start(wait=False)
+            if not scorer.started:
+                scorer.start(wait=False)
         except Exception as exc:
             # a model that cannot even be set up (no backend for it…) stays unavailable
             logger.error("%s failed to load: %s", label, exc)

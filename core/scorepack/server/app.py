@@ -1,10 +1,12 @@
 """The embedded scoring server: Starlette's router and request objects on uvicorn.
 
-:class:`ScoringApp` is the ASGI entry point. Around the router it does what every route
-shares: a request id on every reply, one log line per request, errors turned into replies
-through the one table in ``server/errors.py``, ``connection: close`` when a reply leaves
-the body unread, and a lifespan that starts the model loading in the background (liveness
-answers while it loads). The routes themselves live in ``routes_*`` modules.
+:class:`ScoringApp` is the ASGI entry point, serving a :class:`~scorepack.repository.Repository`
+(one model or several) through Azure ML's ``/score`` and the V2 REST routes on one port.
+Around the router it does what every route shares: a request id on every reply, one log
+line per request, errors turned into replies through the one table in ``server/errors.py``,
+``connection: close`` when a reply leaves the body unread, and a lifespan that starts the
+models loading in the background (liveness answers while they load). The routes
+themselves live in ``routes_*`` modules.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from ..codecs import encode_json
+from ..repository import Repository
 from ..scorer import Scorer
 from .auth import KeyCheck
 from .body import BodyTracker
 from .errors import ErrorReply, error_reply
 from .routes_azureml import AzureMLRoutes
-from .routing import make_router
+from .routes_v2 import V2Routes
+from .routing import ERROR_STYLE, make_router
 
 __all__ = ["ScoringApp"]
 
@@ -66,8 +70,8 @@ class _ReplySender:
         await self._send(message)
 
 
-async def _send_error(send: Send, err: ErrorReply) -> None:
-    content = encode_json(err.body)
+async def _send_error(send: Send, err: ErrorReply, style: str) -> None:
+    content = encode_json({"error": err.message} if style == "v2" else err.body)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(content)).encode()),
@@ -78,14 +82,26 @@ async def _send_error(send: Send, err: ErrorReply) -> None:
 
 
 class ScoringApp:
-    """ASGI application serving one scorer. Starts the scorer on lifespan startup."""
+    """ASGI application serving a repository of models (or one scorer, as a repository of
+    one). Starts loading them on lifespan startup; unloads them on shutdown."""
 
-    def __init__(self, scorer: Scorer, *, auth_keys: tuple[str, ...] = ()) -> None:
-        self.scorer = scorer
+    def __init__(self, models: Scorer | Repository, *, auth_keys: tuple[str, ...] = ()) -> None:
+        self.repository = models if isinstance(models, Repository) else Repository.of(models)
         self.auth = KeyCheck(auth_keys)
         self.responses: Counter[tuple[str, int]] = Counter()
-        azureml = AzureMLRoutes(scorer, self.auth, self.responses)
-        self.router = make_router(azureml.routes(), lifespan=self._lifespan)
+        score, *azureml = AzureMLRoutes(self.repository, self.auth, self.responses).routes()
+        infer, infer_version, *v2 = V2Routes(self.repository, self.auth).routes()
+        # the router tries routes in order: the scoring routes first, probes after
+        routes = [score, infer, infer_version, *azureml, *v2]
+        self.router = make_router(routes, lifespan=self._lifespan)
+
+    @property
+    def scorer(self) -> Scorer:
+        """The scorer of the first model (the only one, when serving one model)."""
+        scorer = self.repository.find(self.repository.names[0])
+        if scorer is None:
+            raise RuntimeError("the model is not loaded")
+        return scorer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -95,11 +111,10 @@ class ScoringApp:
 
     @asynccontextmanager
     async def _lifespan(self, _app: object) -> AsyncIterator[None]:
-        if not self.scorer.started:
-            # load in the background: liveness answers while the model loads
-            self.scorer.start(wait=False)
+        # load in the background: liveness answers while the models load
+        self.repository.start()
         yield
-        await asyncio.get_running_loop().run_in_executor(None, self.scorer.close)
+        await asyncio.get_running_loop().run_in_executor(None, self.repository.close)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -128,7 +143,7 @@ class ScoringApp:
         except Exception as exc:
             if reply.status is not None:
                 raise  # the reply has begun: nothing sensible is left to send
-            await _send_error(reply.send, error_reply(exc))
+            await _send_error(reply.send, error_reply(exc), scope.get(ERROR_STYLE, "azureml"))
         status = reply.status or 500
         self.responses[(scope.get("scorepack.route", "other"), status)] += 1
         logger.info(

@@ -3,11 +3,13 @@
     POST /score          score an image or JSON tensors       (auth when keys are set)
     GET  /score          405, as azmlinfsrv answers
     GET  /               200 liveness, always
-    GET  /health/ready   200 once the model is loaded and warmed up, else 503
+    GET  /health/ready   200 once the models are loaded and warmed up, else 503
     GET  /info           what is served: backend, device, signature, preprocessing (auth)
     GET  /metrics        Prometheus counters
 
-Probes never wait on the model or the queue.
+With several models, ``/score?model=NAME`` picks one (``&version=V`` a version; the
+default is the highest); with one model the query may leave it out. Probes never wait on
+the models or the queue.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..codecs import encode_json
-from ..errors import NotReadyError
+from ..errors import BadRequestError, NotReadyError
+from ..repository import READY, Repository
 from ..scorer import Scorer
 from .auth import KeyCheck
 from .body import read_body
@@ -32,14 +35,17 @@ _JSON = "application/json"
 
 
 class AzureMLRoutes:
-    """The Azure ML endpoints over one scorer."""
+    """The Azure ML endpoints over a repository (usually of one model)."""
 
-    def __init__(self, scorer: Scorer, auth: KeyCheck, responses: Counter[tuple[str, int]]) -> None:
-        self.scorer = scorer
+    def __init__(
+        self, repository: Repository, auth: KeyCheck, responses: Counter[tuple[str, int]]
+    ) -> None:
+        self.repository = repository
         self.auth = auth
         self.responses = responses
 
     def routes(self) -> list[Route]:
+        """``/score`` first: the app puts it ahead of every other route."""
         return [
             Route("/score", self.score, methods=("POST",)),
             Route("/", self.live, methods=("GET", "HEAD")),
@@ -48,12 +54,29 @@ class AzureMLRoutes:
             Route("/metrics", self.metrics, methods=("GET",)),
         ]
 
+    def _scorer(self, query: dict[str, str]) -> Scorer:
+        """The scorer ``?model=NAME&version=V`` names (taken out of ``query``)."""
+        name, version = query.pop("model", None), query.pop("version", None)
+        names = self.repository.names
+        if name is None:
+            if len(names) > 1:
+                raise BadRequestError(
+                    f"This server scores several models ({', '.join(names)}): name one with "
+                    "/score?model=NAME."
+                )
+            name = names[0]
+        scorer = self.repository.find(name, version)
+        if scorer is None:
+            raise NotReadyError(f"The model {name!r} is not loaded.")
+        return scorer  # not ready yet: its own admission answers, as it always has
+
     async def score(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
-        body = await read_body(request, self.scorer.config.max_body_bytes)
         # parse_qsl drops blank values (``?top_k=``), as the server always has
         query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
-        result = await self.scorer.handle_async(body, request.headers.get("content-type"), query)
+        scorer = self._scorer(query)
+        body = await read_body(request, scorer.config.max_body_bytes)
+        result = await scorer.handle_async(body, request.headers.get("content-type"), query)
         return Response(
             encode_json(result.body),
             headers={"x-scorepack-batch-size": str(result.batch_size)},
@@ -64,7 +87,21 @@ class AzureMLRoutes:
         return Response(b"Healthy", media_type="text/plain; charset=utf-8")
 
     async def ready(self, request: Request) -> Response:
-        scorer = self.scorer
+        repository = self.repository
+        if len(repository.models()) > 1:
+            if repository.ready:
+                return Response(
+                    encode_json({"status": "ready", "models": repository.names}), media_type=_JSON
+                )
+            waiting = [
+                s.name + (f" version {s.version}" if s.version else "") + f" ({s.reason})"
+                for s in repository.models()
+                if s.state != READY and s.reason != "unloaded"
+            ]
+            raise NotReadyError("Not every model is ready: " + ", ".join(waiting) + ".")
+        scorer = repository.find(repository.names[0])
+        if scorer is None:
+            raise NotReadyError("The model is not loaded.")
         if scorer.ready:
             return Response(
                 encode_json({"status": "ready", "model": scorer.name}), media_type=_JSON
@@ -78,10 +115,26 @@ class AzureMLRoutes:
 
     async def info(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
-        return Response(encode_json(self.scorer.describe()), media_type=_JSON)
+        scorers = [
+            s
+            for name in self.repository.names
+            for v in self.repository.versions(name)
+            if (s := self.repository.find(name, v)) is not None
+        ]
+        if len(self.repository.models()) == 1 and scorers:
+            return Response(encode_json(scorers[0].describe()), media_type=_JSON)
+        states = {(s.name, s.version): s for s in self.repository.models()}
+        models = []
+        for state in states.values():
+            entry = {"name": state.name, "version": state.version, "state": state.state}
+            if state.reason:
+                entry["reason"] = state.reason
+            models.append(entry)
+        described = [s.describe() for s in scorers]
+        return Response(encode_json({"models": models, "loaded": described}), media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
         return Response(
-            render_metrics(self.scorer, self.responses).encode(),
+            render_metrics(self.repository, self.responses).encode(),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from ..repository import Repository
 from ..scorer import Scorer
 from .app import ScoringApp
 
@@ -62,7 +63,7 @@ def _uvicorn_server(app: ScoringApp, graceful_timeout: float) -> object:
 
 
 def serve(
-    scorer: Scorer,
+    models: Scorer | Repository,
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -70,24 +71,29 @@ def serve(
     graceful_timeout: float = 30.0,
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish before the model unloads.
+    """Serve until SIGINT/SIGTERM; in-flight requests finish before the models unload.
 
-    A model that fails to load stops the server, and its error is raised from here.
+    A single model that fails to load stops the server, and its error is raised from here;
+    with several, the others go on serving and the failed one is reported not ready.
     """
-    app = ScoringApp(scorer, auth_keys=auth_keys)
+    app = ScoringApp(models, auth_keys=auth_keys)
+    repository = app.repository
     sock = bind_socket(host, port)
     server = _uvicorn_server(app, graceful_timeout)
-    threading.Thread(
-        target=_stop_on_load_failure,
-        args=(scorer, server),
-        name="scorepack-load-watch",
-        daemon=True,
-    ).start()
+    single = len(repository.models()) == 1
+    if single:
+        threading.Thread(
+            target=_stop_on_load_failure,
+            args=(repository, server),
+            name="scorepack-load-watch",
+            daemon=True,
+        ).start()
     if on_listening is not None:
         on_listening(url_of(sock))
     with _exit_normally_after_signals(server):
         server.run(sockets=[sock])  # type: ignore[attr-defined]
-    if scorer.batcher.failure is not None:
+    scorer = repository.find(repository.names[0])
+    if single and scorer is not None and scorer.batcher.failure is not None:
         raise scorer.batcher.failure
 
 
@@ -117,10 +123,15 @@ def _exit_normally_after_signals(server: object) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _stop_on_load_failure(scorer: Scorer, server: object) -> None:
-    # a foreground server whose model cannot load would answer 503 forever: stop it instead
+def _stop_on_load_failure(repository: Repository, server: object) -> None:
+    # a foreground server whose one model cannot load would answer 503 forever: stop it
+    while not server.started:  # type: ignore[attr-defined]
+        # the lifespan starts the loading; until then there is nothing to wait on
+        if server.should_exit:  # type: ignore[attr-defined]
+            return
+        time.sleep(0.01)
     try:
-        scorer.wait_ready()
+        repository.wait_ready()
     except BaseException:
         server.should_exit = True  # type: ignore[attr-defined]
 
@@ -134,14 +145,14 @@ class BackgroundServer:
 
     def __init__(
         self,
-        scorer: Scorer,
+        models: Scorer | Repository,
         *,
         host: str = DEFAULT_HOST,
         port: int = 0,
         auth_keys: tuple[str, ...] = (),
         graceful_timeout: float = 10.0,
     ) -> None:
-        self.app = ScoringApp(scorer, auth_keys=auth_keys)
+        self.app = ScoringApp(models, auth_keys=auth_keys)
         self._sock = bind_socket(host, port)
         self.url = url_of(self._sock)
         self._server = _uvicorn_server(self.app, graceful_timeout)
@@ -165,14 +176,14 @@ class BackgroundServer:
             time.sleep(0.01)
         if wait_ready:
             try:
-                self.app.scorer.wait_ready(max(0.0, deadline - time.monotonic()))
+                self.app.repository.wait_ready(max(0.0, deadline - time.monotonic()))
             except BaseException:
                 self.stop()
                 raise
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop accepting, finish in-flight requests, unload the model."""
+        """Stop accepting, finish in-flight requests, unload the models."""
         self._server.should_exit = True  # type: ignore[attr-defined]
         if self._thread is not None:
             self._thread.join(timeout)

@@ -9,6 +9,7 @@ PNG images: each goes through the same decoding and preprocessing as an image po
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,25 @@ __all__ = ["RESERVED_PARAMETERS", "decode_request", "infer"]
 RESERVED_PARAMETERS = frozenset({"binary_data_output", "binary_data_size", "binary_data"})
 
 
-async def infer(scorer: Scorer, request: InferRequest) -> InferResponse:
-    """Score one V2 request through the scorer's batcher; raise scorepack errors."""
-    wanted = _requested_outputs(scorer.signature, request)
-    result = await scorer.run_async(decode_request, scorer, request)
+async def infer(
+    scorer: Scorer, request: InferRequest | Callable[[], InferRequest]
+) -> InferResponse:
+    """Score one V2 request through the scorer's batcher; raise scorepack errors.
+
+    ``request`` may be a function that parses it from the wire: it is then called in the
+    decode pool once the request is admitted, as ``/score`` decodes its body, so a full
+    queue refuses it before any parsing and large bodies never block the event loop.
+    """
+    parsed: list[InferRequest] = []
+    wanted: list[str] = []
+
+    def decode() -> Decoded:
+        parsed.append(request() if callable(request) else request)
+        wanted.extend(_requested_outputs(scorer.signature, parsed[0]))
+        return decode_request(scorer, parsed[0])
+
+    result = await scorer.run_async(decode)
+    request = parsed[0]
     outputs = [_output(name, result.outputs[name]) for name in wanted]
     parameters = {k: v for k, v in request.parameters.items() if k not in RESERVED_PARAMETERS}
     return InferResponse(

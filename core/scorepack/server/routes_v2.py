@@ -1,0 +1,218 @@
+"""The Open Inference Protocol (KServe V2) over REST, on the same port as ``/score``:
+
+    GET  /v2/health/live, /v2/health/ready              probes (no key needed)
+    GET  /v2                                            server metadata
+    GET  /v2/models                                     the model names
+    GET  /v2/models/{name}[/versions/{v}]               model metadata (state and reason
+                                                        when it is not ready)
+    GET  /v2/models/{name}[/versions/{v}]/ready         200 ready, 503 not
+    POST /v2/models/{name}[/versions/{v}]/infer         JSON or binary tensors
+    POST /v2/repository/index                           every model version's state
+    POST /v2/repository/models/{name}/load|unload       --model-control explicit only
+
+Errors are ``{"error": "message"}`` with the status from the one error table. Inference
+shares ``/score``'s limits, validation, batcher and decoding (``scorepack.v2``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..codecs import encode_json
+from ..errors import NotReadyError, UnsupportedMediaTypeError
+from ..repository import READY, Repository
+from ..v2 import infer, model_metadata, platform_of
+from ..v2.rest import (
+    HEADER_LENGTH,
+    decode_infer_request,
+    encode_infer_response,
+    header_length,
+    raw_infer_request,
+)
+from ..v2.types import InferRequest
+from ..version import __version__
+from .auth import KeyCheck
+from .body import read_body
+from .routing import Route
+
+__all__ = ["V2Routes"]
+
+_JSON = "application/json"
+#: content types a JSON inference request may come with (curl -d sends the form one)
+_JSON_TYPES = {
+    "",
+    "application/json",
+    "application/octet-stream",
+    "application/x-www-form-urlencoded",
+}
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+def _json(document: Any, status: int = 200) -> Response:
+    return Response(encode_json(document), status, media_type=_JSON)
+
+
+class V2Routes:
+    """The V2 REST endpoints over a repository."""
+
+    def __init__(self, repository: Repository, auth: KeyCheck) -> None:
+        self.repository = repository
+        self.auth = auth
+
+    def routes(self) -> list[Route]:
+        model = "/v2/models/{name}"
+        version = "/v2/models/{name}/versions/{version}"
+        get, post = ("GET", "HEAD"), ("POST",)
+        return [
+            Route(model + "/infer", self.infer, methods=post, errors="v2"),
+            Route(version + "/infer", self.infer, methods=post, errors="v2"),
+            Route("/v2/health/live", self.live, methods=get, errors="v2"),
+            Route("/v2/health/ready", self.ready, methods=get, errors="v2"),
+            Route("/v2", self.server_metadata, methods=get, errors="v2"),
+            Route("/v2/models", self.model_list, methods=get, errors="v2"),
+            Route(model, self.model_metadata, methods=get, errors="v2"),
+            Route(version, self.model_metadata, methods=get, errors="v2"),
+            Route(model + "/ready", self.model_ready, methods=get, errors="v2"),
+            Route(version + "/ready", self.model_ready, methods=get, errors="v2"),
+            Route("/v2/repository/index", self.index, methods=post, errors="v2"),
+            Route("/v2/repository/models/{name}/load", self.load, methods=post, errors="v2"),
+            Route("/v2/repository/models/{name}/unload", self.unload, methods=post, errors="v2"),
+        ]
+
+    # --- inference ----------------------------------------------------------------------
+
+    async def infer(self, request: Request) -> Response:
+        self.auth.check(request.headers.get("authorization"))
+        params = request.path_params
+        scorer = self.repository.get(params["name"], params.get("version"))
+        body = await read_body(request, scorer.config.max_body_bytes)
+        length = header_length(request.headers.get(HEADER_LENGTH), len(body))
+        if length is None:
+            content_type = request.headers.get("content-type", "")
+            bare = content_type.split(";", 1)[0].strip().lower()
+            if bare not in _JSON_TYPES and not bare.endswith("+json"):
+                raise UnsupportedMediaTypeError(bare)
+        parsed: list[InferRequest] = []
+
+        def parse() -> InferRequest:
+            # runs in the decode pool, after admission
+            if length == 0:
+                plan = scorer.image_plan
+                image_input = plan.input if plan is not None else None
+                got = raw_infer_request(scorer.signature, image_input, body)
+            else:
+                got = decode_infer_request(body, length)
+            parsed.append(got)
+            return got
+
+        response = await infer(scorer, parse)
+        content, json_length = encode_infer_response(response, parsed[0])
+        if json_length is None:
+            return Response(content, media_type=_JSON)
+        return Response(
+            content,
+            headers={HEADER_LENGTH: str(json_length)},
+            media_type="application/octet-stream",
+        )
+
+    # --- health and metadata ------------------------------------------------------------
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        if self.repository.ready:
+            return _json({"ready": True})
+        waiting = [
+            f"{s.name}" + (f" version {s.version}" if s.version else "") + f" ({s.reason})"
+            for s in self.repository.models()
+            if s.state != READY and s.reason != "unloaded"
+        ]
+        raise NotReadyError("Not every model is ready: " + ", ".join(waiting) + ".")
+
+    async def server_metadata(self, request: Request) -> Response:
+        return _json({"name": "scorepack", "version": __version__, "extensions": EXTENSIONS})
+
+    async def model_list(self, request: Request) -> Response:
+        self.auth.check(request.headers.get("authorization"))
+        return _json({"models": self.repository.names})
+
+    async def model_metadata(self, request: Request) -> Response:
+        self.auth.check(request.headers.get("authorization"))
+        name, version = request.path_params["name"], request.path_params.get("version")
+        scorer = self.repository.find(name, version)
+        state = self.repository.state(name, version)
+        versions = [v for v in self.repository.versions(name) if v is not None]
+        if scorer is not None and state.state == READY:
+            return _json({**model_metadata(scorer), "versions": versions})
+        # not loaded, loading or failed: say so, and why, where clients look for a model
+        return _json(
+            {
+                "name": name,
+                "versions": versions,
+                "platform": platform_of(scorer) if scorer is not None else "",
+                "inputs": [],
+                "outputs": [],
+                "state": state.state,
+                "reason": state.reason,
+            }
+        )
+
+    async def model_ready(self, request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
+        state = self.repository.state(name, version)
+        if state.state != READY:
+            label = name + (f" version {version}" if version else "")
+            raise NotReadyError(f"Model {label} is not ready: {state.reason}.")
+        return _json({"name": name, "ready": True})
+
+    # --- the repository extension -------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        self.auth.check(request.headers.get("authorization"))
+        body = await read_body(request, 64 * 1024)
+        ready_only = False
+        if body.strip():
+            options = _options(body)
+            ready_only = bool(options.get("ready", False))
+        entries = []
+        for state in self.repository.models():
+            if ready_only and state.state != READY:
+                continue
+            entry = {"name": state.name, "state": state.state, "reason": state.reason}
+            if state.version is not None:
+                entry["version"] = state.version
+            entries.append(entry)
+        return _json(entries)
+
+    async def load(self, request: Request) -> Response:
+        self.auth.check(request.headers.get("authorization"))
+        name = request.path_params["name"]
+        await read_body(request, 64 * 1024)  # parameters (config overrides) are not supported
+        await asyncio.get_running_loop().run_in_executor(None, self.repository.load, name)
+        return _json({"name": name, "load": True})
+
+    async def unload(self, request: Request) -> Response:
+        self.auth.check(request.headers.get("authorization"))
+        name = request.path_params["name"]
+        await read_body(request, 64 * 1024)
+        await asyncio.get_running_loop().run_in_executor(None, self.repository.unload, name)
+        return _json({"name": name, "unload": True})
+
+
+def _options(body: bytes) -> dict[str, Any]:
+    import orjson
+
+    from ..errors import InvalidJSONError
+
+    try:
+        options = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSONError(f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(options, dict):
+        raise InvalidJSONError('The body must be a JSON object, e.g. {"ready": true}.')
+    return options
