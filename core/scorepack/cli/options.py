@@ -76,8 +76,7 @@ backend_option = click.option(
     "where there is one, takes whitespace-separated KEY=VALUE items.",
 )
 
-model_options = _stack(
-    click.argument("path", type=click.Path(exists=True)),
+model_flags = _stack(
     click.option("--backend", help="Backend name; detected from PATH when left out."),
     click.option(
         "--device",
@@ -89,6 +88,9 @@ model_options = _stack(
     ),
     backend_option,
 )
+
+#: the model argument and the options that pick its backend and device
+model_options = _stack(click.argument("path", type=click.Path(exists=True)), model_flags)
 
 preprocess_options = _stack(
     click.option(

@@ -54,6 +54,10 @@ SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("backend_options", "auth_keys", "graceful_timeout", "model_dir"),
     ),
     (
+        "Several models (NAME=PATH ... or --repository DIR, on the embedded server)",
+        ("repository_dir", "model_control"),
+    ),
+    (
         "A package under azmlinfsrv, as Azure ML runs it (--runtime azureml)",
         ("runtime", "isolated", "threads", "no_env_check"),
     ),

@@ -4,6 +4,8 @@ PATH is a model (served by the embedded server) or a package made by ``scorepack
 served by the embedded server (``--runtime embedded``, the default) or by Microsoft's
 azmlinfsrv running the package's ``score.py`` as Azure ML does (``--runtime azureml``).
 ``--help`` shows the options by the mode they apply to (:mod:`.sections`).
+Several models — ``NAME=PATH ...`` and/or ``--repository DIR`` — are served by the embedded
+server from one repository (``serve_models.py``); ``/score?model=NAME`` picks one.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from click.core import ParameterSource
 from ..loading import open_package, resolve_backend
 from ..manifest import is_package
 from ..parsing import SERVE_FIELDS, env_name, parse_keys
+from ..repository import MODEL_CONTROL_MODES, ModelSource, Repository
 from ..scorer import Scorer
 from ..server import DEFAULT_HOST, DEFAULT_PORT, serve
-from .options import create_backend, model_options, scoring_options
+from .options import create_backend, model_flags, scoring_options
 from .sections import SectionedCommand
+from .serve_models import repository_from
 
 if TYPE_CHECKING:
     from ..settings import ServeSettings
@@ -62,7 +66,22 @@ def _with_settings(command: click.Command) -> click.Command:
 
 @_with_settings
 @click.command("serve", cls=SectionedCommand)
-@model_options
+@click.argument("models", nargs=-1, metavar="PATH | NAME=PATH...")
+@model_flags
+@click.option(
+    "--repository",
+    "repository_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A model repository folder: DIR/NAME/[VERSION/]model files, with an optional "
+    "model-settings.yaml per model (see the README).",
+)
+@click.option(
+    "--model-control",
+    type=click.Choice(MODEL_CONTROL_MODES),
+    default="none",
+    show_default=True,
+    help="explicit: load and unload models through POST /v2/repository/models/NAME/load|unload.",
+)
 @scoring_options
 @click.option(
     "--host",
@@ -138,20 +157,37 @@ def _with_settings(command: click.Command) -> click.Command:
 )
 @click.pass_context
 def command(ctx: click.Context, **kw: Any) -> None:
-    """Serve the model or scoring package at PATH over HTTP (POST /score).
+    """Serve the model or scoring package at PATH over HTTP (POST /score, and V2 under /v2).
 
     \b
-    Three modes:
+    Four modes:
       scorepack serve MODEL                    a model, on the embedded server
       scorepack serve PKG                      a built package, on the embedded server
       scorepack serve PKG --runtime azureml    a built package under azmlinfsrv, as
                                                Azure ML runs it
+      scorepack serve A=MODEL B=PKG ...        several models (or --repository DIR) on
+                                               the embedded server; /score?model=A
 
     The options below are grouped by the modes they apply to. Every option can also come
     from its SCOREPACK_* variable or a --settings file.
     """
+    models, repository_dir = kw.pop("models"), kw.pop("repository_dir")
+    model_control = kw.pop("model_control")
     settings = _settings(ctx, kw)
-    args = _ServeArgs.of(kw.pop("path"), settings)
+    if len(models) == 1 and repository_dir is None and Path(models[0]).exists():
+        path = models[0]
+    elif not models and repository_dir is None:
+        raise click.UsageError("Give a model: scorepack serve PATH (or NAME=PATH ...).")
+    elif len(models) == 1 and repository_dir is None and "=" not in models[0]:
+        raise click.UsageError(f"Path {models[0]!r} does not exist.")
+    else:
+        _serve_models(ctx, models, repository_dir, model_control, settings)
+        return
+    args = _ServeArgs.of(path, settings)
+    if model_control != "none" and (is_package(args.path) or args.runtime != "embedded"):
+        raise click.UsageError(
+            "--model-control explicit serves models by name: NAME=PATH (a package too)."
+        )
     if is_package(args.path):
         _serve_package(ctx, args, settings)
         return
@@ -167,7 +203,44 @@ def command(ctx: click.Context, **kw: Any) -> None:
     config = _checked(settings.scoring_config)
     spec = resolve_backend(args.path, args.backend)
     instance = create_backend(spec, args.path, args.device, args.backend_options)
-    _serve_embedded(Scorer(instance, config), f"{args.path} with {spec.name}", args)
+    scorer = Scorer(instance, config)
+    models_: Scorer | Repository = scorer
+    if model_control == "explicit":
+        # a repository of one that can unload the model and load a fresh one
+        def create() -> Scorer:
+            fresh = spec.create(args.path, device=args.device, options=args.backend_options)
+            return Scorer(fresh, config, name=scorer.name)
+
+        models_ = Repository([ModelSource(scorer.name, None, create)], model_control="explicit")
+    _serve_embedded(models_, f"{args.path} with {spec.name}", args)
+
+
+def _serve_models(
+    ctx: click.Context,
+    models: tuple[str, ...],
+    repository_dir: Path | None,
+    model_control: str,
+    settings: ServeSettings,
+) -> None:
+    """Several models (NAME=PATH and/or --repository) from one embedded server."""
+    args = _ServeArgs.of("", settings)
+    azureml = args.runtime != "embedded" or args.isolated or args.threads is not None
+    if azureml or args.no_env_check or args.model_dir is not None:
+        raise click.UsageError(
+            "Several models are served by the embedded server only (no --runtime azureml, "
+            "--isolated, --threads, --no-env-check or --model-dir)."
+        )
+    repository = repository_from(
+        models,
+        repository_dir,
+        defaults=_checked(settings.scoring_config),
+        backend=args.backend,
+        device=args.device,
+        backend_options=args.backend_options,
+        model_control=model_control,
+    )
+    names = ", ".join(repository.names)
+    _serve_embedded(repository, f"{len(repository.names)} models ({names})", args)
 
 
 def _settings(ctx: click.Context, kw: dict[str, Any]) -> ServeSettings:
@@ -241,7 +314,7 @@ class _ServeArgs:
         )
 
 
-def _serve_embedded(scorer: Scorer, what: str, args: _ServeArgs) -> None:
+def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) -> None:
     def listening(url: str) -> None:
         click.echo(f"scorepack: serving {what} at {url}/score (model loading…)", err=True)
         if args.auth_keys:

@@ -1,0 +1,65 @@
+"""``scorepack serve`` with several models: ``NAME=PATH`` entries and ``--repository DIR``.
+
+Each entry is a model or a scoring package; a repository folder is laid out as
+:mod:`scorepack.model_repository` describes. The command line's scoring options are the
+defaults of every model that is not a package; a model's ``model-settings.yaml`` changes
+them for that model. Models are served through one :class:`~scorepack.repository.Repository`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import ScoringConfig
+from ..errors import PackageError
+from ..model_repository import ModelSettings, model_source, scan_repository
+from ..repository import ModelSource, Repository
+
+__all__ = ["parse_entries", "repository_from"]
+
+
+def parse_entries(entries: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """``NAME=PATH`` pairs, checked: a usage error says which entry is wrong."""
+    pairs = []
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise click.UsageError(
+                f"{entry!r}: with several models, name each one: NAME=PATH (e.g. resnet=model/)."
+            )
+        if "/" in name:
+            raise click.UsageError(f"{entry!r}: a model name cannot hold '/'.")
+        if not Path(path).exists():
+            raise click.UsageError(f"{entry!r}: {path} does not exist.")
+        pairs.append((name, Path(path)))
+    return pairs
+
+
+def repository_from(
+    entries: tuple[str, ...],
+    repository_dir: Path | None,
+    *,
+    defaults: ScoringConfig,
+    backend: str | None,
+    device: str,
+    backend_options: dict[str, Any],
+    model_control: str,
+) -> Repository:
+    """The repository for ``serve``'s model entries and repository folder."""
+    settings = ModelSettings(backend=backend, device=device, options=backend_options)
+    sources: list[ModelSource] = [
+        model_source(name, path, settings=settings, defaults=defaults)
+        for name, path in parse_entries(entries)
+    ]
+    if repository_dir is not None:
+        try:
+            sources += scan_repository(repository_dir, defaults=defaults)
+        except PackageError as exc:
+            raise click.UsageError(exc.message) from exc
+    try:
+        return Repository(sources, model_control=model_control)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
