@@ -70,3 +70,25 @@ def _save(graph: Any, path: Path) -> None:
     model.ir_version = 8  # readable by every onnxruntime this backend supports
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+def lookup_table(path: Path, megabytes: int = 96) -> Path:
+    """ids int64 [N, 4] → values float32 [N, 4], gathered from a table of ``megabytes``.
+
+    A model whose weights are big and cannot be folded away (the lookup depends on the
+    input), for measuring the memory a model holds while loaded. values[i] = ids[i] * 0.5
+    for every id (the table is arange(K) / 2).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    size = megabytes * 1024 * 1024 // 4
+    table = (np.arange(size, dtype=np.float32) / 2).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["values"], axis=0)],
+        "lookup_table",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 4])],
+        [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["N", 4])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    _save(graph, path)
+    return path
