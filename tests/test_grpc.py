@@ -294,7 +294,9 @@ def test_cancelled_call_leaves_the_queue_before_the_model_call(held: GrpcServed)
     backend, batcher = held.backend("slow"), held.scorer("slow").batcher
     first = _hold_the_model(held)
     cancelled = held.future_infer("slow", np.full((1, 2), 9.0, np.float32))
-    wait_for(lambda: batcher.queue_depth >= 1, "the second request queued")
+    # in the queue itself, not only admitted (queue_depth counts requests still being
+    # decoded): otherwise the check below passes on an empty queue and the gate opens early
+    wait_for(lambda: len(batcher._queue) >= 1, "the second request queued")
     assert cancelled.cancel()
     # the server side learns of it: the queued work's future is cancelled
     wait_for(
