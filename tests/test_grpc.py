@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -267,6 +268,15 @@ def _hold_the_model(served: GrpcServed) -> grpc.Future:
     return first
 
 
+def _given_up(batcher: Any) -> bool:
+    """Whether the server is done with every request but the one in the model: none is
+    being decoded (a cancelled one released its place, for good) and whatever is queued
+    is cancelled (no model call will take it). Submitting moves a request from decoding
+    to queued under one lock, so no request can slip between the two checks."""
+    with batcher._cond:
+        return batcher._upstream == 0 and all(w.future.cancelled() for w in batcher._queue)
+
+
 def test_expired_deadline_leaves_the_queue_before_the_model_call(held: GrpcServed) -> None:
     backend, batcher = held.backend("slow"), held.scorer("slow").batcher
     first = _hold_the_model(held)
@@ -276,12 +286,9 @@ def test_expired_deadline_leaves_the_queue_before_the_model_call(held: GrpcServe
     with pytest.raises(grpc.RpcError) as excinfo:
         late.result(timeout=TIMEOUT)
     assert excinfo.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    # the server gives up on it too (a moment after the client may): its queued work is
-    # cancelled while the model thread is still busy with the first request
-    wait_for(
-        lambda: all(w.future.cancelled() for w in list(batcher._queue)),
-        "the server to cancel the expired request",
-    )
+    # the server gives up on it too (a moment after the client may), while the model thread
+    # is still busy with the first request
+    wait_for(lambda: _given_up(batcher), "the server to cancel the expired request")
     backend.gate.set()
     first.result(timeout=TIMEOUT)
     after = held.infer("slow", np.full((1, 2), 2.0, np.float32))
@@ -298,11 +305,8 @@ def test_cancelled_call_leaves_the_queue_before_the_model_call(held: GrpcServed)
     # decoded): otherwise the check below passes on an empty queue and the gate opens early
     wait_for(lambda: len(batcher._queue) >= 1, "the second request queued")
     assert cancelled.cancel()
-    # the server side learns of it: the queued work's future is cancelled
-    wait_for(
-        lambda: all(w.future.cancelled() for w in list(batcher._queue)),
-        "the server to cancel the queued request",
-    )
+    # the server learns of it while the model thread is still busy with the first request
+    wait_for(lambda: _given_up(batcher), "the server to cancel the queued request")
     backend.gate.set()
     first.result(timeout=TIMEOUT)
     after = held.infer("slow", np.full((1, 2), 3.0, np.float32))

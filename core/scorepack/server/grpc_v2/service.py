@@ -134,8 +134,7 @@ class InferenceService:
         size = request.ByteSize()
         if size > limit:
             raise BodyTooLargeError(limit, size)
-        # parsed in the decode pool once admitted, as /score decodes its body
-        scoring = v2.infer(scorer, read_request(request))  # TODO-LAMBDA
+        scoring = v2.infer(scorer, read_request(request))
         remaining = context.time_remaining()
         if remaining is None:
             result = await scoring
