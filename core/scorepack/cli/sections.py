@@ -13,11 +13,21 @@ import click
 __all__ = ["SERVE_SECTIONS", "SectionedCommand"]
 
 #: (title, option names) in the order ``--help`` shows them; an option not listed here
-#: (a new one, or one a plugin adds) is shown under "Other options"
+#: (a new one, or one a plugin adds) is shown under "Other options". Some names are of
+#: options other work in progress adds (metrics, tracing, gRPC, model repositories).
 SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "Every mode (PATH is a model or a package)",
-        ("backend", "device", "host", "port", "settings_file"),
+        (
+            "backend",
+            "device",
+            "host",
+            "port",
+            "settings_file",
+            "cors_origins",
+            "otlp_endpoint",
+            "log_format",
+        ),
     ),
     (
         "Batching and limits (a model; a package takes them at serve time too)",
@@ -51,7 +61,16 @@ SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "The embedded server (a model, or a package with the default --runtime embedded)",
-        ("backend_options", "auth_keys", "graceful_timeout", "model_dir"),
+        (
+            "backend_options",
+            "auth_keys",
+            "auth_key_file",
+            "graceful_timeout",
+            "model_dir",
+            "repository",
+            "model_control",
+            "grpc_port",
+        ),
     ),
     (
         "Several models (NAME=PATH ... or --repository DIR, on the embedded server)",
@@ -59,7 +78,7 @@ SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "A package under azmlinfsrv, as Azure ML runs it (--runtime azureml)",
-        ("runtime", "isolated", "threads", "no_env_check"),
+        ("runtime", "isolated", "threads", "no_env_check", "metrics_port"),
     ),
 )
 
