@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -102,9 +102,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--drive", nargs=2, metavar=("URL", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    model = models.tiny_tensorflow() if args.tiny else models.resnet50_onnx()
     jpeg = (models.small_image() if args.tiny else models.SAMPLE).read_bytes()
+    if args.drive:  # one load generator for the two-model run, in its own process
+        url, name = args.drive
+        print(json.dumps(drive(url, score_request(url, name, jpeg), args.seconds)))
+        return
+    model = models.tiny_tensorflow() if args.tiny else models.resnet50_onnx()
     out: dict[str, Any] = {"model": f"{model.label}/{model.name}", "concurrency": CONCURRENCY}
 
     # 1. /score against V2 binary REST, one model
@@ -132,16 +137,31 @@ def main() -> None:
         solo = {
             name: drive(url, score_request(url, name, jpeg), args.seconds) for name in ("a", "b")
         }
-        with ThreadPoolExecutor(2) as pool:
-            both = dict(
-                zip(
-                    ("a", "b"),
-                    pool.map(
-                        lambda n: drive(url, score_request(url, n, jpeg), args.seconds), ("a", "b")
-                    ),
-                    strict=True,
-                )
+        # both at once, each load generator in a process of its own (one process's GIL
+        # would otherwise be the bottleneck of both)
+        drivers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.micro.v2_rest",
+                    "--drive",
+                    url,
+                    name,
+                    "--seconds",
+                    str(args.seconds),
+                    *(["--tiny"] if args.tiny else []),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=servers.ROOT,
             )
+            for name in ("a", "b")
+        ]
+        both = {
+            name: json.loads(proc.communicate()[0])
+            for name, proc in zip(("a", "b"), drivers, strict=True)
+        }
     out["two_models"] = {
         name: {
             "solo": solo[name],
