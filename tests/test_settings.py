@@ -216,3 +216,17 @@ def test_serve_help_groups_the_options_by_the_mode_they_apply_to() -> None:
     batching = sections["Batching and limits (a model; a package takes them at serve time too)"]
     assert "--max-batch-size" in batching and "--preset" not in batching
     assert "scorepack serve PKG --runtime azureml" in shown
+
+
+def test_shell_completion_works_as_the_readme_says() -> None:
+    # README: eval "$(_SCOREPACK_COMPLETE=bash_source scorepack)"
+    script = run_cli(env=cli_env(_SCOREPACK_COMPLETE="bash_source"))
+    assert script.returncode == 0, script.stderr
+    assert "_scorepack_completion()" in script.stdout
+    # what that script asks for when the user presses tab after "scorepack ser"
+    words = run_cli(
+        env=cli_env(
+            _SCOREPACK_COMPLETE="bash_complete", COMP_WORDS="scorepack ser", COMP_CWORD="1"
+        )
+    )
+    assert "plain,serve" in words.stdout.split()
