@@ -439,6 +439,7 @@ def test_server_environment_gives_one_worker_many_threads() -> None:
         "WORKER_COUNT": "1",
         "GUNICORN_CMD_ARGS": f"--threads 24 --worker-class {WORKER_CLASS}",
         "SCORING_TIMEOUT_MS": "45000",
+        "SCOREPACK_METRICS_PORT": "8002",
     }
 
 

@@ -8,7 +8,6 @@ model, the server, the batcher, the HTTP clients) is the real thing.
 
 from __future__ import annotations
 
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from fixture_backends import SlowBackend
 from images import jpeg
+from metrics_helpers import scrape, value
 from serving_helpers import Served, scoring_config, serving, wait_for
 
 pytest.importorskip("tensorflow")
@@ -51,13 +51,6 @@ def score_image(served: Served, body: bytes) -> tuple[np.ndarray, int]:
     return probs, int(response.headers["x-scorepack-batch-size"])
 
 
-def metric(served: Served, name: str) -> float:
-    text = served.client.get("/metrics").text
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} missing from /metrics"
-    return float(match.group(1))
-
-
 def reference_probs(path: Path, images: np.ndarray) -> np.ndarray:
     """The SavedModel called directly by TensorFlow, no scorepack in between."""
     import tensorflow as tf
@@ -86,9 +79,14 @@ def test_concurrent_requests_share_model_calls_and_match_unbatched(small_cnn_pat
         # six requests, two model calls: the held one, then the five that queued behind it
         assert backend.calls[warmup:] == [1, 5]
         assert [size for _, size in together] == [1, 5, 5, 5, 5, 5]
-        assert metric(served, "scorepack_batches_total") == 2
-        assert metric(served, "scorepack_batch_requests_total") == 6
-        assert metric(served, 'scorepack_batch_size_bucket{le="4"}') == 1
+        samples = scrape(served.client)
+        assert value(samples, "scorepack_model_calls_total", model=served.scorer.name) == 2
+        assert value(samples, "scorepack_inference_rows_total", model=served.scorer.name) == 6
+        assert value(samples, "scorepack_requests_total", route="/score", status="200") == 6
+        assert value(samples, "scorepack_batch_size_bucket", le="4.0") == 1
+        assert value(samples, "scorepack_batch_size_bucket", le="8.0") == 2
+        # five of six requests waited in the queue while the first held the model
+        assert value(samples, "scorepack_queue_wait_seconds_count") == 6
 
         alone = [score_image(served, b) for b in bodies]
         assert [size for _, size in alone] == [1] * 6

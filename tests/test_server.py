@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fixture_backends import EchoBackend, ErrorBackend, SlowBackend
+from metrics_helpers import scrape, value
 from serving_helpers import Served, error_of, scoring_config, serving, wait_for
 
 ROW = {"x": [[1.0, 2.0]]}
@@ -70,11 +71,10 @@ def test_routes(tmp_path: Path) -> None:
         ]
         assert info["ready"] is True
 
-        metrics = served.client.get("/metrics")
-        assert metrics.headers["content-type"].startswith("text/plain")
-        assert 'scorepack_requests_total{route="/score",status="200"} 1' in metrics.text
-        assert 'scorepack_requests_total{route="other",status="404"} 1' in metrics.text
-        assert "scorepack_model_ready 1" in metrics.text
+        metrics = scrape(served.client)
+        assert value(metrics, "scorepack_requests_total", route="/score", status="200") == 1
+        assert value(metrics, "scorepack_requests_total", route="other", status="404") == 1
+        assert value(metrics, "scorepack_model_ready", model="m") == 1
 
 
 def test_keys_are_required_when_set(tmp_path: Path) -> None:
@@ -124,13 +124,17 @@ def test_request_id_is_echoed_or_created(tmp_path: Path) -> None:
 
 
 def test_one_log_line_per_request(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="scorepack.server")
+    caplog.set_level(logging.INFO, logger="scorepack.access")
     with serving(EchoBackend(tmp_path / "m.echo")) as served:
         ids = {"ok": "log-ok", "bad": "log-bad", "probe": "log-probe"}
         served.client.post(
             "/score",
             content=b'{"inputs": {"x": [[1, 2], [3, 4]]}}',
-            headers={"content-type": "application/json", "x-request-id": ids["ok"]},
+            headers={
+                "content-type": "application/json",
+                "x-request-id": ids["ok"],
+                "authorization": "Bearer not-logged",
+            },
         )
         served.client.post(
             "/score",
@@ -142,23 +146,32 @@ def test_one_log_line_per_request(tmp_path: Path, caplog: pytest.LogCaptureFixtu
         name: [
             r.getMessage()
             for r in caplog.records
-            if r.name == "scorepack.server" and f"id={rid}" in r.getMessage()
+            if r.name == "scorepack.access" and f"id={rid}" in r.getMessage()
         ]
         for name, rid in ids.items()
     }
     assert all(len(found) == 1 for found in lines.values()), lines
-    method, route, status, latency, batch = log_fields(lines["ok"][0])
-    assert (method, route, status, batch) == ("POST", "/score", "200", "2")
-    assert float(latency) >= 0
-    assert log_fields(lines["bad"][0])[2::2] == ("415", "-")
-    assert log_fields(lines["probe"][0])[1:3] == ("/health/ready", "200")
+    ok = log_fields(lines["ok"][0])
+    assert (ok["method"], ok["path"], ok["status"], ok["batch"]) == ("POST", "/score", "200", "2")
+    assert (ok["model"], ok["protocol"]) == ("m", "azureml")
+    assert float(ok["latency"]) >= 0 and float(ok["queue"]) >= 0
+    bad = log_fields(lines["bad"][0])
+    assert (bad["status"], bad["batch"], bad["queue"]) == ("415", "-", None)
+    probe = log_fields(lines["probe"][0])
+    assert (probe["path"], probe["status"], probe["model"]) == ("/health/ready", "200", None)
+    assert not any("not-logged" in r.getMessage() for r in caplog.records)
 
 
-def log_fields(line: str) -> tuple[str, ...]:
-    """method, path, status, latency (ms), batch size from a server log line."""
-    match = re.match(r"^(\S+) (\S+) (\d{3}) ([\d.]+)ms batch=(\S+) id=\S+$", line)
+def log_fields(line: str) -> dict[str, str | None]:
+    """The fields of an access line (text format)."""
+    match = re.match(
+        r"^(?P<method>\S+) (?P<path>\S+) (?P<status>\d{3}) (?P<latency>[\d.]+)ms"
+        r"(?: model=(?P<model>\S+))?(?: version=(?P<version>\S+))?(?: protocol=(?P<protocol>\S+))?"
+        r" batch=(?P<batch>\S+)(?: queue=(?P<queue>[\d.]+)ms)? id=(?P<id>\S+)$",
+        line,
+    )
     assert match, line
-    return match.groups()
+    return match.groupdict()
 
 
 # --- readiness -------------------------------------------------------------------------
@@ -180,7 +193,7 @@ def test_not_ready_until_loaded_and_warmed_up(tmp_path: Path) -> None:
             assert loading.headers["retry-after"] == "1"
             early = post_x(served, [1.0, 2.0])
             assert early.status_code == 503 and error_of(early)["code"] == "not_ready"
-            assert "scorepack_model_ready 0" in served.client.get("/metrics").text
+            assert value(scrape(served.client), "scorepack_model_ready", model="m") == 0
 
             # loaded, warming up: still not ready
             backend.load_gate.set()
@@ -229,7 +242,7 @@ def test_queue_full_is_503_at_once_and_probes_still_answer(tmp_path: Path) -> No
             assert int(full.headers["retry-after"]) >= 1
             assert served.client.get("/").status_code == 200
             assert served.client.get("/health/ready").status_code == 200
-            assert "scorepack_queue_depth 2" in served.client.get("/metrics").text
+            assert value(scrape(served.client), "scorepack_queue_depth", model="m") == 2
             assert not first.done()
         finally:
             backend.gate.set()

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from fixture_backends import write_entry_point
+from metrics_helpers import scrape, value
 
 TESTS = Path(__file__).resolve().parent
 LISTENING = re.compile(r"serving .* at (http://127\.0\.0\.1:\d+)/score")
@@ -105,10 +106,7 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> No
 
 
 def _queue_depth(client: httpx.Client) -> int:
-    text = client.get("/metrics").text
-    match = re.search(r"^scorepack_queue_depth (\d+)$", text, re.MULTILINE)
-    assert match, text
-    return int(match.group(1))
+    return int(value(scrape(client), "scorepack_queue_depth"))
 
 
 def test_sigterm_lets_in_flight_requests_finish(

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from .errors import (
     ScorepackError,
     ScoringTimeoutError,
 )
+from .telemetry.stats import Histogram
 
 __all__ = ["BatchResult", "BatchStats", "Batcher", "BatchingConfig", "Ticket"]
 
@@ -70,17 +72,30 @@ class BatchingConfig:
             raise ValueError("timeout_ms must be positive")
 
 
-@dataclass(frozen=True)
-class BatchResult:
-    """One request's share of a model call."""
+class BatchResult(NamedTuple):
+    """One request's share of a model call, and when it queued and ran (``time.monotonic``).
+
+    A named tuple rather than a dataclass: one is made per request, and a tuple is the
+    cheapest object to make.
+    """
 
     outputs: Arrays
     batch_size: int
+    #: when the request was queued, its model call began and ended
+    enqueued: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def queue_seconds(self) -> float:
+        """How long the request waited in the queue for its model call."""
+        return max(0.0, self.started - self.enqueued)
 
 
 @dataclass
 class BatchStats:
-    """Counters for /metrics and tests; updated by the model thread only."""
+    """Counters for /metrics and tests; updated by the model thread only (``rejected``
+    under the batcher's lock)."""
 
     batches: int = 0
     rows: int = 0
@@ -91,6 +106,10 @@ class BatchStats:
     busy_seconds: float = 0.0
     #: batch size (rows) → how many model calls had it
     sizes: dict[int, int] = field(default_factory=dict)
+    #: seconds from queued to taken into a model call, per request
+    queue_wait: Histogram = field(default_factory=Histogram)
+    #: seconds per model call
+    model_call: Histogram = field(default_factory=Histogram)
 
 
 class _Work:
@@ -160,6 +179,7 @@ class Batcher:
         self.stats = BatchStats()
         self._queue: deque[_Work] = deque()
         self._upstream = 0  # admitted, still being decoded
+        self._inflight = 0  # admitted, not yet answered by the model (or given up)
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -224,6 +244,14 @@ class Batcher:
         with self._cond:
             return len(self._queue)
 
+    @property
+    def inflight(self) -> int:
+        """Requests admitted and not yet answered: decoding, queued or in a model call.
+
+        The gauge an autoscaler scales on (``scorepack_inflight_requests``).
+        """
+        return self._inflight
+
     def stop(self, timeout: float | None = 30.0) -> None:
         """Finish what is queued, then stop the model thread."""
         with self._cond:
@@ -250,6 +278,7 @@ class Batcher:
                 self.stats.rejected += 1
                 raise QueueFullError(limit, retry_after=self._retry_after())
             self._upstream += 1
+            self._inflight += 1
         wait = (timeout_ms if timeout_ms is not None else self.config.timeout_ms) / 1000
         return Ticket(self, time.monotonic() + wait)
 
@@ -282,7 +311,14 @@ class Batcher:
     def _release(self) -> None:
         with self._cond:
             self._upstream -= 1
+            self._inflight -= 1
             self._cond.notify_all()
+
+    def _answered(self, _future: Future[BatchResult]) -> None:
+        # the request's future is done (result, error or cancelled): it leaves the count.
+        # The lock is re-entrant: this may run inside _take, which holds it.
+        with self._cond:
+            self._inflight -= 1
 
     def _submit(self, inputs: Arrays, rows: int, deadline: float) -> Future[BatchResult]:
         parent: Future[BatchResult] = Future()
@@ -293,9 +329,11 @@ class Batcher:
         with self._cond:
             self._upstream -= 1
             if self._closed:
+                self._inflight -= 1
                 raise NotReadyError("The server is shutting down.")
             self._queue.extend(works)
             self._cond.notify_all()
+        parent.add_done_callback(self._answered)
         return parent
 
     def _split(
@@ -323,7 +361,15 @@ class Batcher:
                     return
             parts = [c.result() for c in children]
             merged = {k: np.concatenate([p.outputs[k] for p in parts]) for k in parts[0].outputs}
-            parent.set_result(BatchResult(merged, max(p.batch_size for p in parts)))
+            parent.set_result(
+                BatchResult(
+                    merged,
+                    max(p.batch_size for p in parts),
+                    min(p.enqueued for p in parts),
+                    min(p.started for p in parts),
+                    max(p.finished for p in parts),
+                )
+            )
 
         def cancel_children(f: Future[BatchResult]) -> None:
             if f.cancelled():
@@ -424,6 +470,10 @@ class Batcher:
         else:
             names = batch[0].inputs.keys()
             inputs = {n: np.concatenate([w.inputs[n] for w in batch]) for n in names}
+        began = time.monotonic()
+        queue_wait = self.stats.queue_wait
+        for work in batch:
+            queue_wait.observe(began - work.enqueued)
         started = time.perf_counter()
         try:
             outputs = self._call(inputs, rows)
@@ -444,13 +494,15 @@ class Batcher:
                 self._execute_alone(work)
             return
         self._count(rows, started, len(batch))
+        ended = time.monotonic()
         offset = 0
         for work in batch:
             share = {k: v[offset : offset + work.rows] for k, v in outputs.items()}
             offset += work.rows
-            work.future.set_result(BatchResult(share, rows))
+            work.future.set_result(BatchResult(share, rows, work.enqueued, began, ended))
 
     def _execute_alone(self, work: _Work) -> None:
+        began = time.monotonic()
         started = time.perf_counter()
         try:
             outputs = self._call(work.inputs, work.rows)
@@ -459,7 +511,9 @@ class Batcher:
             _fail(work.future, exc)
             return
         self._count(work.rows, started, 1)
-        work.future.set_result(BatchResult(outputs, work.rows))
+        work.future.set_result(
+            BatchResult(outputs, work.rows, work.enqueued, began, time.monotonic())
+        )
 
     def _call(self, inputs: Arrays, rows: int) -> Arrays:
         try:
@@ -483,7 +537,9 @@ class Batcher:
         stats.rows += rows
         stats.requests += requests
         stats.errors += errors
-        stats.busy_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        stats.busy_seconds += elapsed
+        stats.model_call.observe(elapsed)
         stats.sizes[rows] = stats.sizes.get(rows, 0) + 1
 
 

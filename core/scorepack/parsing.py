@@ -57,6 +57,9 @@ SERVE_FIELDS: frozenset[str] = frozenset(
         "threads",
         "no_env_check",
         "model_dir",
+        "metrics_port",
+        "cors_origins",
+        "otlp_endpoint",
     }
 )
 
@@ -121,5 +124,3 @@ def parse_option_items(value: Any) -> dict[str, Any]:
             raise ValueError(f"{item!r}: use KEY=VALUE")
         options[key.strip()] = raw.strip()
     return options
-
-

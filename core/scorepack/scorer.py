@@ -41,6 +41,8 @@ from .errors import (
 from .postprocess import OutputPlan, ScoreParams, plan_outputs
 from .preprocess import ImagePlan, plan_image
 from .signature import Signature
+from .telemetry import tracing
+from .telemetry.stats import ScorerStats
 
 __all__ = ["ScoreResult", "Scorer"]
 
@@ -49,10 +51,12 @@ logger = logging.getLogger("scorepack.scorer")
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """A response body and the size of the model call the request rode in."""
+    """A response body, the size of the model call the request rode in, and how long the
+    request waited in the queue for it (seconds)."""
 
     body: dict[str, Any]
     batch_size: int
+    queue_seconds: float = 0.0
 
 
 class Scorer:
@@ -76,6 +80,8 @@ class Scorer:
         self.name = name or backend.path.stem or "model"
         #: the model version this scorer serves (a repository's ``NAME/VERSION``), if any
         self.version = version
+        #: decode times, timeouts and cancellations, for metrics
+        self.stats = ScorerStats()
         # the batcher's name is in its log lines and its thread's name: model and version
         label = f"{self.name}:{version}" if version else self.name
         self.batcher = Batcher(self.backend.predict, self.config.batching, name=label)
@@ -239,14 +245,22 @@ class Scorer:
         with ticket:
             slot = self._slot(self.decoder.acquire(self.batcher.max_rows, ticket.deadline))
             try:
-                decoded = self.decoder.run(self.decode, body, content_type)
+                decoded, began, ended = self.decoder.run(
+                    self._decode_timed, self.decode, body, content_type
+                )
                 future = ticket.submit(decoded.inputs, decoded.rows)
             except BaseException:
                 slot.release()
                 raise
             slot.release_when_done(future)
         result = self._wait(future, ticket)
-        return ScoreResult(self.output_plan.build(result.outputs, params), result.batch_size)
+        if tracing.enabled:
+            tracing.record_scoring(began, ended, result)
+        return ScoreResult(
+            self.output_plan.build(result.outputs, params),
+            result.batch_size,
+            result.queue_seconds,
+        )
 
     async def handle_async(
         self,
@@ -257,7 +271,11 @@ class Scorer:
         """Score one request without blocking the event loop; decoding runs in a pool."""
         params = ScoreParams.parse(query)
         result = await self.run_async(self.decode, body, content_type)
-        return ScoreResult(self.output_plan.build(result.outputs, params), result.batch_size)
+        return ScoreResult(
+            self.output_plan.build(result.outputs, params),
+            result.batch_size,
+            result.queue_seconds,
+        )
 
     async def run_async(self, decode: Callable[..., Decoded], *args: Any) -> BatchResult:
         """Admit, decode, batch and await one request: every protocol's path to the model.
@@ -269,26 +287,52 @@ class Scorer:
         timeout.
         """
         ticket = self.batcher.admit()
-        with ticket:
-            slot = self._slot(
-                await self.decoder.acquire_async(self.batcher.max_rows, ticket.deadline)
-            )
-            try:
-                decoded = await self.decoder.run_async(decode, *args)
-                future = ticket.submit(decoded.inputs, decoded.rows)
-            except BaseException:
-                slot.release()
-                raise
-            slot.release_when_done(future)
-        remaining = max(0.0, ticket.deadline - time.monotonic())
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), remaining)
-        except asyncio.TimeoutError:
-            raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000) from None
+            with ticket:
+                slot = self._slot(
+                    await self.decoder.acquire_async(self.batcher.max_rows, ticket.deadline)
+                )
+                try:
+                    decoded, began, ended = await self.decoder.run_async(
+                        self._decode_timed, decode, *args
+                    )
+                    future = ticket.submit(decoded.inputs, decoded.rows)
+                except BaseException:
+                    slot.release()
+                    raise
+                slot.release_when_done(future)
+            remaining = max(0.0, ticket.deadline - time.monotonic())
+            try:
+                result = await asyncio.wait_for(asyncio.wrap_future(future), remaining)
+            except asyncio.TimeoutError:
+                self.stats.timed_out()
+                raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000) from None
+            except ScoringTimeoutError:
+                # the model thread found it past its deadline in the queue
+                self.stats.timed_out()
+                raise
+        except asyncio.CancelledError:
+            # the client went away (the host cancelled the request's task)
+            self.stats.cancel()
+            raise
+        if tracing.enabled:
+            tracing.record_scoring(began, ended, result)
+        return result
+
+    def _decode_timed(
+        self, decode: Callable[..., Decoded], *args: Any
+    ) -> tuple[Decoded, float, float]:
+        """``decode(*args)``, timed (the decode histogram, and the decode span when tracing)."""
+        began = time.monotonic()
+        decoded = decode(*args)
+        ended = time.monotonic()
+        self.stats.decode.observe(ended - began)
+        return decoded, began, ended
 
     def _slot(self, slot: Slot | None) -> Slot:
         # no decode slot before the request's deadline: the same 504 as a late model call
         if slot is None:
+            self.stats.timed_out()
             raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000)
         return slot
 
@@ -297,7 +341,12 @@ class Scorer:
             return future.result(timeout=max(0.0, ticket.deadline - time.monotonic()))
         except FutureTimeout:
             future.cancel()
+            self.stats.timed_out()
             raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000) from None
+        except ScoringTimeoutError:
+            # the model thread found it past its deadline in the queue
+            self.stats.timed_out()
+            raise
 
     # --- for Python callers ----------------------------------------------------------
 

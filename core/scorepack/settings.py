@@ -68,6 +68,7 @@ __all__ = [
     "read_settings_file",
 ]
 
+
 class SettingsError(ValueError):
     """Settings that do not validate; the message names each bad setting and its source
     forms (``--flag`` / ``SCOREPACK_VAR`` / file key). The CLI shows it as a usage error,
@@ -345,6 +346,15 @@ class ServeSettings(ScoringSettings):
     threads: int | None = Field(None, ge=1)
     no_env_check: bool = False
     model_dir: str | None = Field(None, description="a package's model files, elsewhere")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="with the azureml runtime: the metrics port"
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="origins browsers may call from (CORS); none: off"
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP URL traces go to, or 'console'; none: tracing off"
+    )
 
     @field_validator("device")
     @classmethod
@@ -357,7 +367,7 @@ class ServeSettings(ScoringSettings):
     def _options(cls, value: Any) -> Any:
         return parse_option_items(value)
 
-    @field_validator("auth_keys", mode="before")
+    @field_validator("auth_keys", "cors_origins", mode="before")
     @classmethod
     def _keys(cls, value: Any) -> Any:
         return parse_keys(value)
@@ -365,8 +375,9 @@ class ServeSettings(ScoringSettings):
     def package_fixed(self) -> list[str]:
         """Settings that were set but that a package fixes when it is built."""
         return sorted(
-            k for k in self.model_fields_set if k in ScoringSettings.model_fields
-            and k not in self.RUNTIME_FIELDS
+            k
+            for k in self.model_fields_set
+            if k in ScoringSettings.model_fields and k not in self.RUNTIME_FIELDS
         )
 
 

@@ -53,6 +53,10 @@ class AzureMLServe:
     threads: int | None = None
     isolated: bool = False
     check_env: bool = True
+    #: the Prometheus metrics port (SCOREPACK_METRICS_PORT; default: a free one on ``host``)
+    metrics_port: int | None = None
+    #: origins browsers may call from (azmlinfsrv's AML_CORS_ORIGINS); none: CORS off
+    cors_origins: tuple[str, ...] = ()
     #: extra variables for the server (``SCOREPACK_*`` overrides, say)
     environ: Mapping[str, str] = field(default_factory=dict)
 
@@ -128,6 +132,15 @@ def server_env(spec: PackageSpec, options: AzureMLServe, model_dir: Path) -> dic
         }
     )
     env.pop("AZUREML_ENTRY_SCRIPT", None)
+    # metrics on this machine: beside the server, on its address, never a fixed port that
+    # a second local server would fight over
+    port = options.metrics_port if options.metrics_port is not None else free_port(options.host)
+    env["SCOREPACK_METRICS_PORT"] = str(port)
+    env["SCOREPACK_METRICS_ADDR"] = options.host
+    if options.cors_origins:
+        env["AML_CORS_ORIGINS"] = ",".join(options.cors_origins)
+    else:
+        env.pop("AML_CORS_ORIGINS", None)
     env.pop("SCOREPACK_MODEL_DIR", None)  # the model must come from where Azure puts it
     if options.device:
         env["SCOREPACK_DEVICE"] = options.device
@@ -156,6 +169,9 @@ def serve_azureml(
     with tempfile.TemporaryDirectory(prefix="scorepack-azureml-") as root:
         model_dir = make_model_dir(spec, package, Path(root))
         env = server_env(spec, options, model_dir)
+        if env.get("SCOREPACK_METRICS_PORT", "0") not in ("", "0"):
+            host = f"[{options.host}]" if ":" in options.host else options.host
+            say(f"metrics at http://{host}:{env['SCOREPACK_METRICS_PORT']}/metrics")
         proc = subprocess.Popen(server_command(python, options), cwd=package, env=env)
         if on_start is not None:
             on_start(f"http://{options.host}:{options.port}")

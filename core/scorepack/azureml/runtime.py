@@ -9,6 +9,19 @@ so a client sees the same status, code, message and headers as from ``scorepack 
 azmlinfsrv's own scoring timeout is a SIGALRM, which works only on the main thread: with
 gunicorn threads it never fires. The Scorer's timeout (``timeout_ms``) bounds every
 request here instead: a request the model does not finish in time is answered 504.
+
+Observability, set up by ``init()`` from the environment (azmlinfsrv lets a package add
+no routes to its Flask app, so metrics get a port of their own):
+
+* ``SCOREPACK_METRICS_PORT``: serve Prometheus metrics at ``http://HOST:PORT/metrics``
+  from a thread of the worker (``prometheus_client.start_http_server``), bound to
+  ``SCOREPACK_METRICS_ADDR`` (default 0.0.0.0). Unset, empty or 0: no metrics server.
+  One worker (``WORKER_COUNT=1``, as packages run) serves them all; with more, each worker
+  counts only its own requests and only the first to bind the port serves (the others log
+  a warning), so scrape per-worker numbers only with one worker.
+* ``SCOREPACK_LOG_FORMAT`` (``text`` or ``json``) and ``SCOREPACK_LOG_LEVEL``: scorepack's
+  log lines, one access line per request among them.
+* ``SCOREPACK_OTLP_ENDPOINT``: export traces (OTLP/HTTP URL, or ``console``).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,8 +48,11 @@ from ..errors import (
 )
 from ..loading import open_package
 from ..manifest import load_manifest
-from ..scorer import Scorer
+from ..scorer import Scorer, ScoreResult
 from ..server.errors import error_reply
+from ..telemetry import tracing
+from ..telemetry.logs import configure_azureml_logging, log_access
+from ..telemetry.metrics import Metrics
 from .layout import locate_model_dir
 from .settings import ReadLimits, scoring_from_env
 
@@ -57,17 +74,67 @@ class Request(Protocol):
 
 
 class AzureMLRuntime:
-    """Answers azmlinfsrv's requests with one scorer (already started)."""
+    """Answers azmlinfsrv's requests with one scorer (already started), counting them in
+    its own metrics registry."""
 
-    def __init__(self, scorer: Scorer, read_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        read_timeout_s: float | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.scorer = scorer
         #: seconds a body may stall before the request is answered 408
         self.read_timeout_s = (
             ReadLimits().read_timeout_s if read_timeout_s is None else read_timeout_s
         )
+        self.metrics = metrics or Metrics(lambda: (scorer,))
+        #: the metrics HTTP server, when one was started (see :func:`init`)
+        self.metrics_server: Any = None
 
     def run(self, request: Request) -> Any:
         """Score one request; return an ``AMLResponse`` (a Flask response)."""
+        started = time.monotonic()
+        if tracing.enabled:
+            with tracing.server_span(
+                f"{request.method} /score", request.headers, {"http.request.method": request.method}
+            ) as span:
+                response, status, result = self._run(request)
+                tracing.finish_server_span(
+                    span,
+                    status,
+                    **{
+                        "scorepack.model": self.scorer.name,
+                        "scorepack.batch_size": result.batch_size if result else None,
+                    },
+                )
+        else:
+            response, status, result = self._run(request)
+        seconds = time.monotonic() - started
+        scorer = self.scorer
+        self.metrics.requests.record(
+            "/score",
+            status,
+            seconds,
+            model=scorer.name,
+            version=scorer.version or "",
+            protocol="azureml",
+        )
+        log_access(
+            _request_id(request),
+            request.method,
+            "/score",
+            status,
+            seconds,
+            protocol="azureml",
+            model=scorer.name,
+            version=scorer.version,
+            batch_size=result.batch_size if result else None,
+            queue_seconds=result.queue_seconds if result else None,
+        )
+        return response
+
+    def _run(self, request: Request) -> tuple[Any, int, ScoreResult | None]:
         try:
             if request.method != "POST":
                 raise MethodNotAllowedError(request.method, "/score", ["POST"])
@@ -77,10 +144,48 @@ class AzureMLRuntime:
             )
         except Exception as exc:
             reply = error_reply(exc)
-            return _response(reply.status, encode_json(reply.body), reply.headers)
-        return _response(
+            return (
+                _response(reply.status, encode_json(reply.body), reply.headers),
+                reply.status,
+                None,
+            )
+        response = _response(
             200, encode_json(result.body), {"x-scorepack-batch-size": str(result.batch_size)}
         )
+        return response, 200, result
+
+    def close(self) -> None:
+        """Stop the metrics server (if any) and the scorer."""
+        self._stop_metrics_server()
+        self.scorer.close()
+
+    def _stop_metrics_server(self) -> None:
+        server, self.metrics_server = self.metrics_server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def serve_metrics(self, port: int, addr: str = "0.0.0.0") -> int | None:
+        """Serve this runtime's metrics on ``addr:port`` (0 picks a free port) from a
+        daemon thread; the port bound, or None when it is taken (another worker has it)."""
+        from prometheus_client import start_http_server
+
+        self._stop_metrics_server()
+        try:
+            server, _thread = start_http_server(port, addr, registry=self.metrics.registry)
+        except OSError as exc:
+            logger.warning(
+                "metrics: cannot listen on %s:%d (%s); with several workers only one "
+                "serves metrics (run one worker: WORKER_COUNT=1)",
+                addr,
+                port,
+                exc,
+            )
+            return None
+        self.metrics_server = server
+        bound = int(server.server_address[1])
+        logger.info("metrics at http://%s:%d/metrics", addr, bound)
+        return bound
 
     def _read_body(self, request: Request) -> bytes:
         limit = self.scorer.config.max_body_bytes
@@ -130,6 +235,19 @@ def _set_timeout(sock: Any, seconds: float | None) -> float | None:
         return None
 
 
+def _request_id(request: Request) -> str:
+    """The request id azmlinfsrv answers with (x-request-id, or the one it made)."""
+    given = request.headers.get("x-request-id")
+    if given:
+        return str(given)
+    try:
+        from flask import g
+
+        return str(g.get("request_id") or "-")
+    except Exception:  # no Flask, or outside a request (tests call run() directly)
+        return "-"
+
+
 def _response(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
     # imported here: azmlinfsrv swaps azureml.contrib.services' module for its own copy
     from azureml.contrib.services.aml_response import AMLResponse
@@ -162,6 +280,13 @@ def init(
     """
     global _runtime
     env = os.environ if environ is None else environ
+    try:
+        configure_azureml_logging(
+            env.get("SCOREPACK_LOG_FORMAT", "text").strip().lower() or "text",
+            env.get("SCOREPACK_LOG_LEVEL", "info").strip().lower() or "info",
+        )
+    except (ValueError, AttributeError) as exc:
+        raise PackageError(f"SCOREPACK_LOG_FORMAT/SCOREPACK_LOG_LEVEL: {exc}") from exc
     if backend_module:
         try:
             importlib.import_module(backend_module)
@@ -181,13 +306,32 @@ def init(
         package, model_dir=model_dir, backend=backend, device=device, config=config
     )
     scorer.start(wait=True)
+    endpoint = env.get("SCOREPACK_OTLP_ENDPOINT", "").strip()
+    if endpoint:
+        tracing.configure(endpoint, service_name=spec.name)
     made = AzureMLRuntime(scorer, read_timeout_s=limits.read_timeout_s)
     with _lock:
         previous, _runtime = _runtime, made
     if previous is not None:
-        previous.scorer.close()
+        previous.close()
+    port = _metrics_port(env)
+    if port is not None:
+        made.serve_metrics(port, env.get("SCOREPACK_METRICS_ADDR", "").strip() or "0.0.0.0")
     atexit.register(scorer.close, 10.0)
     return made
+
+
+def _metrics_port(env: Mapping[str, str]) -> int | None:
+    raw = env.get("SCOREPACK_METRICS_PORT", "").strip()
+    if not raw:
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        raise PackageError(f"SCOREPACK_METRICS_PORT={raw!r} is not a port number.") from None
+    if not 0 <= port <= 65535:
+        raise PackageError(f"SCOREPACK_METRICS_PORT={raw!r} is not a port number.")
+    return port or None
 
 
 def run(request: Request) -> Any:

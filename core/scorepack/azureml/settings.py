@@ -16,7 +16,10 @@ from ..config import ScoringConfig
 from ..errors import PackageError
 from ..generator.spec import DeploymentSettings
 
-__all__ = ["WORKER_CLASS", "ReadLimits", "scoring_from_env", "server_environment"]
+__all__ = ["METRICS_PORT", "WORKER_CLASS", "ReadLimits", "scoring_from_env", "server_environment"]
+
+#: the port a deployed package serves Prometheus metrics on (Triton's metrics port)
+METRICS_PORT = 8002
 
 
 #: the gunicorn worker that reads whole requests before a thread gets them (see .worker)
@@ -61,12 +64,15 @@ def server_environment(deployment: DeploymentSettings) -> dict[str, str]:
       request whole before a thread gets it, so slow or stalled uploads cannot take the
       threads (and with them the liveness probe);
     * ``SCORING_TIMEOUT_MS``: azmlinfsrv's own timeout (it fires only without threads; with
-      them the scorepack runtime enforces the package's timeout itself).
+      them the scorepack runtime enforces the package's timeout itself);
+    * ``SCOREPACK_METRICS_PORT``: the scorepack runtime serves Prometheus metrics on this
+      port (azmlinfsrv takes no routes from a package, so they get a port of their own).
     """
     return {
         "WORKER_COUNT": "1",
         "GUNICORN_CMD_ARGS": f"--threads {int(deployment.threads)} --worker-class {WORKER_CLASS}",
         "SCORING_TIMEOUT_MS": str(int(deployment.scoring_timeout_ms)),
+        "SCOREPACK_METRICS_PORT": str(METRICS_PORT),
     }
 
 

@@ -50,12 +50,20 @@ def _root() -> click.Group:
         envvar="SCOREPACK_LOG_LEVEL",
         help="How much the commands and the server log.",
     )
-    def cli(log_level: str) -> None:
+    @click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"], case_sensitive=False),
+        default="text",
+        show_default=True,
+        envvar="SCOREPACK_LOG_FORMAT",
+        help="Log lines as text, or one JSON object a line (for log collectors); "
+        "`serve` logs one access line per request either way.",
+    )
+    def cli(log_level: str, log_format: str) -> None:
         """Turn a trained model into a fast (GPU) scoring service."""
-        logging.basicConfig(
-            level=getattr(logging, log_level.upper()),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        from ..telemetry.logs import configure_logging
+
+        configure_logging(log_level, log_format.lower())
         # httpx logs every request at INFO; the client commands print their own summaries
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -146,6 +146,26 @@ def _with_settings(command: click.Command) -> click.Command:
     "from the package's pins.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="With --runtime azureml: the port of the Prometheus metrics endpoint "
+    "(default: a free one; deployments use 8002). The embedded server has /metrics.",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    callback=_keys,
+    help="Let browsers on this origin call the server (CORS); give several, or '*' "
+    "(the variable takes them comma-separated). Off by default. Under azmlinfsrv it "
+    "becomes AML_CORS_ORIGINS.",
+)
+@click.option(
+    "--otlp-endpoint",
+    help="Trace every request with OpenTelemetry and export the spans over OTLP/HTTP to "
+    "this URL (e.g. http://collector:4318/v1/traces), or 'console'. Off by default.",
+)
+@click.option(
     "--settings",
     "settings_file",
     type=click.Path(exists=True, dir_okay=False),
@@ -291,6 +311,9 @@ class _ServeArgs:
     threads: int | None
     no_env_check: bool
     model_dir: Path | None
+    metrics_port: int | None
+    cors_origins: tuple[str, ...]
+    otlp_endpoint: str | None
 
     @classmethod
     def of(cls, path: str, settings: ServeSettings) -> _ServeArgs:
@@ -311,21 +334,35 @@ class _ServeArgs:
             threads=settings.threads,
             no_env_check=settings.no_env_check,
             model_dir=Path(settings.model_dir) if settings.model_dir is not None else None,
+            metrics_port=settings.metrics_port,
+            cors_origins=settings.cors_origins,
+            otlp_endpoint=settings.otlp_endpoint,
         )
 
 
 def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) -> None:
+    if args.metrics_port is not None:
+        raise click.UsageError(
+            "--metrics-port goes with --runtime azureml; the embedded server serves "
+            "/metrics on its own port."
+        )
+
     def listening(url: str) -> None:
         click.echo(f"scorepack: serving {what} at {url}/score (model loading…)", err=True)
         if args.auth_keys:
             click.echo("scorepack: keys required (Authorization: Bearer KEY)", err=True)
 
+    if args.otlp_endpoint:
+        from ..telemetry import tracing
+
+        tracing.configure(args.otlp_endpoint, service_name=getattr(scorer, "name", "scorepack"))
     serve(
         scorer,
         host=args.host,
         port=args.port,
         auth_keys=args.auth_keys,
         graceful_timeout=args.graceful_timeout,
+        cors_origins=args.cors_origins,
         on_listening=listening,
     )
 
@@ -372,6 +409,12 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, settings: ServeSettings
         )
     from ..azureml.host import AzureMLServe, free_port, serve_azureml
 
+    environ = dict(settings.environ())
+    root = ctx.find_root().params
+    environ["SCOREPACK_LOG_FORMAT"] = str(root.get("log_format", "text")).lower()
+    environ["SCOREPACK_LOG_LEVEL"] = str(root.get("log_level", "info")).lower()
+    if args.otlp_endpoint:
+        environ["SCOREPACK_OTLP_ENDPOINT"] = args.otlp_endpoint
     options = AzureMLServe(
         package=Path(args.path),
         host=args.host,
@@ -380,7 +423,9 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, settings: ServeSettings
         threads=args.threads,
         isolated=args.isolated,
         check_env=not args.no_env_check,
-        environ=settings.environ(),
+        metrics_port=args.metrics_port,
+        cors_origins=args.cors_origins,
+        environ=environ,
     )
 
     def started(url: str) -> None:

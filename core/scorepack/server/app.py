@@ -2,11 +2,13 @@
 
 :class:`ScoringApp` is the ASGI entry point, serving a :class:`~scorepack.repository.Repository`
 (one model or several) through Azure ML's ``/score`` and the V2 REST routes on one port.
-Around the router it does what every route shares: a request id on every reply, one log
-line per request, errors turned into replies through the one table in ``server/errors.py``,
+Around the router it does what every route shares: a request id on every reply, one
+access line per request, the request counted in this app's metrics (and traced, when
+tracing is on), errors turned into replies through the one table in ``server/errors.py``,
 ``connection: close`` when a reply leaves the body unread, and a lifespan that starts the
 models loading in the background (liveness answers while they load). The routes
-themselves live in ``routes_*`` modules.
+themselves live in ``routes_*`` modules; a route that scores tells the access line and
+the metrics what it scored with through :func:`~.observe.note_scoring`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,9 @@ from starlette.types import Message, Receive, Scope, Send
 from ..codecs import encode_json
 from ..repository import Repository
 from ..scorer import Scorer
+from ..telemetry import tracing
+from ..telemetry.logs import log_access
+from ..telemetry.metrics import Metrics
 from .auth import KeyCheck
 from .body import BodyTracker
 from .errors import ErrorReply, error_reply
@@ -36,12 +40,15 @@ __all__ = ["ScoringApp"]
 
 logger = logging.getLogger("scorepack.server")
 
+#: paths whose requests are not traced (probes and scrapes would drown the traces)
+_UNTRACED = frozenset({"/", "/health/ready", "/metrics", "/v2/health/live", "/v2/health/ready"})
+
 
 class _ReplySender:
     """Wraps ``send``: adds the request id (and ``connection: close`` when the body was
     left unread) to the reply, drops the body of HEAD replies, and notes what was sent."""
 
-    __slots__ = ("_body", "_head", "_request_id", "_send", "batch_size", "status")
+    __slots__ = ("_body", "_head", "_request_id", "_send", "status")
 
     def __init__(self, send: Send, request_id: bytes, body: BodyTracker, head: bool) -> None:
         self._send = send
@@ -49,15 +56,11 @@ class _ReplySender:
         self._body = body
         self._head = head
         self.status: int | None = None
-        self.batch_size: str = "-"
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             headers = list(message.get("headers", ()))
-            for name, value in headers:
-                if name == b"x-scorepack-batch-size":
-                    self.batch_size = value.decode("latin-1")
             headers.append((b"x-request-id", self._request_id))
             headers.append((b"x-ms-request-id", self._request_id))
             if self._body.unread:
@@ -88,8 +91,9 @@ class ScoringApp:
     def __init__(self, models: Scorer | Repository, *, auth_keys: tuple[str, ...] = ()) -> None:
         self.repository = models if isinstance(models, Repository) else Repository.of(models)
         self.auth = KeyCheck(auth_keys)
-        self.responses: Counter[tuple[str, int]] = Counter()
-        score, *azureml = AzureMLRoutes(self.repository, self.auth, self.responses).routes()
+        #: this app's own registry (several apps in one process never collide)
+        self.metrics = Metrics(self._served)
+        score, *azureml = AzureMLRoutes(self.repository, self.auth, self.metrics).routes()
         infer, infer_version, *v2 = V2Routes(self.repository, self.auth).routes()
         # the router tries routes in order: the scoring routes first, probes after
         routes = [score, infer, infer_version, *azureml, *v2]
@@ -102,6 +106,16 @@ class ScoringApp:
         if scorer is None:
             raise RuntimeError("the model is not loaded")
         return scorer
+
+    def _served(self) -> list[Scorer]:
+        # every model's scorer, loading ones included (their metrics say not ready)
+        repository = self.repository
+        return [
+            scorer
+            for name in repository.names
+            for version in repository.versions(name)
+            if (scorer := repository.find(name, version)) is not None
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -117,7 +131,7 @@ class ScoringApp:
         await asyncio.get_running_loop().run_in_executor(None, self.repository.close)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+        started = time.monotonic()
         # one pass over the raw headers (names are lower case in ASGI): this runs for
         # every request, so it stays cheaper than building a Headers mapping
         request_id = length = encoding = b""
@@ -134,24 +148,63 @@ class ScoringApp:
         body = BodyTracker(receive, length, b"chunked" in encoding.lower())
         reply = _ReplySender(send, request_id, body, method == "HEAD")
         try:
-            await self.router(scope, body.receive, reply.send)
+            if tracing.enabled and path not in _UNTRACED:
+                with tracing.server_span(f"{method} {path}", _text_headers(scope)) as span:
+                    await self._route(scope, body, reply)
+                    tracing.finish_server_span(
+                        span,
+                        reply.status or 500,
+                        **{"scorepack.request_id": request_id.decode("latin-1")},
+                    )
+            else:
+                await self._route(scope, body, reply)
         except ClientDisconnect:
             logger.info(
                 "%s %s client disconnected id=%s", method, path, request_id.decode("latin-1")
             )
             return
+        status = reply.status or 500
+        seconds = time.monotonic() - started
+        route = scope.get("scorepack.route", "other")
+        scorer = scope.get("scorepack.scorer")
+        if scorer is None:
+            self.metrics.requests.record(route, status)
+            log_access(request_id.decode("latin-1"), method, path, status, seconds)
+            return
+        protocol = scope["scorepack.protocol"]
+        result = scope["scorepack.result"]
+        self.metrics.requests.record(
+            route,
+            status,
+            seconds,
+            model=scorer.name,
+            version=scorer.version or "",
+            protocol=protocol,
+        )
+        log_access(
+            request_id.decode("latin-1"),
+            method,
+            path,
+            status,
+            seconds,
+            protocol=protocol,
+            model=scorer.name,
+            version=scorer.version,
+            batch_size=None if result is None else result.batch_size,
+            queue_seconds=None if result is None else result.queue_seconds,
+        )
+
+    async def _route(self, scope: Scope, body: BodyTracker, reply: _ReplySender) -> None:
+        try:
+            await self.router(scope, body.receive, reply.send)
+        except ClientDisconnect:
+            raise
         except Exception as exc:
             if reply.status is not None:
                 raise  # the reply has begun: nothing sensible is left to send
             await _send_error(reply.send, error_reply(exc), scope.get(ERROR_STYLE, "azureml"))
-        status = reply.status or 500
-        self.responses[(scope.get("scorepack.route", "other"), status)] += 1
-        logger.info(
-            "%s %s %d %.1fms batch=%s id=%s",
-            method,
-            path,
-            status,
-            (time.perf_counter() - started) * 1000,
-            reply.batch_size,
-            request_id.decode("latin-1"),
-        )
+
+
+def _text_headers(scope: Scope) -> dict[str, str]:
+    # what the trace-context propagator reads (traceparent, tracestate); tracing on only
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

@@ -5,7 +5,9 @@
     GET  /               200 liveness, always
     GET  /health/ready   200 once the models are loaded and warmed up, else 503
     GET  /info           what is served: backend, device, signature, preprocessing (auth)
-    GET  /metrics        Prometheus counters
+    GET  /metrics        Prometheus metrics (scorepack.telemetry.metrics)
+    GET  /swagger.json   the API as OpenAPI, from the model's signature (?version=2|3|3.1;
+                         with several models, ?model=NAME)
 
 With several models, ``/score?model=NAME`` picks one (``&version=V`` a version; the
 default is the highest); with one model the query may leave it out. Probes never wait on
@@ -14,19 +16,20 @@ the models or the queue.
 
 from __future__ import annotations
 
-from collections import Counter
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..codecs import encode_json
-from ..errors import BadRequestError, NotReadyError
+from ..errors import BadRequestError, NotFoundError, NotReadyError
+from ..openapi import SWAGGER_VERSIONS, ApiFacts, api_document
 from ..repository import READY, Repository
 from ..scorer import Scorer
+from ..telemetry.metrics import Metrics
 from .auth import KeyCheck
 from .body import read_body
-from .metrics import render_metrics
+from .observe import note_result, note_scoring
 from .routing import Route
 
 __all__ = ["AzureMLRoutes"]
@@ -37,12 +40,10 @@ _JSON = "application/json"
 class AzureMLRoutes:
     """The Azure ML endpoints over a repository (usually of one model)."""
 
-    def __init__(
-        self, repository: Repository, auth: KeyCheck, responses: Counter[tuple[str, int]]
-    ) -> None:
+    def __init__(self, repository: Repository, auth: KeyCheck, metrics: Metrics) -> None:
         self.repository = repository
         self.auth = auth
-        self.responses = responses
+        self.prometheus = metrics
 
     def routes(self) -> list[Route]:
         """``/score`` first: the app puts it ahead of every other route."""
@@ -52,6 +53,7 @@ class AzureMLRoutes:
             Route("/health/ready", self.ready, methods=("GET", "HEAD")),
             Route("/info", self.info, methods=("GET",)),
             Route("/metrics", self.metrics, methods=("GET",)),
+            Route("/swagger.json", self.swagger, methods=("GET",)),
         ]
 
     def _scorer(self, query: dict[str, str]) -> Scorer:
@@ -75,8 +77,10 @@ class AzureMLRoutes:
         # parse_qsl drops blank values (``?top_k=``), as the server always has
         query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
         scorer = self._scorer(query)
+        note_scoring(request.scope, scorer, "azureml")
         body = await read_body(request, scorer.config.max_body_bytes)
         result = await scorer.handle_async(body, request.headers.get("content-type"), query)
+        note_result(request.scope, result)
         return Response(
             encode_json(result.body),
             headers={"x-scorepack-batch-size": str(result.batch_size)},
@@ -134,7 +138,20 @@ class AzureMLRoutes:
         return Response(encode_json({"models": models, "loaded": described}), media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
-        return Response(
-            render_metrics(self.repository, self.responses).encode(),
-            media_type="text/plain; version=0.0.4; charset=utf-8",
-        )
+        text, content_type = self.prometheus.render(request.headers.get("accept"))
+        return Response(text, headers={"content-type": content_type})
+
+    async def swagger(self, request: Request) -> Response:
+        query = dict(request.query_params)
+        asked = query.pop("version", "2")
+        kind = SWAGGER_VERSIONS.get(asked)
+        if kind is None:
+            raise NotFoundError(
+                f"Swagger version [{asked}] is not valid. Supported versions: "
+                f"[{', '.join(sorted(SWAGGER_VERSIONS))}]."
+            )
+        scorer = self._scorer({"model": query["model"]} if "model" in query else {})
+        if not scorer.ready:
+            raise NotReadyError("The API document is made from the model: it is loading.")
+        facts = ApiFacts.for_scorer(scorer, auth=self.auth.enabled)
+        return Response(encode_json(api_document(facts, kind)), media_type=_JSON)

@@ -37,6 +37,7 @@ from ..v2.types import InferRequest
 from ..version import __version__
 from .auth import KeyCheck
 from .body import read_body
+from .observe import note_scoring
 from .routing import Route
 
 __all__ = ["V2Routes"]
@@ -89,6 +90,7 @@ class V2Routes:
         self.auth.check(request.headers.get("authorization"))
         params = request.path_params
         scorer = self.repository.get(params["name"], params.get("version"))
+        note_scoring(request.scope, scorer, "v2")
         body = await read_body(request, scorer.config.max_body_bytes)
         length = header_length(request.headers.get(HEADER_LENGTH), len(body))
         if length is None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from ..repository import Repository
 from ..scorer import Scorer
@@ -48,7 +49,27 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _uvicorn_server(app: ScoringApp, graceful_timeout: float) -> object:
+def with_cors(app: Any, origins: tuple[str, ...]) -> Any:
+    """``app`` behind Starlette's CORS middleware for ``origins`` (none: ``app`` itself).
+
+    Browsers on those origins may call the scoring and info routes with the headers
+    scorepack uses (a key, a content type, a request id) and read its response headers.
+    """
+    if not origins:
+        return app
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(
+        app,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "HEAD"],
+        allow_headers=["authorization", "content-type", "x-request-id", "traceparent"],
+        expose_headers=["x-request-id", "x-ms-request-id", "x-scorepack-batch-size"],
+        max_age=600,
+    )
+
+
+def _uvicorn_server(app: Any, graceful_timeout: float) -> object:
     import uvicorn
 
     config = uvicorn.Config(
@@ -69,6 +90,7 @@ def serve(
     port: int = DEFAULT_PORT,
     auth_keys: tuple[str, ...] = (),
     graceful_timeout: float = 30.0,
+    cors_origins: tuple[str, ...] = (),
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before the models unload.
@@ -79,7 +101,7 @@ def serve(
     app = ScoringApp(models, auth_keys=auth_keys)
     repository = app.repository
     sock = bind_socket(host, port)
-    server = _uvicorn_server(app, graceful_timeout)
+    server = _uvicorn_server(with_cors(app, cors_origins), graceful_timeout)
     single = len(repository.models()) == 1
     if single:
         threading.Thread(
@@ -151,11 +173,12 @@ class BackgroundServer:
         port: int = 0,
         auth_keys: tuple[str, ...] = (),
         graceful_timeout: float = 10.0,
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self.app = ScoringApp(models, auth_keys=auth_keys)
         self._sock = bind_socket(host, port)
         self.url = url_of(self._sock)
-        self._server = _uvicorn_server(self.app, graceful_timeout)
+        self._server = _uvicorn_server(with_cors(self.app, cors_origins), graceful_timeout)
         self._thread: threading.Thread | None = None
 
     def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> BackgroundServer:

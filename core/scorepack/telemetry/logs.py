@@ -1,0 +1,167 @@
+"""Log lines as text or JSON, and the one access-log line each request gets.
+
+``--log-format json`` (``SCOREPACK_LOG_FORMAT=json``) writes one JSON object per line —
+time, level, logger, message, and for access lines the request's fields — for a log
+collector to parse. The access line carries the request id, model, version, protocol,
+status, latency, batch size and queue wait; never a header, a query string or a key.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, NamedTuple, TextIO
+
+import orjson
+
+__all__ = [
+    "ACCESS_LOGGER",
+    "LOG_FORMATS",
+    "AccessLine",
+    "JsonFormatter",
+    "configure_azureml_logging",
+    "configure_logging",
+    "log_access",
+]
+
+ACCESS_LOGGER = "scorepack.access"
+LOG_FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# azmlinfsrv's own line format (its AMLLogFormatter), so a package's log reads as one
+AZUREML_TEXT_FORMAT = "%(asctime)s %(levelname).1s [%(process)d] %(name)s - %(message)s"
+
+access_logger = logging.getLogger(ACCESS_LOGGER)
+
+
+class AccessLine(NamedTuple):
+    """One answered request. Logged as the record's message: text formatters print
+    :meth:`__str__`, :class:`JsonFormatter` prints the fields."""
+
+    request_id: str
+    method: str
+    path: str
+    status: int
+    latency_ms: float
+    protocol: str | None = None
+    model: str | None = None
+    version: str | None = None
+    batch_size: int | None = None
+    queue_ms: float | None = None
+
+    def __str__(self) -> str:
+        parts = [self.method, self.path, str(self.status), f"{self.latency_ms:.1f}ms"]
+        if self.model is not None:
+            parts.append(f"model={self.model}")
+            if self.version:
+                parts.append(f"version={self.version}")
+        if self.protocol:
+            parts.append(f"protocol={self.protocol}")
+        parts.append(f"batch={self.batch_size if self.batch_size is not None else '-'}")
+        if self.queue_ms is not None:
+            parts.append(f"queue={self.queue_ms:.1f}ms")
+        parts.append(f"id={self.request_id}")
+        return " ".join(parts)
+
+
+def log_access(
+    request_id: str,
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+    *,
+    protocol: str | None = None,
+    model: str | None = None,
+    version: str | None = None,
+    batch_size: int | None = None,
+    queue_seconds: float | None = None,
+) -> None:
+    """Log one access line (nothing is built when the access logger is off)."""
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    access_logger.info(
+        AccessLine(
+            request_id,
+            method,
+            path,
+            status,
+            round(seconds * 1000, 3),
+            protocol,
+            model,
+            version,
+            batch_size,
+            None if queue_seconds is None else round(queue_seconds * 1000, 3),
+        )
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message``, an access line's fields, and ``exception`` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = time.gmtime(record.created)
+        document: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", created) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if isinstance(record.msg, AccessLine):
+            document.update(record.msg._asdict())
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            document["exception"] = record.exc_text
+        if record.stack_info:
+            document["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(document, default=str).decode()
+
+
+def formatter(log_format: str, text_format: str = TEXT_FORMAT) -> logging.Formatter:
+    """The formatter for ``text`` or ``json``; anything else is a ValueError."""
+    if log_format == "json":
+        return JsonFormatter()
+    if log_format == "text":
+        return logging.Formatter(text_format)
+    raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+
+
+def configure_logging(level: str = "info", log_format: str = "text") -> None:
+    """The CLI's logging: the root logger at ``level``, one stderr handler in the format."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(log_format))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+
+
+_MARK = "_scorepack_handler"
+
+
+def configure_azureml_logging(
+    log_format: str = "text", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Logging inside azmlinfsrv, from ``init()``.
+
+    azmlinfsrv configures its own loggers and gunicorn's and leaves the root logger bare,
+    so scorepack's records (the access lines among them) would be dropped: the
+    ``scorepack`` logger gets a handler of its own on stdout. With ``json``, azmlinfsrv's
+    and gunicorn's handlers are switched to JSON too, so every line parses. Safe to call
+    again (a second ``init()``): it replaces what it added.
+    """
+    chosen = formatter(log_format, AZUREML_TEXT_FORMAT)
+    if log_format == "text":
+        chosen.converter = time.gmtime  # as azmlinfsrv's formatter does
+    root = logging.getLogger("scorepack")
+    for old in [h for h in root.handlers if getattr(h, _MARK, False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    setattr(handler, _MARK, True)
+    handler.setFormatter(chosen)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+    root.propagate = False
+    if log_format == "json":
+        for name in ("azmlinfsrv", "gunicorn.error", "gunicorn.access", ""):
+            for other in logging.getLogger(name).handlers:
+                other.setFormatter(chosen)

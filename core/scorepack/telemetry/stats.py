@@ -1,0 +1,181 @@
+"""What the hot path records: plain counters and histogram buckets, no exposition.
+
+Requests add to these; the Prometheus collectors (:mod:`.metrics`) read them when scraped.
+Observing a value here is one ``bisect`` and two additions (about 0.25 µs, 0.5 µs with the
+lock), where a ``prometheus_client.Histogram`` takes about 1.9 µs and importing the library
+about 100 ms: the serving path stays cheap, and ``import scorepack`` stays light. The
+library still renders everything (types, names, escaping, the text and OpenMetrics
+formats); these are only the numbers.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Sequence
+
+__all__ = [
+    "BATCH_BUCKETS",
+    "FILL_BUCKETS",
+    "LATENCY_BUCKETS",
+    "Histogram",
+    "LockedHistogram",
+    "RequestStats",
+    "ScorerStats",
+]
+
+#: seconds: half a millisecond to a minute, for queue waits, decoding, model calls, requests
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+#: rows per model call
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: rows per model call / the most the model call could take
+FILL_BUCKETS: tuple[float, ...] = (0.125, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+class Histogram:
+    """Bucket counts and a sum, Prometheus-style (``le`` bounds, +Inf last).
+
+    Not locked: for values observed by one thread only (the model thread), or under a lock
+    the caller holds. :class:`LockedHistogram` is the one for many writers.
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float] = LATENCY_BUCKETS) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        #: one count per bound, then the +Inf bucket (not cumulative)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one value (seconds, rows, ...)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def add(self, value: float, times: int) -> None:
+        """Count ``value`` ``times`` times at once."""
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.total += value * times
+
+    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
+        """Cumulative ``(le, count)`` pairs ending with ``+Inf``, and the sum: what
+        ``prometheus_client``'s ``HistogramMetricFamily`` takes."""
+        counts = list(self.counts)
+        total = self.total
+        out = []
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else _le(bound), float(running)))
+        return out, total
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+class LockedHistogram(Histogram):
+    """A :class:`Histogram` many threads may observe into."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, bounds: Sequence[float] = LATENCY_BUCKETS) -> None:
+        super().__init__(bounds)
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        with self._lock:
+            self.counts[bisect_left(self.bounds, value)] += 1
+            self.total += value
+
+    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
+        with self._lock:
+            return super().snapshot()
+
+
+def _le(bound: float) -> str:
+    # the same spelling prometheus_client gives its own bucket bounds
+    return repr(float(bound))
+
+
+class ScorerStats:
+    """What a :class:`~scorepack.scorer.Scorer` counts beyond its batcher: decode time,
+    and the requests that timed out or were cancelled (the client went away)."""
+
+    __slots__ = ("_lock", "cancelled", "decode", "timeouts")
+
+    def __init__(self) -> None:
+        #: decode + preprocess, seconds per request (decode threads and gunicorn threads)
+        self.decode = LockedHistogram()
+        self.timeouts = 0
+        self.cancelled = 0
+        self._lock = threading.Lock()
+
+    def timed_out(self) -> None:
+        with self._lock:
+            self.timeouts += 1
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled += 1
+
+
+class RequestStats:
+    """What a host counts: answers by model, version, protocol, route and status, and
+    end-to-end latency by model, version and protocol. Thread-safe (gunicorn threads)."""
+
+    __slots__ = ("_latency", "_lock", "responses")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: (model, version, protocol, route, status) → count
+        self.responses: dict[tuple[str, str, str, str, str], int] = {}
+        self._latency: dict[tuple[str, str, str], Histogram] = {}
+
+    def record(
+        self,
+        route: str,
+        status: int,
+        seconds: float | None = None,
+        *,
+        model: str = "",
+        version: str = "",
+        protocol: str = "",
+    ) -> None:
+        """Count one answer; ``seconds`` (for scoring requests) goes to the latency histogram."""
+        key = (model, version, protocol, route, str(status))
+        with self._lock:
+            self.responses[key] = self.responses.get(key, 0) + 1
+            if seconds is not None:
+                lkey = (model, version, protocol)
+                histogram = self._latency.get(lkey)
+                if histogram is None:
+                    histogram = self._latency[lkey] = Histogram()
+                histogram.observe(seconds)
+
+    def snapshot(
+        self,
+    ) -> tuple[
+        dict[tuple[str, str, str, str, str], int],
+        dict[tuple[str, str, str], tuple[list[tuple[str, float]], float]],
+    ]:
+        """Copies of the counts and latency histograms, taken under the lock."""
+        with self._lock:
+            return dict(self.responses), {k: h.snapshot() for k, h in self._latency.items()}
