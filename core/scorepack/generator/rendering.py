@@ -18,9 +18,11 @@ import yaml
 from ..azureml.settings import server_environment
 from ..errors import PackageError
 from ..manifest import LABELS_FILE, MANIFEST_FILE, MODEL_DIR, dump_manifest, labels_text
+from ..openapi import SWAGGER_FILES
 from ..postprocess import plan_outputs
 from ..preprocess import plan_image
 from .container import DOCKERFILE, DOCKERIGNORE, INSTALL_SCRIPT, render_container
+from .openapi_files import SWAGGER_DESCRIPTIONS, swagger_files
 from .spec import PackageSpec
 
 __all__ = ["CORE_FILES", "render", "render_targets", "requirement_lines", "shell"]
@@ -36,6 +38,7 @@ CORE_FILES = (
     DOCKERFILE,
     DOCKERIGNORE,
     INSTALL_SCRIPT,
+    *SWAGGER_FILES.values(),
 )
 
 _DESCRIPTIONS = {
@@ -59,6 +62,7 @@ _DESCRIPTIONS = {
     ),
     DOCKERIGNORE: "what `docker build` leaves out of the build context",
     INSTALL_SCRIPT: "the image's install step: the pinned environment into a virtual environment",
+    **SWAGGER_DESCRIPTIONS,
 }
 
 
@@ -90,6 +94,7 @@ def render(spec: PackageSpec, targets: Mapping[str, Any] | None = None) -> dict[
         files[LABELS_FILE] = labels_text(labels)
     files[".amlignore"] = _template("amlignore.tmpl").substitute()
     files.update(render_container(spec))
+    files.update(swagger_files(spec))
     files["README.md"] = _readme(spec, [*files, "README.md", *target_files], target_files)
     for path, text in target_files.items():
         files[path] = text
