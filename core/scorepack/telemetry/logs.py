@@ -50,18 +50,17 @@ class AccessLine(NamedTuple):
     queue_ms: float | None = None
 
     def __str__(self) -> str:
-        parts = [self.method, self.path, str(self.status), f"{self.latency_ms:.1f}ms"]
+        # one f-string: this runs for every request when INFO is on
+        model = ""
         if self.model is not None:
-            parts.append(f"model={self.model}")
-            if self.version:
-                parts.append(f"version={self.version}")
-        if self.protocol:
-            parts.append(f"protocol={self.protocol}")
-        parts.append(f"batch={self.batch_size if self.batch_size is not None else '-'}")
-        if self.queue_ms is not None:
-            parts.append(f"queue={self.queue_ms:.1f}ms")
-        parts.append(f"id={self.request_id}")
-        return " ".join(parts)
+            model = f" model={self.model}" + (f" version={self.version}" if self.version else "")
+        protocol = f" protocol={self.protocol}" if self.protocol else ""
+        batch = "-" if self.batch_size is None else self.batch_size
+        queue = "" if self.queue_ms is None else f" queue={self.queue_ms:.1f}ms"
+        return (
+            f"{self.method} {self.path} {self.status} {self.latency_ms:.1f}ms{model}{protocol}"
+            f" batch={batch}{queue} id={self.request_id}"
+        )
 
 
 def log_access(
@@ -86,12 +85,12 @@ def log_access(
             method,
             path,
             status,
-            round(seconds * 1000, 3),
+            seconds * 1000.0,
             protocol,
             model,
             version,
             batch_size,
-            None if queue_seconds is None else round(queue_seconds * 1000, 3),
+            None if queue_seconds is None else queue_seconds * 1000.0,
         )
     )
 
@@ -110,6 +109,9 @@ class JsonFormatter(logging.Formatter):
         }
         if isinstance(record.msg, AccessLine):
             document.update(record.msg._asdict())
+            document["latency_ms"] = round(document["latency_ms"], 3)
+            if document["queue_ms"] is not None:
+                document["queue_ms"] = round(document["queue_ms"], 3)
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
