@@ -35,6 +35,7 @@ from scorepack.generator.rendering import requirement_lines
 from scorepack.generator.spec import DeploymentSettings
 from scorepack.generator.wheels import repack_wheel
 from scorepack.manifest import MANIFEST_FILE, load_manifest, sha256_file
+from scorepack.openapi import SWAGGER_FILES
 from scorepack.signature import Signature, TensorSpec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -69,7 +70,9 @@ CASES = {"cpu-labels": sample_spec, "cuda-multi-input": cuda_multi_input_spec}
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_render_matches_the_golden_files(case: str) -> None:
-    files = render(CASES[case]())
+    # the OpenAPI documents list every error code of the error tree, which grows with
+    # every protocol: they are checked against scorepack.openapi in test_openapi.py instead
+    files = {k: v for k, v in render(CASES[case]()).items() if k not in SWAGGER_FILES.values()}
     folder = GOLDEN / case
     if os.environ.get("SCOREPACK_UPDATE_GOLDEN"):
         for path, text in files.items():
