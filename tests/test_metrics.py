@@ -213,3 +213,11 @@ def test_gpu_memory_and_utilisation_through_nvml() -> None:
     samples = parse(metrics.render()[0].decode())
     assert value(samples, "scorepack_gpu_memory_total_bytes", gpu="0") > 0
     assert 0 <= value(samples, "scorepack_gpu_utilization_ratio", gpu="0") <= 1
+
+
+def test_the_autoscaler_scales_on_a_gauge_the_server_has(tmp_path: Path) -> None:
+    from scorepack.targets import kubernetes_manifests
+
+    assert kubernetes_manifests.INFLIGHT_METRIC == INFLIGHT_GAUGE
+    with serving(EchoBackend(tmp_path / "m.echo")) as served:
+        assert labelled(scrape(served.client), INFLIGHT_GAUGE) == [{"model": "m", "version": ""}]
