@@ -163,6 +163,14 @@ def configure_azureml_logging(
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
     root.propagate = False
+    # azmlinfsrv's dictConfig (disable_existing_loggers) switches off every logger that
+    # existed before it ran: scorepack's do when scorepack was imported first (its
+    # gunicorn worker class is), so they are switched back on
+    for name, existing in list(logging.Logger.manager.loggerDict.items()):
+        if (name == "scorepack" or name.startswith("scorepack.")) and isinstance(
+            existing, logging.Logger
+        ):
+            existing.disabled = False
     if log_format == "json":
         for name in ("azmlinfsrv", "gunicorn.error", "gunicorn.access", ""):
             for other in logging.getLogger(name).handlers:
