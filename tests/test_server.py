@@ -309,9 +309,7 @@ def test_one_bad_request_does_not_fail_its_batch_mates(tmp_path: Path) -> None:
             futures = [pool.submit(post_x, served, row) for row in rows]
             # queued means decoded: queue_depth also counts requests still being decoded,
             # and with max_delay_ms=0 the batcher would not wait for those
-            wait_for(
-                lambda: len(served.scorer.batcher._queue) == len(rows), "a full batch queued"
-            )
+            wait_for(lambda: len(served.scorer.batcher._queue) == len(rows), "a full batch queued")
         finally:
             backend.gate.set()
         assert blocker.result(20).status_code == 200
