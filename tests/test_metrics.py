@@ -44,7 +44,8 @@ def test_numbers_move_as_requests_are_served_and_batched(tmp_path: Path) -> None
             first = pool.submit(post_x, served, 1.0)
             assert backend.entered.wait(20)
             rest = [pool.submit(post_x, served, float(i)) for i in (2, 3, 4)]
-            wait_for(lambda: served.scorer.batcher.queue_depth == 3, "three queued requests")
+            # queued means decoded (queue_depth also counts requests still being decoded)
+            wait_for(lambda: served.scorer.batcher.queued == 3, "three queued requests")
             held = scrape(served.client)
             # one in the model call, three queued: all four in flight
             assert value(held, INFLIGHT_GAUGE, model="held", version="") == 4
