@@ -222,3 +222,19 @@ def test_the_autoscaler_scales_on_a_gauge_the_server_has(tmp_path: Path) -> None
     assert kubernetes_manifests.INFLIGHT_METRIC == INFLIGHT_GAUGE
     with serving(EchoBackend(tmp_path / "m.echo")) as served:
         assert labelled(scrape(served.client), INFLIGHT_GAUGE) == [{"model": "m", "version": ""}]
+
+
+def test_v2_requests_are_counted_under_their_protocol(tmp_path: Path) -> None:
+    with serving(EchoBackend(tmp_path / "m.echo")) as served:
+        body = {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3, 4]}]
+        }
+        assert served.client.post("/v2/models/m/infer", json=body).status_code == 200
+        assert post_x(served, 1.0).status_code == 200
+        samples = scrape(served.client)
+    v2 = {"model": "m", "protocol": "v2", "status": "200"}
+    assert value(samples, "scorepack_requests_total", **v2) == 1
+    assert value(samples, "scorepack_requests_total", model="m", protocol="azureml") == 1
+    assert value(samples, "scorepack_request_duration_seconds_count", protocol="v2") == 1
+    # both went through the one batcher
+    assert value(samples, "scorepack_inference_rows_total", model="m") == 3
