@@ -196,12 +196,15 @@ def test_two_models_with_different_batching_at_once(server: str) -> None:
 
 
 def _batch_size_buckets(metrics: str, model: str, version: str) -> dict[str, int]:
-    prefix = f'scorepack_batch_size_bucket{{model="{model}",version="{version}",le="'
+    """``le`` bound (``"2"``, ``"+Inf"``) → calls, read with prometheus-client's parser."""
+    from metrics_helpers import labelled, parse, value
+
+    samples = parse(metrics)
     found = {}
-    for line in metrics.splitlines():
-        if line.startswith(prefix):
-            bound, _, count = line[len(prefix) :].partition('"} ')
-            found[bound] = int(count)
+    for labels in labelled(samples, "scorepack_batch_size_bucket"):
+        if labels["model"] == model and labels["version"] == version:
+            bound = labels["le"] if labels["le"] == "+Inf" else format(float(labels["le"]), "g")
+            found[bound] = int(value(samples, "scorepack_batch_size_bucket", **labels))
     return found
 
 
