@@ -1,5 +1,5 @@
-"""scorepack's own V2 clients and the command on them: ``scorepack.client_v2`` and
-``scorepack score --protocol grpc``."""
+"""scorepack's own V2 clients and the commands on them: ``scorepack.client_v2``,
+``scorepack score --protocol grpc`` and ``scorepack bench --protocol grpc``."""
 
 from __future__ import annotations
 
@@ -119,3 +119,32 @@ def test_score_command_grpc_url_scheme(served: GrpcServed, tmp_path: Path) -> No
     # a [rows, classes] float output is shown as a ranking, as /score's top_k
     assert "y: float32 [1, 2]" in out
     assert "1. class 1      6.000000" in out and "2. class 0      5.000000" in out
+
+
+@pytest.mark.parametrize("protocol", ["grpc"])
+def test_bench_command(served: GrpcServed, protocol: str, tmp_path: Path) -> None:
+    url = dict(_urls(served))[protocol]
+    tensors = tmp_path / "x.json"
+    tensors.write_text(json.dumps({"inputs": {"x": [[1.0, 2.0]]}}))
+    code, out = _cli(
+        "bench", url, str(tensors), "--protocol", protocol, "--model", "echo",
+        "-c", "2", "-n", "20", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["requests"] == 20
+    assert result["statuses"] == {"200": 20}
+    assert result["errors"] == 0
+    assert "echo" in result["url"]
+
+
+def test_bench_command_counts_grpc_errors_as_statuses(served: GrpcServed, tmp_path: Path) -> None:
+    tensors = tmp_path / "x.json"
+    tensors.write_text(json.dumps({"inputs": {"x": [[1.0, 2.0, 3.0]]}}))  # wrong shape
+    code, out = _cli(
+        "bench", served.grpc_address, str(tensors), "--protocol", "grpc", "--model", "echo",
+        "-c", "1", "-n", "5", "--json",
+    )  # fmt: skip
+    assert code != 0  # every request failed: over --max-error-rate
+    result = json.loads(out.split("\nError:")[0])
+    assert result["statuses"] == {"400": 5}
