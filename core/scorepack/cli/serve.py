@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
+from ..codecs import DEFAULT_MAX_BODY_BYTES
 from ..loading import open_package, resolve_backend
 from ..manifest import is_package
 from ..parsing import SERVE_FIELDS, env_name, parse_keys
 from ..repository import MODEL_CONTROL_MODES, ModelSource, Repository
 from ..scorer import Scorer
 from ..server import DEFAULT_HOST, DEFAULT_PORT, serve
+from ..server.grpc_v2 import GrpcOptions
 from .options import create_backend, model_flags, scoring_options
 from .sections import SectionedCommand
 from .serve_models import repository_from
@@ -97,6 +99,13 @@ def _with_settings(command: click.Command) -> click.Command:
     show_default=True,
     envvar="SCOREPACK_PORT",
     help="0 picks a free port.",
+)
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Also serve the Open Inference Protocol over gRPC on this port, over the same "
+    "models (off by default; Triton's port is 8001, 0 picks a free one). Needs "
+    "pip install 'scorepack[grpc]'.",
 )
 @click.option(
     "--auth-key",
@@ -284,6 +293,9 @@ class _ServeArgs:
     backend_options: dict[str, Any]
     host: str
     port: int
+    grpc_port: int | None
+    #: --max-body-bytes as given (None: the default), for the gRPC message limit
+    max_body_bytes: int | None
     auth_keys: tuple[str, ...]
     graceful_timeout: float
     runtime: str
@@ -302,6 +314,8 @@ class _ServeArgs:
             backend_options=dict(settings.backend_options),
             host=settings.host if settings.host is not None else DEFAULT_HOST,
             port=settings.port if settings.port is not None else DEFAULT_PORT,
+            grpc_port=settings.grpc_port,
+            max_body_bytes=settings.max_body_bytes,
             auth_keys=settings.auth_keys,
             graceful_timeout=(
                 settings.graceful_timeout if settings.graceful_timeout is not None else 30.0
@@ -320,6 +334,18 @@ def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) ->
         if args.auth_keys:
             click.echo("scorepack: keys required (Authorization: Bearer KEY)", err=True)
 
+    def grpc_listening(address: str) -> None:
+        click.echo(f"scorepack: serving V2 gRPC at grpc://{address}", err=True)
+
+    grpc = None
+    if args.grpc_port is not None:
+        # one limit for the transport: the model's, or with several the largest default
+        # (a model's own settings may raise it; each model still checks its own)
+        if isinstance(scorer, Scorer):
+            limit = scorer.config.max_body_bytes
+        else:
+            limit = max(DEFAULT_MAX_BODY_BYTES, args.max_body_bytes or 0)
+        grpc = GrpcOptions(args.grpc_port, max_message_bytes=limit)
     serve(
         scorer,
         host=args.host,
@@ -327,6 +353,8 @@ def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) ->
         auth_keys=args.auth_keys,
         graceful_timeout=args.graceful_timeout,
         on_listening=listening,
+        grpc=grpc,
+        on_grpc_listening=grpc_listening,
     )
 
 
@@ -360,6 +388,11 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, settings: ServeSettings
         raise click.UsageError(
             "--model-dir goes with the embedded runtime; under --runtime azureml the model "
             "is laid out where Azure ML puts it."
+        )
+    if args.grpc_port is not None:
+        raise click.UsageError(
+            "--grpc-port does not apply to --runtime azureml: azmlinfsrv speaks HTTP only. "
+            "Use the embedded runtime for V2 gRPC."
         )
     if args.auth_keys:
         raise click.UsageError(
