@@ -108,13 +108,21 @@ def _with_settings(command: click.Command) -> click.Command:
     "pip install 'scorepack[grpc]'.",
 )
 @click.option(
+    "--auth-key-file",
+    "auth_key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SCOREPACK_AUTH_KEY_FILE",
+    help="Require 'Authorization: Bearer KEY' with a key from this file (one per line: "
+    "primary, secondary). Also SCOREPACK_AUTH_KEYS=KEY1,KEY2.",
+)
+@click.option(
     "--auth-key",
     "auth_keys",
     multiple=True,
     callback=_keys,
     envvar="SCOREPACK_AUTH_KEYS",
-    help="Require 'Authorization: Bearer KEY'. Give twice (primary, secondary) to rotate "
-    "(the variable takes them comma-separated).",
+    help="A key on the command line, where every local user can read it in the process "
+    "list: prefer --auth-key-file or SCOREPACK_AUTH_KEYS (comma-separated).",
 )
 @click.option(
     "--graceful-timeout",
@@ -182,7 +190,12 @@ def command(ctx: click.Context, **kw: Any) -> None:
     """
     models, repository_dir = kw.pop("models"), kw.pop("repository_dir")
     model_control = kw.pop("model_control")
+    key_file = kw.pop("auth_key_file")
     settings = _settings(ctx, kw)
+    # the key file's keys join the settings' own (--auth-key, SCOREPACK_AUTH_KEYS)
+    settings = settings.model_copy(
+        update={"auth_keys": _all_keys(ctx, settings.auth_keys, key_file)}
+    )
     if len(models) == 1 and repository_dir is None and Path(models[0]).exists():
         path = models[0]
     elif not models and repository_dir is None:
@@ -250,6 +263,40 @@ def _serve_models(
     )
     names = ", ".join(repository.names)
     _serve_embedded(repository, f"{len(repository.names)} models ({names})", args)
+
+
+def read_key_file(path: Path) -> tuple[str, ...]:
+    """The keys in a key file: one per line; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="--auth-key-file"
+        ) from exc
+    keys = tuple(
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    if not keys:
+        raise click.BadParameter(f"{path} holds no key", param_hint="--auth-key-file")
+    if path.stat().st_mode & 0o077:
+        click.echo(
+            f"scorepack: warning: {path} can be read by other users; chmod 600 it.", err=True
+        )
+    return keys
+
+
+def _all_keys(ctx: click.Context, given: tuple[str, ...], path: Path | None) -> tuple[str, ...]:
+    """Keys from --auth-key-file (or SCOREPACK_AUTH_KEY_FILE) and the settings' keys
+    (--auth-key, SCOREPACK_AUTH_KEYS); a key typed on the command line earns a warning."""
+    if given and ctx.get_parameter_source("auth_keys") == ParameterSource.COMMANDLINE:
+        click.echo(
+            "scorepack: warning: --auth-key puts the key in the process list, where every "
+            "local user can read it; use --auth-key-file or SCOREPACK_AUTH_KEYS instead.",
+            err=True,
+        )
+    return (read_key_file(path) if path is not None else ()) + given
 
 
 def _settings(ctx: click.Context, kw: dict[str, Any]) -> ServeSettings:
