@@ -80,13 +80,17 @@ class BatchResult:
 
 @dataclass
 class BatchStats:
-    """Counters for /metrics and tests; updated by the model thread only."""
+    """Counters for /metrics and tests: the model thread updates most, :meth:`Batcher.count`
+    the rest (under the lock)."""
 
     batches: int = 0
     rows: int = 0
     requests: int = 0
     errors: int = 0
+    #: requests answered 504: past their deadline in the queue, or while awaited
     timeouts: int = 0
+    #: requests whose client went away before their answer (their queued work dropped)
+    cancelled: int = 0
     rejected: int = 0
     busy_seconds: float = 0.0
     #: batch size (rows) → how many model calls had it
@@ -252,6 +256,11 @@ class Batcher:
             self._upstream += 1
         wait = (timeout_ms if timeout_ms is not None else self.config.timeout_ms) / 1000
         return Ticket(self, time.monotonic() + wait)
+
+    def count(self, counter: str) -> None:
+        """Add one to a counter of :attr:`stats` from any thread (``timeouts``, ``cancelled``)."""
+        with self._cond:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
     def _purge(self) -> None:
         """Drop queued work nobody waits for any more (cancelled or past its deadline).

@@ -122,5 +122,3 @@ def parse_option_items(value: Any) -> dict[str, Any]:
             raise ValueError(f"{item!r}: use KEY=VALUE")
         options[key.strip()] = raw.strip()
     return options
-
-

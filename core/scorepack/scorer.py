@@ -269,26 +269,33 @@ class Scorer:
         timeout.
         """
         ticket = self.batcher.admit()
-        with ticket:
-            slot = self._slot(
-                await self.decoder.acquire_async(self.batcher.max_rows, ticket.deadline)
-            )
-            try:
-                decoded = await self.decoder.run_async(decode, *args)
-                future = ticket.submit(decoded.inputs, decoded.rows)
-            except BaseException:
-                slot.release()
-                raise
-            slot.release_when_done(future)
-        remaining = max(0.0, ticket.deadline - time.monotonic())
         try:
+            with ticket:
+                slot = self._slot(
+                    await self.decoder.acquire_async(self.batcher.max_rows, ticket.deadline)
+                )
+                try:
+                    decoded = await self.decoder.run_async(decode, *args)
+                    future = ticket.submit(decoded.inputs, decoded.rows)
+                except BaseException:
+                    slot.release()
+                    raise
+                slot.release_when_done(future)
+            remaining = max(0.0, ticket.deadline - time.monotonic())
+            # cancelling the wait (timeout, or the client left) cancels the queued work:
+            # the batcher drops it before any model call
             return await asyncio.wait_for(asyncio.wrap_future(future), remaining)
         except asyncio.TimeoutError:
+            self.batcher.count("timeouts")
             raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000) from None
+        except asyncio.CancelledError:
+            self.batcher.count("cancelled")
+            raise
 
     def _slot(self, slot: Slot | None) -> Slot:
         # no decode slot before the request's deadline: the same 504 as a late model call
         if slot is None:
+            self.batcher.count("timeouts")
             raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000)
         return slot
 
@@ -297,6 +304,7 @@ class Scorer:
             return future.result(timeout=max(0.0, ticket.deadline - time.monotonic()))
         except FutureTimeout:
             future.cancel()
+            self.batcher.count("timeouts")
             raise ScoringTimeoutError(self.config.batching.timeout_ms / 1000) from None
 
     # --- for Python callers ----------------------------------------------------------

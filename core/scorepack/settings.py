@@ -68,6 +68,7 @@ __all__ = [
     "read_settings_file",
 ]
 
+
 class SettingsError(ValueError):
     """Settings that do not validate; the message names each bad setting and its source
     forms (``--flag`` / ``SCOREPACK_VAR`` / file key). The CLI shows it as a usage error,
@@ -368,8 +369,9 @@ class ServeSettings(ScoringSettings):
     def package_fixed(self) -> list[str]:
         """Settings that were set but that a package fixes when it is built."""
         return sorted(
-            k for k in self.model_fields_set if k in ScoringSettings.model_fields
-            and k not in self.RUNTIME_FIELDS
+            k
+            for k in self.model_fields_set
+            if k in ScoringSettings.model_fields and k not in self.RUNTIME_FIELDS
         )
 
 

@@ -325,9 +325,7 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def _result(
-    config: BenchConfig, recorder: _Recorder, elapsed: float, unsent: int
-) -> BenchResult:
+def _result(config: BenchConfig, recorder: _Recorder, elapsed: float, unsent: int) -> BenchResult:
     count = len(recorder.latencies)
     return BenchResult(
         url=scoring_url(config.url),

@@ -21,10 +21,11 @@ _GAUGES = (
     ("scorepack_batches_total", "counter", "Model calls made."),
     ("scorepack_batch_requests_total", "counter", "Requests served by model calls."),
     ("scorepack_rejected_total", "counter", "Requests refused because the queue was full."),
+    ("scorepack_timeouts_total", "counter", "Requests answered 504: past their timeout."),
     (
-        "scorepack_timeouts_total",
+        "scorepack_cancelled_total",
         "counter",
-        "Requests that waited past their timeout in the queue.",
+        "Requests whose client left before the answer; their queued work was dropped.",
     ),
     ("scorepack_inference_seconds_total", "counter", "Time spent inside model calls."),
 )
@@ -52,6 +53,7 @@ def render_metrics(repository: Repository, responses: Counter[tuple[str, int]]) 
             "scorepack_batch_requests_total": stats.requests,
             "scorepack_rejected_total": stats.rejected,
             "scorepack_timeouts_total": stats.timeouts,
+            "scorepack_cancelled_total": stats.cancelled,
             "scorepack_inference_seconds_total": stats.busy_seconds,
         }
         series.append((labels, values, stats))

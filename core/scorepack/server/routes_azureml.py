@@ -5,7 +5,7 @@
     GET  /               200 liveness, always
     GET  /health/ready   200 once the models are loaded and warmed up, else 503
     GET  /info           what is served: backend, device, signature, preprocessing (auth)
-    GET  /metrics        Prometheus counters
+    GET  /metrics        Prometheus counters                   (auth)
 
 With several models, ``/score?model=NAME`` picks one (``&version=V`` a version; the
 default is the highest); with one model the query may leave it out. Probes never wait on
@@ -15,21 +15,31 @@ the models or the queue.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..codecs import encode_json
+from ..codecs import check_content_encoding, encode_json
 from ..errors import BadRequestError, NotReadyError
 from ..repository import READY, Repository
 from ..scorer import Scorer
 from .auth import KeyCheck
-from .body import read_body
+from .body import read_body, unless_disconnected
+from .limits import HttpLimits
 from .metrics import render_metrics
 from .routing import Route
 
-__all__ = ["AzureMLRoutes"]
+__all__ = ["AzureMLRoutes", "ServerState"]
+
+
+class ServerState(Protocol):
+    """What the routes read of the server they run in."""
+
+    limits: HttpLimits
+    draining: bool
+
 
 _JSON = "application/json"
 
@@ -38,11 +48,16 @@ class AzureMLRoutes:
     """The Azure ML endpoints over a repository (usually of one model)."""
 
     def __init__(
-        self, repository: Repository, auth: KeyCheck, responses: Counter[tuple[str, int]]
+        self,
+        repository: Repository,
+        auth: KeyCheck,
+        responses: Counter[tuple[str, int]],
+        server: ServerState | None = None,
     ) -> None:
         self.repository = repository
         self.auth = auth
         self.responses = responses
+        self.server = server
 
     def routes(self) -> list[Route]:
         """``/score`` first: the app puts it ahead of every other route."""
@@ -72,11 +87,17 @@ class AzureMLRoutes:
 
     async def score(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
+        check_content_encoding(request.headers.get("content-encoding"))
         # parse_qsl drops blank values (``?top_k=``), as the server always has
         query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
         scorer = self._scorer(query)
-        body = await read_body(request, scorer.config.max_body_bytes)
-        result = await scorer.handle_async(body, request.headers.get("content-type"), query)
+        timeout = self.server.limits.read_timeout_s if self.server is not None else None
+        body = await read_body(request, scorer.config.max_body_bytes, timeout)
+        # a client that leaves while its request is queued costs no model call
+        result = await unless_disconnected(
+            request.receive,
+            scorer.handle_async(body, request.headers.get("content-type"), query),
+        )
         return Response(
             encode_json(result.body),
             headers={"x-scorepack-batch-size": str(result.batch_size)},
@@ -87,6 +108,8 @@ class AzureMLRoutes:
         return Response(b"Healthy", media_type="text/plain; charset=utf-8")
 
     async def ready(self, request: Request) -> Response:
+        if self.server is not None and self.server.draining:
+            raise NotReadyError("The server is shutting down.")
         repository = self.repository
         if len(repository.models()) > 1:
             if repository.ready:
@@ -134,6 +157,8 @@ class AzureMLRoutes:
         return Response(encode_json({"models": models, "loaded": described}), media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
+        # what is served and how much: protected like /info when keys are set
+        self.auth.check(request.headers.get("authorization"))
         return Response(
             render_metrics(self.repository, self.responses).encode(),
             media_type="text/plain; version=0.0.4; charset=utf-8",

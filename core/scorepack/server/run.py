@@ -20,6 +20,7 @@ from .grpc_v2 import GrpcOptions, start_grpc
 
 if TYPE_CHECKING:
     from .grpc_v2.server import GrpcServer
+from .limits import HttpLimits
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BackgroundServer", "bind_socket", "serve"]
 
@@ -57,6 +58,23 @@ def url_of(sock: socket.socket) -> str:
 def _uvicorn_server(app: ScoringApp, graceful_timeout: float) -> object:
     import uvicorn
 
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server, except that with a drain period (``SCOREPACK_DRAIN_SECONDS``)
+        the first SIGTERM turns readiness to 503 while requests are still served, so that
+        a load balancer stops sending new ones before the listener closes; a second
+        signal, or SIGINT, stops at once."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            drain = app.limits.drain_s
+            if sig == signal.SIGTERM and drain > 0 and not app.draining:
+                app.draining = True
+                logger.info("SIGTERM: not ready for %g s so load balancers notice", drain)
+                timer = threading.Timer(drain, super().handle_exit, (sig, frame))
+                timer.daemon = True
+                timer.start()
+                return
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -65,7 +83,7 @@ def _uvicorn_server(app: ScoringApp, graceful_timeout: float) -> object:
         timeout_graceful_shutdown=int(graceful_timeout),
         timeout_keep_alive=30,
     )
-    return uvicorn.Server(config)
+    return DrainingServer(config)
 
 
 def serve(
@@ -78,14 +96,16 @@ def serve(
     on_listening: Callable[[str], None] | None = None,
     grpc: GrpcOptions | None = None,
     on_grpc_listening: Callable[[str], None] | None = None,
+    limits: HttpLimits | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before the models unload.
 
     A single model that fails to load stops the server, and its error is raised from here;
     with several, the others go on serving and the failed one is reported not ready.
     ``grpc`` also serves V2 gRPC, over the same models, until the HTTP server stops.
+    ``limits`` default to :meth:`HttpLimits.from_env` (the ``SCOREPACK_*`` variables).
     """
-    app = ScoringApp(models, auth_keys=auth_keys)
+    app = ScoringApp(models, auth_keys=auth_keys, limits=limits or HttpLimits.from_env())
     repository = app.repository
     sock = bind_socket(host, port)
     server = _uvicorn_server(app, graceful_timeout)
@@ -174,8 +194,9 @@ class BackgroundServer:
         auth_keys: tuple[str, ...] = (),
         graceful_timeout: float = 10.0,
         grpc: GrpcOptions | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
-        self.app = ScoringApp(models, auth_keys=auth_keys)
+        self.app = ScoringApp(models, auth_keys=auth_keys, limits=limits)
         self._sock = bind_socket(host, port)
         self.url = url_of(self._sock)
         self._server = _uvicorn_server(self.app, graceful_timeout)
