@@ -372,7 +372,11 @@ def tensor_array(
     # an array came in as it is; only nested lists can have been coerced by NumPy
     coerced = not isinstance(value, np.ndarray)
     problem: str | None = None
-    if kind not in ("U" if strings else _ACCEPTED_KINDS.get(want.kind, "")):
+    if strings and kind == "O" and not coerced:
+        # an object array handed over as it is (V2 BYTES): strings or bytes, nothing else
+        if not all(isinstance(x, str | bytes) for x in array.flat):
+            problem = "values that are neither strings nor bytes"
+    elif kind not in ("US" if strings else _ACCEPTED_KINDS.get(want.kind, "")):
         problem = _KIND_NAMES.get(kind, array.dtype.name)
     elif coerced and array.size and strings:
         if not all(type(x) is str for x in np.asarray(value, dtype=object).flat):
