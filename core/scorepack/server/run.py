@@ -17,10 +17,10 @@ from ..repository import Repository
 from ..scorer import Scorer
 from .app import ScoringApp
 from .grpc_v2 import GrpcOptions, start_grpc
+from .limits import HttpLimits
 
 if TYPE_CHECKING:
     from .grpc_v2.server import GrpcServer
-from .limits import HttpLimits
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BackgroundServer", "bind_socket", "serve"]
 
