@@ -1,4 +1,4 @@
-"""Serve models over gRPC on 127.0.0.1 for one test, and talk to them."""
+"""Serve models over HTTP and gRPC on 127.0.0.1 for one test, and talk to them."""
 
 from __future__ import annotations
 
@@ -12,20 +12,22 @@ import numpy as np
 from scorepack import Backend, Scorer, ScoringConfig
 from scorepack.proto.messages import SERVICE, messages, method_types
 from scorepack.repository import ModelSource, Repository
-from scorepack.server.grpc_v2 import grpc_server
-from scorepack.server.grpc_v2.server import GrpcServer
+from scorepack.server import BackgroundServer
+from scorepack.server.grpc_v2 import GrpcOptions
 from serving_helpers import scoring_config
 
 TIMEOUT = 30.0
 
 
 class GrpcServed:
-    """A running gRPC server (at :attr:`grpc_address`) and its models."""
+    """A running server (HTTP at :attr:`url`, gRPC at :attr:`grpc_address`) and its models."""
 
-    def __init__(self, server: GrpcServer, repository: Repository) -> None:
+    def __init__(self, server: BackgroundServer, repository: Repository) -> None:
         self.server = server
         self.repository = repository
-        self.grpc_address = server.address
+        self.url = server.url
+        assert server.grpc_address is not None
+        self.grpc_address: str = server.grpc_address
         self._channel = grpc.insecure_channel(self.grpc_address)
 
     def scorer(self, name: str) -> Scorer:
@@ -81,18 +83,15 @@ def grpc_serving(
     warmup: bool = True,
     auth_keys: tuple[str, ...] = (),
 ) -> Iterator[GrpcServed]:
-    """Serve ``backends`` by name over gRPC until the block ends."""
+    """Serve ``backends`` by name over HTTP and gRPC until the block ends."""
     config = config or scoring_config(warmup=warmup)
     sources = [
         ModelSource(name, None, lambda b=backend, n=name: Scorer(b, config, name=n))
         for name, backend in backends.items()
     ]
+    grpc = GrpcOptions(0, max_message_bytes=config.max_body_bytes)
     repository = Repository(sources)
-    repository.start()
-    repository.wait_ready(120)
-    server = grpc_server(
-        repository, auth_keys=auth_keys, max_message_bytes=config.max_body_bytes
-    ).start()
+    server = BackgroundServer(repository, grpc=grpc, auth_keys=auth_keys).start()
     served = GrpcServed(server, repository)
     try:
         yield served

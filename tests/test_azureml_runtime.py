@@ -182,6 +182,18 @@ def bad_requests() -> dict[str, dict[str, Any]]:
             "headers": {"content-type": "image/jpeg"},
         },
         "too-many-pixels": {"content": big_png, "headers": {"content-type": "image/png"}},
+        "duplicate-key": {
+            "content": b'{"inputs": {"image": [1.0], "image": [2.0]}}',
+            "headers": {"content-type": "application/json"},
+        },
+        "booleans-for-floats": {
+            "content": json.dumps({"inputs": [[[[True, 1.0]]]]}).encode(),
+            "headers": {"content-type": "application/json"},
+        },
+        "gzip": {
+            "content": jpeg(),
+            "headers": {"content-type": "image/jpeg", "content-encoding": "gzip"},
+        },
     }
 
 

@@ -223,14 +223,40 @@ def test_serve_exits_with_the_error_when_the_model_cannot_load(small_cnn_path: P
     )
 
 
+def test_a_key_on_the_command_line_is_warned_about(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"  # not a model: serve stops right after its options
+    notes.write_text("not a model")
+    result = run_cli("serve", str(notes), "--auth-key", "secret-key")
+    assert "--auth-key puts the key in the process list" in result.stderr
+    assert "secret-key" not in result.stderr
+    # from the environment: no warning
+    result = run_cli("serve", str(notes), env=cli_env(SCOREPACK_AUTH_KEYS="k"))
+    assert "process list" not in result.stderr
+    # a key file others can read is warned about, an empty one refused
+    keys = tmp_path / "keys"
+    keys.write_text("k1\n")
+    keys.chmod(0o644)
+    result = run_cli("serve", str(notes), "--auth-key-file", str(keys))
+    assert "can be read by other users" in result.stderr
+    keys.write_text("# nothing\n")
+    result = run_cli("serve", str(notes), "--auth-key-file", str(keys))
+    assert result.returncode == 2 and "holds no key" in result.stderr
+
+
 # --- serve and score -----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def server(small_cnn_path: Path) -> Iterator[ServerProcess]:
-    """``scorepack serve`` on the small CNN, keys required (two: primary and secondary)."""
+def server(
+    small_cnn_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``scorepack serve`` on the small CNN, keys required (two: primary and secondary),
+    read from a key file so that they never appear in the process list."""
+    key_file = tmp_path_factory.mktemp("keys") / "keys"
+    key_file.write_text(f"# primary, then secondary\n{KEYS[0]}\n\n{KEYS[1]}\n")
+    key_file.chmod(0o600)
     proc = ServerProcess(
-        [str(small_cnn_path), "--auth-key", KEYS[0], "--auth-key", KEYS[1], "--exact-decode"],
+        [str(small_cnn_path), "--auth-key-file", str(key_file), "--exact-decode"],
         env=cli_env(),
     )
     with proc:

@@ -150,22 +150,38 @@ def test_decode_tensors_converts_to_the_signatures_dtypes() -> None:
     ("inputs", "name", "words"),
     [
         ({"ids": [[1, 2]], "text": ["a"], "mask": [[1, 0]], "scale": [1]}, "mask", ["bool"]),
-        ({"ids": [[1, 2]], "text": [1], "mask": [[True, True]], "scale": [1]}, "text", ["object"]),
+        ({"ids": [[1, 2]], "text": [1], "mask": [[True, True]], "scale": [1]}, "text", ["strings"]),
+        ({"ids": [[1, 2]], "text": ["a", 1], "mask": [[True]], "scale": [1]}, "text", ["strings"]),
         (
             {"ids": [[1, 2]], "text": ["a"], "mask": [[True, True]], "scale": ["x"]},
             "scale",
             ["float32"],
         ),
-        ({"ids": [[True, 2]], "text": ["a"], "mask": [[True, True]], "scale": [1]}, None, []),
+        # booleans only for bool inputs, alone or mixed with numbers
+        (
+            {"ids": [[True, 2]], "text": ["a"], "mask": [[True, True]], "scale": [1]},
+            "ids",
+            ["bool"],
+        ),
+        (
+            {"ids": [[1, 2]], "text": ["a"], "mask": [[True, True]], "scale": [2.5, True]},
+            "scale",
+            ["booleans"],
+        ),
+        (
+            {"ids": [[1, 2]], "text": ["a"], "mask": [[True, True]], "scale": [True]},
+            "scale",
+            ["booleans"],
+        ),
+        (
+            {"ids": [[1, None]], "text": ["a"], "mask": [[True, True]], "scale": [1]},
+            "ids",
+            ["null"],
+        ),
     ],
 )
-def test_decode_tensors_dtype_rules(
-    inputs: dict[str, object], name: str | None, words: list[str]
-) -> None:
+def test_decode_tensors_dtype_rules(inputs: dict[str, object], name: str, words: list[str]) -> None:
     body = orjson.dumps({"inputs": inputs})
-    if name is None:  # booleans are acceptable integers
-        assert decode_tensors(body, MIXED_SIG).inputs["ids"].tolist() == [[1, 2]]
-        return
     with pytest.raises(InvalidTensorError) as caught:
         decode_tensors(body, MIXED_SIG)
     assert caught.value.input_name == name
@@ -262,3 +278,64 @@ def test_decode_size_never_drops_below_what_resize_needs(
     plan = plan_image(SIG_224, PreprocessConfig(resize=resize))
     assert plan is not None
     assert plan.decode_size(*size) == expected
+
+
+# --- strict JSON: duplicate keys, one element check per datatype ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"inputs": {"ids": [[1, 2]], "ids": [[3, 4]]}}', "ids"),
+        (b'{"inputs": {"x": [1]}, "inputs": {"x": [2]}}', "inputs"),
+        (b'{"inputs": [{"name": "a", "name": "b"}]}', "name"),
+        (b'{"inputs": {"x": [[{"deep": 1, "deep": 2}]]}}', "deep"),
+        (b'{"inputs": {"x": [1], "y": "a:b", "x": [2]}}', "x"),
+    ],
+)
+def test_a_duplicate_key_anywhere_is_refused_by_name(body: bytes, key: str) -> None:
+    from scorepack.codecs import loads_json
+
+    with pytest.raises(InvalidJSONError) as caught:
+        loads_json(body)
+    assert repr(key) in caught.value.message
+
+
+def test_strict_json_accepts_what_only_looks_like_a_duplicate() -> None:
+    from scorepack.codecs import loads_json
+
+    # colons and braces inside strings, equal keys in different objects
+    doc = loads_json(b'{"a": {"k": "x:{y}"}, "b": {"k": [1, 2]}, "c": [{"k": 1}, {"k": 2}]}')
+    assert doc["a"]["k"] == "x:{y}" and doc["c"][1]["k"] == 2
+    for bad in (b'{"inputs": [NaN]}', b'{"inputs": [Infinity]}'):
+        with pytest.raises(InvalidJSONError):
+            loads_json(bad)
+
+
+def test_tensor_array_is_the_one_element_check_for_every_datatype() -> None:
+    from scorepack.codecs import tensor_array
+
+    ok = [
+        ([1, 2.5], "float32"),
+        ([[1, 2]], "int64"),
+        ([True, False], "bool"),
+        (["a", "b"], "object"),
+        ([], "float32"),
+    ]
+    for value, dtype in ok:
+        assert tensor_array(value, np.dtype(dtype), "x").size == len(np.ravel(value))
+    bad = [
+        ([True, 2.5], "float32"),
+        ([1, True], "int64"),
+        ([1.5], "int64"),
+        ([1, 0], "bool"),
+        (["a", 1], "object"),
+        ([1, None], "float32"),
+        (["1.5"], "float32"),
+        ([300], "uint8"),
+    ]
+    for value, dtype in bad:
+        with pytest.raises(InvalidTensorError):
+            tensor_array(value, np.dtype(dtype), "x")
+    # arrays given as arrays are trusted for their dtype kind
+    assert tensor_array(np.ones((2, 2)), np.dtype("float32"), "x").dtype == np.float32

@@ -5,7 +5,10 @@ COPY steps take files from the build context as ``.dockerignore`` leaves it, its
 step makes a fresh virtual environment from the package's requirements.txt and wheels, and
 the model lands where the pods mount it (/mnt/models, mapped under a temporary root). Then
 the image's entrypoint runs with the image's environment — only the address changed to
-127.0.0.1 and free ports — and answers like the model itself.
+127.0.0.1 and free ports — and answers like the model itself: its HEALTHCHECK command
+passes, the Kubernetes probes' V2 routes answer, NVIDIA's tritonclient (the V2 client the
+field uses) gets the model's metadata and the same outputs as the model in this process, and
+``/score`` answers as azmlinfsrv's route does.
 
 Slow (a virtual environment with a framework is installed), so there is just this one.
 """
@@ -19,8 +22,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 import scorepack
@@ -32,7 +37,9 @@ from scorepack.generator.container import (
     ENTRYPOINT,
     GRPC_PORT,
     HTTP_PORT,
+    LIVE_PATH,
     MODEL_DIR,
+    READY_PATH,
     USER_ID,
     VENV_DIR,
 )
@@ -78,6 +85,36 @@ def test_packages_carry_the_grpc_extra_so_the_image_serves_grpc() -> None:
     assert f"grpcio=={grpcio}" in pins
     # the other extras stay out: the image needs no Azure SDK
     assert not [p for p in pins if p.startswith(("azureml-core", "azure-ai-ml", "kubernetes"))]
+
+
+def _v2_inputs(spec: Any) -> dict[str, Any]:
+    """One row of seeded random values for each of the model's inputs."""
+    rng = np.random.default_rng(3)
+    inputs = {}
+    for tensor in spec.signature.inputs:
+        shape = [1, *(d or 4 for d in tensor.shape[1:])]
+        inputs[tensor.name] = rng.random(shape).astype(tensor.dtype)
+    return inputs
+
+
+def _v2_client_checks(address: str, spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """tritonclient over HTTP: health, model readiness, metadata, one inference."""
+    httpclient = pytest.importorskip("tritonclient.http")
+    client = httpclient.InferenceServerClient(address, network_timeout=60.0)
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready(spec.name)
+        metadata = client.get_model_metadata(spec.name)
+        inputs = []
+        for name, value in _v2_inputs(spec).items():
+            item = httpclient.InferInput(name, list(value.shape), "FP32")
+            item.set_data_from_numpy(value, binary_data=True)
+            inputs.append(item)
+        result = client.infer(spec.name, inputs)
+        outputs = {o.name: result.as_numpy(o.name) for o in spec.signature.outputs}
+        return metadata, outputs
+    finally:
+        client.close()
 
 
 @pytest.mark.slow
@@ -150,13 +187,28 @@ def test_the_image_build_steps_and_entrypoint_serve_the_package(
         _wait_ready(proc, url, log, timeout=300)
         live = httpx.get(url + "/", timeout=30)
         response = httpx.post(url + "/score", content=image, params={"raw": "true"}, timeout=60)
+        # the probes' routes, and the image's HEALTHCHECK command as the runtime runs it
+        probes = [httpx.get(url + path, timeout=30).status_code for path in (LIVE_PATH, READY_PATH)]
+        health = subprocess.run(
+            built.healthcheck, env=env, cwd=app, capture_output=True, text=True, timeout=60
+        )
+        v2 = _v2_client_checks(f"127.0.0.1:{port}", spec)
     finally:
         code = _stop(proc)
+    assert probes == [200, 200]
+    assert health.returncode == 0, health.stderr
     assert live.status_code == 200
     assert response.status_code == 200, response.text
     got = response.json()
     assert [e["index"] for e in got["predictions"][0]["top_k"]] == [
         e["index"] for e in expected["predictions"][0]["top_k"]
     ]
+    # V2: the same outputs as the model in this process
+    metadata, outputs = v2
+    assert [i["name"] for i in metadata["inputs"]] == list(spec.signature.input_names)
+    with scorepack.load(package) as scorer:
+        reference = scorer.predict(_v2_inputs(spec))
+    for name, value in outputs.items():
+        np.testing.assert_allclose(value, reference[name], rtol=1e-5, atol=1e-6)
     # a graceful stop on SIGTERM, as Kubernetes stops a pod
     assert code == 0, log.read_text()

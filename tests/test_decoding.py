@@ -20,6 +20,7 @@ import pytest
 from fixture_backends import SlowBackend
 from scorepack import Scorer
 from scorepack.decoding import DecodeSettings, DecodeStage, usable_cores
+from scorepack.errors import ScorepackError
 from serving_helpers import CLIENT_TIMEOUT, scoring_config, serving, wait_for
 
 linux_only = pytest.mark.skipif(
@@ -200,7 +201,10 @@ def test_environment_overrides_are_honoured(
     monkeypatch.setenv("SCOREPACK_DECODE_LOOKAHEAD", "0")
     assert Scorer(SlowBackend(tmp_path / "m.slow")).decoder.limit_for(32) == 0  # unbounded
     monkeypatch.setenv("SCOREPACK_DECODE_NICE", "40")
-    with pytest.raises(ValueError, match="SCOREPACK_DECODE_NICE must be between 0 and 19"):
+    with pytest.raises(ScorepackError, match="SCOREPACK_DECODE_NICE must be between 0 and 19"):
+        Scorer(SlowBackend(tmp_path / "m.slow"))
+    monkeypatch.setenv("SCOREPACK_DECODE_NICE", "low")
+    with pytest.raises(ScorepackError, match="SCOREPACK_DECODE_NICE must be a whole number"):
         Scorer(SlowBackend(tmp_path / "m.slow"))
 
 

@@ -2,7 +2,8 @@
 
 Health, metadata and the repository index; inference with FP32, INT64, BOOL, FP16 and
 BYTES both as raw bytes (what tritonclient sends) and as typed ``contents``; errors as
-status codes; keys; deadlines, cancellation, a full queue and size limits.
+status codes; keys; deadlines, cancellation, a full queue and size limits; and the same
+answer for the same JPEG over ``/score``, V2 REST and V2 gRPC.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 
 from fixture_backends import EchoBackend, SlowBackend
 from grpc_helpers import GrpcServed, grpc_serving, raw_stub
+from images import jpeg
 from serving_helpers import scoring_config, wait_for
 from typed_backend import NoHalvesBackend, TypedBackend
 
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from scorepack.client_v2 import decode_raw  # noqa: E402
+from scorepack.client_v2 import RestV2Client, decode_raw  # noqa: E402
 from scorepack.proto.messages import messages  # noqa: E402
 
 TIMEOUT = 30.0
@@ -88,7 +91,12 @@ def test_model_metadata(echo: GrpcServed) -> None:
         "halves": ("FP16", [-1, 2]),
         "texts": ("BYTES", [-1]),
     }
-    assert meta["name"] == "typed"
+    rest = httpx.get(echo.url + "/v2/models/typed", timeout=TIMEOUT).json()
+    assert meta["name"] == rest["name"] == "typed"
+    assert meta["platform"] == rest["platform"]
+    assert meta["inputs"] == [
+        {**t, "shape": [str(d) for d in t["shape"]]} for t in rest["inputs"]
+    ]  # tritonclient's JSON gives int64 fields as strings
     assert [(t["name"], t["datatype"]) for t in meta["outputs"]] == [
         ("not_flags", "BOOL"),
         ("doubled", "INT64"),
@@ -343,3 +351,41 @@ def test_message_over_the_body_limit_is_resource_exhausted(tmp_path: Path) -> No
         small = np.ones((1000, 2), np.float32)
         result = client(served).infer("echo", [infer_input("x", small, "FP32")])
         np.testing.assert_array_equal(result.as_numpy("y"), small)
+
+
+# --- one answer, three protocols -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServed]:
+    """The ONNX conv classifier: image [N, 3, 8, 8] → probs [N, 4], from JPEGs."""
+    pytest.importorskip("onnxruntime")
+    from onnx_models import conv_classifier
+    from scorepack_onnx import OnnxBackend
+
+    path = conv_classifier(tmp_path_factory.mktemp("grpc_onnx") / "conv.onnx")
+    with grpc_serving({"conv": OnnxBackend(path, device="cpu")}) as served:
+        yield served
+
+
+def test_a_jpeg_gives_the_same_answer_on_every_protocol(classifier: GrpcServed) -> None:
+    image = jpeg(40, 30, seed=5)
+    over_score = httpx.post(
+        classifier.url + "/score",
+        content=image,
+        headers={"content-type": "image/jpeg"},
+        params={"raw": "true"},
+        timeout=TIMEOUT,
+    )
+    assert over_score.status_code == 200, over_score.text
+    expected = np.asarray(over_score.json()["outputs"]["probs"], dtype=np.float32)
+    encoded = np.array([image], dtype=object)
+    with RestV2Client(classifier.url) as rest:
+        over_rest = rest.infer("conv", {"image": encoded}).outputs["probs"]
+    over_grpc = client(classifier).infer("conv", [infer_input("image", encoded, "BYTES")])
+    probs = over_grpc.as_numpy("probs")
+    assert expected.shape == over_rest.shape == probs.shape == (1, 4)
+    # the same bytes through the same decoder and model: the same float32s, whatever the
+    # protocol (/score's JSON holds them as shortest round-trip decimals)
+    np.testing.assert_array_equal(probs, over_rest)
+    np.testing.assert_array_equal(probs, expected)

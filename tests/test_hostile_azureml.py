@@ -205,3 +205,31 @@ def test_the_runtime_answers_408_when_a_body_stalls_under_another_worker() -> No
             runtime._read_body(_SocketRequest(server, 100))
         assert server.gettimeout() is None  # the socket's own timeout is put back
     assert "0.5 s" in caught.value.message
+
+
+def test_a_compressed_body_is_415(azml: AzmlinfsrvServer) -> None:
+    import gzip
+
+    got = httpx.post(
+        azml.url + "/score",
+        content=gzip.compress(jpeg(40, 30, seed=3)),
+        headers={"content-type": "image/jpeg", "content-encoding": "gzip"},
+        timeout=60,
+    )
+    assert got.status_code == 415, got.text
+    assert got.json()["error"]["code"] == "unsupported_encoding"
+    good_request(azml.url)
+
+
+def test_every_405_says_what_is_allowed(azml: AzmlinfsrvServer) -> None:
+    for method, path, allow in (
+        ("PUT", "/score", "POST"),
+        ("DELETE", "/score", "POST"),
+        ("GET", "/score", "POST"),
+        ("POST", "/", "GET, HEAD"),
+    ):
+        got = httpx.request(method, azml.url + path, timeout=60)
+        assert got.status_code == 405, (method, path)
+        assert got.headers["allow"] == allow, (method, path)
+        assert got.json()["error"]["code"] == "method_not_allowed"
+    good_request(azml.url)

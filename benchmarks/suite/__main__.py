@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import machine, models, report, servers
+from . import machine, models, protocols, report, servers
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 CONCURRENCY = (1, 8, 32)
@@ -150,8 +150,9 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma list: limits,embedded,exact,giveway,azureml,baseline,tiny,decode "
-        "(default: all but giveway, the A/B of the decode stage against how it was before)",
+        help="comma list: limits,embedded,exact,giveway,azureml,baseline,tiny,decode,"
+        "protocols (default: all but giveway, the A/B of the decode stage against how it "
+        "was before)",
     )
     parser.add_argument("--label", default="", help="a note stored with the results")
     args = parser.parse_args()
@@ -166,6 +167,7 @@ def main() -> None:
         "baseline",
         "tiny",
         "decode",
+        "protocols",
     }
     names = [b for b in args.backends.split(",") if b] or list(models.DEFAULT_VARIANTS[args.device])
     for name in names:
@@ -193,7 +195,10 @@ def main() -> None:
     }
     sample = models.SAMPLE
     work = servers.temp_dir()
+    resnet_parts = parts & {"limits", "embedded", "azureml", "baseline"}
     for backend in backends:
+        if not resnet_parts and not ("protocols" in parts and backend == "onnx"):
+            continue  # nothing asked for needs this backend's ResNet50: do not build it
         _say(f"ResNet50, {backend} on {args.device}")
         model = models.resnet50(backend, args.device)
         if "limits" in parts:
@@ -240,6 +245,11 @@ def main() -> None:
                     model,
                 )
             )
+        # /score, V2 REST and V2 gRPC on one server: ResNet50 ONNX at c=32 (issue 9)
+        if "protocols" in parts and backend == "onnx":
+            results["servers"] += protocols.measure(
+                model, sample, (32,), args.duration, args.warmup, "onnx protocols"
+            )
         # the baseline is plain fp32 TensorFlow: measured once, next to the fp32 package
         if "baseline" in parts and backend == "tensorflow":
             results["servers"].append(
@@ -252,6 +262,14 @@ def main() -> None:
                     "article baseline",
                 )
             )
+    if "protocols" in parts and "tensorflow" in backends:
+        tiny = replace(models.tiny_tensorflow(), device=args.device)
+        results["servers"] += [
+            dict(entry, model="tiny")
+            for entry in protocols.measure(
+                tiny, models.small_image(), (8,), args.duration, args.warmup, "tiny protocols"
+            )
+        ]
     if "tiny" in parts and "tensorflow" in backends:
         _say(f"tiny model, tensorflow on {args.device}")
         tiny = replace(models.tiny_tensorflow(), device=args.device)

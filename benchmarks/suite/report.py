@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import protocols
+
 RESULTS_MD = Path(__file__).resolve().parents[1] / "RESULTS.md"
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 #: each device's run has its own generated block, so a GPU run leaves the CPU results be
@@ -97,7 +99,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "pass" if ratio >= 0.8 else "FAIL",
             )
         )
-    return rows
+    return rows + protocols.targets(results)
 
 
 def _issue13_targets(results: dict[str, Any], backends: list[str]) -> list[tuple[str, ...]]:

@@ -67,7 +67,7 @@ def _vm_hwm(pid: int) -> int | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -153,7 +153,7 @@ def package_command(package: Path, device: str = "cpu") -> list[str]:
     cmd = [*SCOREPACK, "serve", str(package), "--runtime", "azureml", "--device", device]
     if device != "cpu":
         cmd.append("--no-env-check")
-    return [*cmd, "--port", str(_free_port())]
+    return [*cmd, "--port", str(free_port())]
 
 
 def package_azureml(package: Path, device: str = "cpu") -> Any:
@@ -162,7 +162,7 @@ def package_azureml(package: Path, device: str = "cpu") -> Any:
 
 def baseline_azureml(model_dir: Path) -> Any:
     """The article-style score.py under azmlinfsrv with its defaults (sync worker)."""
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -204,8 +204,15 @@ def build_package(model: Any, out: Path) -> Path:
     return out
 
 
-def load(url: str, image: Path, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
-    """One ``scorepack bench`` run, in its own process."""
+def load(
+    url: str,
+    image: Path,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    protocol: str = "score",
+) -> dict[str, Any]:
+    """One ``scorepack bench`` run, in its own process (``protocol``: score, v2 or grpc)."""
     out = subprocess.run(
         [
             *SCOREPACK,
@@ -218,6 +225,8 @@ def load(url: str, image: Path, concurrency: int, duration: float, warmup: float
             str(duration),
             "--warmup",
             str(warmup),
+            "--protocol",
+            protocol,
             "--json",
         ],
         capture_output=True,

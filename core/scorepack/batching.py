@@ -101,6 +101,7 @@ class BatchStats:
     rows: int = 0
     requests: int = 0
     errors: int = 0
+    #: work found past its deadline in the queue (the Scorer counts every 504 it answers)
     timeouts: int = 0
     rejected: int = 0
     busy_seconds: float = 0.0

@@ -9,6 +9,7 @@ passed on as bytes (:func:`encoded_image`). Out: one JSON encoder, orjson.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from .errors import (
     InvalidJSONError,
     InvalidTensorError,
     RequestError,
+    UnsupportedEncodingError,
     UnsupportedMediaTypeError,
 )
 from .preprocess import ImagePlan
@@ -36,12 +38,15 @@ __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "Decoded",
     "body_kind",
+    "check_content_encoding",
     "check_tensors",
     "decode_image",
     "decode_tensors",
     "encode_json",
     "encoded_image",
+    "loads_json",
     "sniff",
+    "tensor_array",
 ]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -99,6 +104,18 @@ def body_kind(content_type: str | None, body: bytes) -> str:
             f"The body is not a JPEG or PNG image, nor JSON (it starts with {body[:8]!r})."
         )
     raise UnsupportedMediaTypeError(ctype)
+
+
+def check_content_encoding(value: str | None) -> None:
+    """Refuse a compressed body (415): scorepack reads bodies as sent.
+
+    Ignoring ``Content-Encoding: gzip`` would score the compressed bytes as an image or
+    JSON and answer something misleading; decoding it would let a small body expand past
+    the body limit. Send bodies uncompressed (``identity``).
+    """
+    codings = [c.strip().lower() for c in (value or "").split(",") if c.strip()]
+    if any(c != "identity" for c in codings):
+        raise UnsupportedEncodingError(value or "")
 
 
 def decode_image(
@@ -199,10 +216,7 @@ def decode_tensors(body: bytes, signature: Signature) -> Decoded:
     A model with one input also takes ``{"inputs": [...]}``. Each tensor carries the batch
     dimension; a tensor one dimension short is taken as a single row.
     """
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSONError(f"The body is not valid JSON: {exc}") from exc
+    document = loads_json(body)
     expected = _expected(signature)
     if not isinstance(document, dict) or "inputs" not in document:
         raise InvalidJSONError(f"Expected a JSON object like {expected}.")
@@ -214,15 +228,22 @@ def decode_tensors(body: bytes, signature: Signature) -> Decoded:
         tensors = {signature.inputs[0].name: tensors}
     if not isinstance(tensors, dict):
         raise InvalidJSONError(f'"inputs" must map input names to arrays: {expected}.')
-    return check_tensors(tensors, signature)
+    # only a body with true/false in it can hide a boolean among numbers
+    booleans = b"true" in body or b"false" in body
+    return check_tensors(tensors, signature, booleans=booleans)
 
 
 def _expected(signature: Signature) -> str:
     return '{"inputs": {' + ", ".join(f'"{n}": [...]' for n in signature.input_names) + "}}"
 
 
-def check_tensors(tensors: Mapping[str, Any], signature: Signature) -> Decoded:
-    """Named array-likes checked against the signature: names, dtypes, shapes, batch size."""
+def check_tensors(
+    tensors: Mapping[str, Any], signature: Signature, *, booleans: bool = True
+) -> Decoded:
+    """Named array-likes checked against the signature: names, dtypes, shapes, batch size.
+
+    ``booleans=False`` says no value can hold a JSON boolean (see :func:`tensor_array`).
+    """
     names = signature.input_names
     missing = [n for n in names if n not in tensors]
     unknown = sorted(set(tensors) - set(names))
@@ -234,7 +255,7 @@ def check_tensors(tensors: Mapping[str, Any], signature: Signature) -> Decoded:
         raise InvalidTensorError(
             f"Missing input(s) {missing}; the model's inputs are {names}.", missing[0]
         )
-    arrays = {spec.name: _tensor(tensors[spec.name], spec) for spec in signature.inputs}
+    arrays = {spec.name: _tensor(tensors[spec.name], spec, booleans) for spec in signature.inputs}
     rows = {name: a.shape[0] for name, a in arrays.items()}
     if len(set(rows.values())) > 1:
         raise InvalidTensorError(f"The inputs disagree on the batch size: {rows}.")
@@ -244,15 +265,8 @@ def check_tensors(tensors: Mapping[str, Any], signature: Signature) -> Decoded:
     return Decoded(arrays, count)
 
 
-def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
-    want = np.dtype(spec.dtype)
-    try:
-        array = np.asarray(value)
-    except ValueError as exc:
-        raise InvalidTensorError(
-            f"Input {spec.name!r} is not a rectangular array: {exc}", spec.name
-        ) from exc
-    array = _cast(array, want, spec)
+def _tensor(value: Any, spec: TensorSpec, booleans: bool) -> np.ndarray:
+    array = tensor_array(value, np.dtype(spec.dtype), spec.name, may_hold_booleans=booleans)
     item = spec.item_shape
     if spec.batched and array.ndim == len(item):
         array = array[None]
@@ -269,30 +283,123 @@ def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
     return array
 
 
-def _cast(array: np.ndarray, want: np.dtype[Any], spec: TensorSpec) -> np.ndarray:
+# --- JSON bodies: one strict parser, one element check per datatype ------------------------
+# Shared by every protocol that takes tensors as JSON (/score here, the V2 REST codec):
+# the same body is refused the same way whichever route it came in on.
+
+
+def loads_json(body: bytes) -> Any:
+    """Parse a JSON request body strictly: a duplicate key anywhere is a 400 naming it.
+
+    JSON parsers keep the last of two equal keys, so ``{"inputs": {"x": A, "x": B}}``
+    would score B and drop A without a word. orjson parses (fast); the count of ``{`` and
+    ``:`` in the text then proves there was no duplicate — every key is followed by one
+    colon, so more colons than parsed keys means a duplicate (or a colon inside a string).
+    Only then does the standard library parse it again, reporting each object's pairs,
+    to name the key. NaN and Infinity are not JSON and are refused.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSONError(f"The body is not valid JSON: {exc}") from exc
+    objects, keys = _count_objects(document)
+    if body.count(b"{") != objects or body.count(b":") != keys:
+        json.loads(body, object_pairs_hook=_refuse_duplicates)
+    return document
+
+
+def _count_objects(value: Any) -> tuple[int, int]:
+    """Objects and keys reachable through objects, and lists that start with an object."""
+    objects = keys = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            objects += 1
+            keys += len(item)
+            stack.extend(v for v in item.values() if type(v) in (dict, list))
+        elif type(item) is list and item and type(item[0]) is dict:
+            stack.extend(v for v in item if type(v) in (dict, list))
+    return objects, keys
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidJSONError(
+                    f"The key {key!r} appears twice in one JSON object; each key must be "
+                    "unique (a parser would silently keep only the last).",
+                )
+            seen.add(key)
+    return found
+
+
+#: numpy kinds a JSON array may parse to, per kind of wanted element type
+_ACCEPTED_KINDS = {"f": "iuf", "c": "iuf", "i": "iu", "u": "iu", "b": "b"}
+_KIND_NAMES = {
+    "U": "strings",
+    "f": "floats",
+    "i": "integers",
+    "u": "integers",
+    "b": "booleans",
+    "O": "nulls or mixed values",
+}
+
+
+def tensor_array(
+    value: Any, dtype: np.dtype[Any], name: str, *, may_hold_booleans: bool = True
+) -> np.ndarray:
+    """A JSON value (nested lists) as an array of ``dtype``, its elements checked by type.
+
+    The one element-type check for every datatype: numbers for numeric inputs (integers
+    for integer inputs, in range), ``true``/``false`` only for boolean inputs, strings
+    only for string (BYTES) inputs; nulls and mixtures nowhere. NumPy alone would turn
+    ``[true, 2.5]`` into floats and ``[1, "a"]`` into strings, so the elements are looked
+    at one by one where its coercion could hide a wrong one. ``may_hold_booleans=False``
+    (the body has no ``true``/``false`` in it) skips that look for numeric inputs.
+    Shapes are not checked here.
+    """
+    want = np.dtype(dtype)
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:
+        raise InvalidTensorError(f"Input {name!r} is not a rectangular array: {exc}", name) from exc
     kind = array.dtype.kind
-    if want.kind in "fc":
-        ok = kind in "biuf"
-    elif want.kind in "iu":
-        ok = kind in "biu"
-    elif want.kind == "b":
-        ok = kind == "b"
-    else:  # strings and objects
-        ok = kind in "USO"
-    if not ok:
-        got = {"U": "strings", "f": "floats", "b": "booleans", "O": "mixed values"}.get(
-            kind, array.dtype.name
+    strings = want.kind in "USO"
+    # an array came in as it is; only nested lists can have been coerced by NumPy
+    coerced = not isinstance(value, np.ndarray)
+    problem: str | None = None
+    if strings and kind == "O" and not coerced:
+        # an object array handed over as it is (V2 BYTES): strings or bytes, nothing else
+        if not all(isinstance(x, str | bytes) for x in array.flat):
+            problem = "values that are neither strings nor bytes"
+    elif kind not in ("US" if strings else _ACCEPTED_KINDS.get(want.kind, "")):
+        problem = _KIND_NAMES.get(kind, array.dtype.name)
+    elif coerced and array.size and strings:
+        if not all(type(x) is str for x in np.asarray(value, dtype=object).flat):
+            problem = "numbers mixed with strings"
+    elif coerced and array.size and want.kind != "b" and may_hold_booleans:
+        if any(type(x) is bool for x in np.asarray(value, dtype=object).flat):
+            problem = "booleans mixed with numbers"
+    if problem is not None:
+        wanted = (
+            "strings" if strings else f"{want.name} numbers" if want.kind != "b" else "booleans"
         )
         raise InvalidTensorError(
-            f"Input {spec.name!r} must be {want.name}, but the JSON holds {got}.", spec.name
+            f"Input {name!r} must hold {wanted}, but the JSON holds {problem} (true/false "
+            "only for bool inputs, strings only for string inputs, no nulls).",
+            name,
         )
-    if want.kind in "iu" and kind in "iu":
+    if want.kind in "iu":
         info = np.iinfo(want)
         if array.size and (array.min() < info.min or array.max() > info.max):
             raise InvalidTensorError(
-                f"Input {spec.name!r} has values outside the range of {want.name}.", spec.name
+                f"Input {name!r} has values outside the range of {want.name}.", name
             )
-    if want.kind in "USO":
+    if strings:
         return array.astype(object)
     return array.astype(want, copy=False)
 

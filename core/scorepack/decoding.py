@@ -50,6 +50,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
+from .errors import ScorepackError
+
 __all__ = [
     "DEFAULT_NICE",
     "DecodeSettings",
@@ -87,16 +89,17 @@ def usable_cores() -> int:
 
 
 def _env_int(name: str, low: int, high: int | None = None) -> int | None:
+    # a ScorepackError: the CLI turns it into a one-line exit message, not a traceback
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ScorepackError(f"{name} must be a whole number, not {raw!r}") from None
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ValueError(f"{name} must be {bounds}, got {value}")
+        raise ScorepackError(f"{name} must be {bounds}, not {value}")
     return value
 
 

@@ -34,6 +34,7 @@ status through one table (``scorepack.server.errors``). Each class carries a sta
     │   │   ├── BodyTooLargeError
     │   │   └── ImageTooLargeError
     │   ├── UnsupportedMediaTypeError .... 415
+    │   │   └── UnsupportedEncodingError ..... a compressed body (Content-Encoding)
     │   ├── HeadersTooLargeError ......... 431
     │   └── ModelControlError ............ 400: load/unload refused (--model-control none)
     ├── ServiceUnavailableError (503)
@@ -92,6 +93,7 @@ __all__ = [
     "UnauthorizedError",
     "UnknownBackendError",
     "UnknownFormatError",
+    "UnsupportedEncodingError",
     "UnsupportedMediaTypeError",
     "UploadBufferFullError",
 ]
@@ -394,6 +396,21 @@ class UnsupportedMediaTypeError(RequestError):
         super().__init__(
             f"Unsupported content type {content_type!r}. Send image/jpeg, image/png, "
             "application/octet-stream (sniffed) or application/json."
+        )
+
+
+class UnsupportedEncodingError(UnsupportedMediaTypeError):
+    """A body sent compressed (``Content-Encoding`` other than identity)."""
+
+    code = "unsupported_encoding"
+
+    def __init__(self, encoding: str) -> None:
+        self.content_type = ""
+        self.encoding = encoding
+        RequestError.__init__(
+            self,
+            f"Content-Encoding {encoding!r} is not accepted: send the body uncompressed "
+            "(a compressed body could expand past the body limit).",
         )
 
 

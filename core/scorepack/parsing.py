@@ -50,6 +50,7 @@ SERVE_FIELDS: frozenset[str] = frozenset(
         "backend_options",
         "host",
         "port",
+        "grpc_port",
         "auth_keys",
         "graceful_timeout",
         "runtime",

@@ -337,6 +337,9 @@ class ServeSettings(ScoringSettings):
     )
     host: str | None = Field(None, description="address to bind")
     port: int | None = Field(None, ge=0, le=65535, description="port; 0 picks a free one")
+    grpc_port: int | None = Field(
+        None, ge=0, le=65535, description="V2 gRPC port (off when unset); 0 picks a free one"
+    )
     auth_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="keys clients must send as 'Authorization: Bearer KEY'"
     )

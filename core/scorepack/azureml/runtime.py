@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..codecs import encode_json
+from ..codecs import check_content_encoding, encode_json
 from ..errors import (
     BadRequestError,
     BodyTooLargeError,
@@ -138,6 +138,7 @@ class AzureMLRuntime:
         try:
             if request.method != "POST":
                 raise MethodNotAllowedError(request.method, "/score", ["POST"])
+            check_content_encoding(request.headers.get("Content-Encoding"))
             body = self._read_body(request)
             result = self.scorer.handle(
                 body, request.headers.get("Content-Type"), request.args.to_dict()

@@ -45,6 +45,7 @@ from ..errors import (
     BadRequestError,
     BodyTooLargeError,
     HeadersTooLargeError,
+    MethodNotAllowedError,
     RequestTimeoutError,
     ScorepackError,
     UploadBufferFullError,
@@ -196,6 +197,12 @@ class BufferingThreadWorker(ThreadWorker):
             self._refuse(state, exc)
 
     def _started(self, state: _Arriving, request: h11.Request) -> None:
+        method = request.method.decode("latin-1")
+        path = request.target.split(b"?", 1)[0].decode("latin-1")
+        route = _ROUTES.get(path)
+        if route is not None and method not in route[0]:
+            # azmlinfsrv's own 405 (Flask's, rewrapped) drops the Allow header
+            raise MethodNotAllowedError(method, path, route[1])
         names = {name for name, _ in request.headers}
         if b"content-length" in names and b"transfer-encoding" in names:
             # RFC 9112 6.3: a request smuggling pattern; gunicorn refuses it too
@@ -275,7 +282,16 @@ def _peer(conn: TConn) -> str:
     return str(client)
 
 
+#: azmlinfsrv's routes: the methods it passes on, and what a 405 says is allowed (run()
+#: answers GET and OPTIONS on /score with scorepack's own 405)
+_ROUTES = {
+    "/score": ({"GET", "POST", "OPTIONS"}, ("POST",)),
+    "/": ({"GET", "HEAD"}, ("GET", "HEAD")),
+    "/swagger.json": ({"GET", "HEAD"}, ("GET", "HEAD")),
+}
+
 _REASONS = {
+    405: "Method Not Allowed",
     400: "Bad Request",
     408: "Request Timeout",
     413: "Content Too Large",

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from ..bench import DEFAULT_MAX_ERROR_RATE, BenchConfig, BenchResult, Snapshot, run_bench
+from ..bench import (
+    DEFAULT_MAX_ERROR_RATE,
+    BenchConfig,
+    BenchResult,
+    Connection,
+    Snapshot,
+    run_bench,
+)
+from ..client_v2 import PROTOCOLS
 from .table import format_table
 
 
@@ -50,6 +59,28 @@ def summary(result: BenchResult) -> str:
         rows.append(["batch sizes seen", sizes])
     rows.append(["error rate", f"{result.error_rate:.2%}"])
     return format_table(["", ""], rows).split("\n", 2)[2]
+
+
+def _protocol_connections(
+    config: BenchConfig, protocol: str, model: str | None, version: str | None
+) -> tuple[Callable[[], Connection] | None, str | None]:
+    """The connection factory and the URL to show for V2 protocols (None for /score)."""
+    if protocol == "score":
+        if model or version:
+            raise click.UsageError("--model and --model-version go with --protocol v2 or grpc.")
+        return None, None
+    from ..bench.protocols import connections, prepare_v2_load
+
+    load = prepare_v2_load(
+        protocol,
+        config.url,
+        config.body,
+        model=model,
+        version=version,
+        key=config.key,
+        timeout=config.timeout_s,
+    )
+    return connections(load, config.timeout_s), load.display_url
 
 
 def _latency(lat: dict[str, float]) -> str:
@@ -95,6 +126,14 @@ def _latency(lat: dict[str, float]) -> str:
     help="Exit with status 1 when more than this fraction of requests fail (non-2xx, "
     "transport errors, or with --rate never sent).",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    help="score: Azure ML's POST /score; v2: Open Inference Protocol REST (binary tensors); "
+    "grpc: its gRPC service (URL host:port). Default: grpc for a grpc:// URL, else score.",
+)
+@click.option("--model", help="v2/grpc: the model (default: the one the server serves).")
+@click.option("--model-version", help="v2/grpc: the model version (default: the server's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(
     url: str,
@@ -108,6 +147,9 @@ def command(
     content_type: str | None,
     timeout: float,
     max_error_rate: float,
+    protocol: str | None,
+    model: str | None,
+    model_version: str | None,
     as_json: bool,
 ) -> None:
     """Load-test URL with FILE (an image or JSON tensors) and summarise what came back.
@@ -131,8 +173,12 @@ def command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    protocol = protocol or ("grpc" if url.startswith("grpc://") else "score")
+    connect, shown = _protocol_connections(config, protocol, model, model_version)
     live = sys.stderr.isatty() and not as_json
-    result = run_bench(config, _progress if live else None)
+    result = run_bench(config, _progress if live else None, connect)
+    if shown:
+        result.url = shown
     if live:
         click.echo("", err=True)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else summary(result))

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
+from ..codecs import DEFAULT_MAX_BODY_BYTES
 from ..loading import open_package, resolve_backend
 from ..manifest import is_package
 from ..parsing import SERVE_FIELDS, env_name, parse_keys
 from ..repository import MODEL_CONTROL_MODES, ModelSource, Repository
 from ..scorer import Scorer
 from ..server import DEFAULT_HOST, DEFAULT_PORT, serve
+from ..server.grpc_v2 import GrpcOptions
 from .options import create_backend, model_flags, scoring_options
 from .sections import SectionedCommand
 from .serve_models import repository_from
@@ -99,13 +101,28 @@ def _with_settings(command: click.Command) -> click.Command:
     help="0 picks a free port.",
 )
 @click.option(
+    "--grpc-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Also serve the Open Inference Protocol over gRPC on this port, over the same "
+    "models (off by default; Triton's port is 8001, 0 picks a free one). Needs "
+    "pip install 'scorepack[grpc]'.",
+)
+@click.option(
+    "--auth-key-file",
+    "auth_key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SCOREPACK_AUTH_KEY_FILE",
+    help="Require 'Authorization: Bearer KEY' with a key from this file (one per line: "
+    "primary, secondary). Also SCOREPACK_AUTH_KEYS=KEY1,KEY2.",
+)
+@click.option(
     "--auth-key",
     "auth_keys",
     multiple=True,
     callback=_keys,
     envvar="SCOREPACK_AUTH_KEYS",
-    help="Require 'Authorization: Bearer KEY'. Give twice (primary, secondary) to rotate "
-    "(the variable takes them comma-separated).",
+    help="A key on the command line, where every local user can read it in the process "
+    "list: prefer --auth-key-file or SCOREPACK_AUTH_KEYS (comma-separated).",
 )
 @click.option(
     "--graceful-timeout",
@@ -193,7 +210,12 @@ def command(ctx: click.Context, **kw: Any) -> None:
     """
     models, repository_dir = kw.pop("models"), kw.pop("repository_dir")
     model_control = kw.pop("model_control")
+    key_file = kw.pop("auth_key_file")
     settings = _settings(ctx, kw)
+    # the key file's keys join the settings' own (--auth-key, SCOREPACK_AUTH_KEYS)
+    settings = settings.model_copy(
+        update={"auth_keys": _all_keys(ctx, settings.auth_keys, key_file)}
+    )
     if len(models) == 1 and repository_dir is None and Path(models[0]).exists():
         path = models[0]
     elif not models and repository_dir is None:
@@ -263,6 +285,40 @@ def _serve_models(
     _serve_embedded(repository, f"{len(repository.names)} models ({names})", args)
 
 
+def read_key_file(path: Path) -> tuple[str, ...]:
+    """The keys in a key file: one per line; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="--auth-key-file"
+        ) from exc
+    keys = tuple(
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    if not keys:
+        raise click.BadParameter(f"{path} holds no key", param_hint="--auth-key-file")
+    if path.stat().st_mode & 0o077:
+        click.echo(
+            f"scorepack: warning: {path} can be read by other users; chmod 600 it.", err=True
+        )
+    return keys
+
+
+def _all_keys(ctx: click.Context, given: tuple[str, ...], path: Path | None) -> tuple[str, ...]:
+    """Keys from --auth-key-file (or SCOREPACK_AUTH_KEY_FILE) and the settings' keys
+    (--auth-key, SCOREPACK_AUTH_KEYS); a key typed on the command line earns a warning."""
+    if given and ctx.get_parameter_source("auth_keys") == ParameterSource.COMMANDLINE:
+        click.echo(
+            "scorepack: warning: --auth-key puts the key in the process list, where every "
+            "local user can read it; use --auth-key-file or SCOREPACK_AUTH_KEYS instead.",
+            err=True,
+        )
+    return (read_key_file(path) if path is not None else ()) + given
+
+
 def _settings(ctx: click.Context, kw: dict[str, Any]) -> ServeSettings:
     """The one settings object: the options given on the command line (popped from
     ``kw``), over the ``SCOREPACK_*`` variables, over the --settings file."""
@@ -304,6 +360,9 @@ class _ServeArgs:
     backend_options: dict[str, Any]
     host: str
     port: int
+    grpc_port: int | None
+    #: --max-body-bytes as given (None: the default), for the gRPC message limit
+    max_body_bytes: int | None
     auth_keys: tuple[str, ...]
     graceful_timeout: float
     runtime: str
@@ -325,6 +384,8 @@ class _ServeArgs:
             backend_options=dict(settings.backend_options),
             host=settings.host if settings.host is not None else DEFAULT_HOST,
             port=settings.port if settings.port is not None else DEFAULT_PORT,
+            grpc_port=settings.grpc_port,
+            max_body_bytes=settings.max_body_bytes,
             auth_keys=settings.auth_keys,
             graceful_timeout=(
                 settings.graceful_timeout if settings.graceful_timeout is not None else 30.0
@@ -356,6 +417,19 @@ def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) ->
         from ..telemetry import tracing
 
         tracing.configure(args.otlp_endpoint, service_name=getattr(scorer, "name", "scorepack"))
+
+    def grpc_listening(address: str) -> None:
+        click.echo(f"scorepack: serving V2 gRPC at grpc://{address}", err=True)
+
+    grpc = None
+    if args.grpc_port is not None:
+        # one limit for the transport: the model's, or with several the largest default
+        # (a model's own settings may raise it; each model still checks its own)
+        if isinstance(scorer, Scorer):
+            limit = scorer.config.max_body_bytes
+        else:
+            limit = max(DEFAULT_MAX_BODY_BYTES, args.max_body_bytes or 0)
+        grpc = GrpcOptions(args.grpc_port, max_message_bytes=limit)
     serve(
         scorer,
         host=args.host,
@@ -364,6 +438,8 @@ def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) ->
         graceful_timeout=args.graceful_timeout,
         cors_origins=args.cors_origins,
         on_listening=listening,
+        grpc=grpc,
+        on_grpc_listening=grpc_listening,
     )
 
 
@@ -397,6 +473,11 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, settings: ServeSettings
         raise click.UsageError(
             "--model-dir goes with the embedded runtime; under --runtime azureml the model "
             "is laid out where Azure ML puts it."
+        )
+    if args.grpc_port is not None:
+        raise click.UsageError(
+            "--grpc-port does not apply to --runtime azureml: azmlinfsrv speaks HTTP only. "
+            "Use the embedded runtime for V2 gRPC."
         )
     if args.auth_keys:
         raise click.UsageError(

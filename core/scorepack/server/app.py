@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from ..codecs import encode_json
+from ..errors import HeadersTooLargeError
 from ..repository import Repository
 from ..scorer import Scorer
 from ..telemetry import tracing
@@ -32,6 +33,7 @@ from ..telemetry.metrics import Metrics
 from .auth import KeyCheck
 from .body import BodyTracker
 from .errors import ErrorReply, error_reply
+from .limits import HttpLimits, checked_request_id
 from .routes_azureml import AzureMLRoutes
 from .routes_v2 import V2Routes
 from .routing import ERROR_STYLE, make_router
@@ -88,12 +90,21 @@ class ScoringApp:
     """ASGI application serving a repository of models (or one scorer, as a repository of
     one). Starts loading them on lifespan startup; unloads them on shutdown."""
 
-    def __init__(self, models: Scorer | Repository, *, auth_keys: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        models: Scorer | Repository,
+        *,
+        auth_keys: tuple[str, ...] = (),
+        limits: HttpLimits | None = None,
+    ) -> None:
         self.repository = models if isinstance(models, Repository) else Repository.of(models)
         self.auth = KeyCheck(auth_keys)
+        self.limits = limits or HttpLimits()
+        #: set on SIGTERM: readiness answers 503 while the server drains
+        self.draining = False
         #: this app's own registry (several apps in one process never collide)
         self.metrics = Metrics(self._served)
-        score, *azureml = AzureMLRoutes(self.repository, self.auth, self.metrics).routes()
+        score, *azureml = AzureMLRoutes(self.repository, self.auth, self.metrics, self).routes()
         infer, infer_version, *v2 = V2Routes(self.repository, self.auth).routes()
         # the router tries routes in order: the scoring routes first, probes after
         routes = [score, infer, infer_version, *azureml, *v2]
@@ -142,13 +153,20 @@ class ScoringApp:
                 length = value
             elif name == b"transfer-encoding":
                 encoding = value
-        if not request_id:
-            request_id = str(uuid.uuid4()).encode()
         method, path = scope["method"], scope["path"]
         body = BodyTracker(receive, length, b"chunked" in encoding.lower())
+        refusal: HeadersTooLargeError | None = None
+        try:
+            # refused before routing: too many or too large headers, an overlong id (431)
+            self.limits.check_headers(scope["headers"])
+            request_id = checked_request_id(request_id)
+        except HeadersTooLargeError as exc:
+            request_id, refusal = str(uuid.uuid4()).encode(), exc
         reply = _ReplySender(send, request_id, body, method == "HEAD")
         try:
-            if tracing.enabled and path not in _UNTRACED:
+            if refusal is not None:
+                await _send_error(reply.send, error_reply(refusal), "azureml")
+            elif tracing.enabled and path not in _UNTRACED:
                 with tracing.server_span(f"{method} {path}", _text_headers(scope)) as span:
                     await self._route(scope, body, reply)
                     tracing.finish_server_span(

@@ -5,7 +5,7 @@
     GET  /               200 liveness, always
     GET  /health/ready   200 once the models are loaded and warmed up, else 503
     GET  /info           what is served: backend, device, signature, preprocessing (auth)
-    GET  /metrics        Prometheus metrics (scorepack.telemetry.metrics)
+    GET  /metrics        Prometheus metrics (scorepack.telemetry.metrics)   (auth)
     GET  /swagger.json   the API as OpenAPI, from the model's signature (?version=2|3|3.1;
                          with several models, ?model=NAME)
 
@@ -16,23 +16,33 @@ the models or the queue.
 
 from __future__ import annotations
 
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..codecs import encode_json
+from ..codecs import check_content_encoding, encode_json
 from ..errors import BadRequestError, NotFoundError, NotReadyError
 from ..openapi import SWAGGER_VERSIONS, ApiFacts, api_document
 from ..repository import READY, Repository
 from ..scorer import Scorer
 from ..telemetry.metrics import Metrics
 from .auth import KeyCheck
-from .body import read_body
+from .body import read_body, unless_disconnected
+from .limits import HttpLimits
 from .observe import note_result, note_scoring
 from .routing import Route
 
-__all__ = ["AzureMLRoutes"]
+__all__ = ["AzureMLRoutes", "ServerState"]
+
+
+class ServerState(Protocol):
+    """What the routes read of the server they run in."""
+
+    limits: HttpLimits
+    draining: bool
+
 
 _JSON = "application/json"
 
@@ -40,10 +50,17 @@ _JSON = "application/json"
 class AzureMLRoutes:
     """The Azure ML endpoints over a repository (usually of one model)."""
 
-    def __init__(self, repository: Repository, auth: KeyCheck, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        auth: KeyCheck,
+        metrics: Metrics,
+        server: ServerState | None = None,
+    ) -> None:
         self.repository = repository
         self.auth = auth
         self.prometheus = metrics
+        self.server = server
 
     def routes(self) -> list[Route]:
         """``/score`` first: the app puts it ahead of every other route."""
@@ -74,12 +91,18 @@ class AzureMLRoutes:
 
     async def score(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
+        check_content_encoding(request.headers.get("content-encoding"))
         # parse_qsl drops blank values (``?top_k=``), as the server always has
         query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
         scorer = self._scorer(query)
         note_scoring(request.scope, scorer, "azureml")
-        body = await read_body(request, scorer.config.max_body_bytes)
-        result = await scorer.handle_async(body, request.headers.get("content-type"), query)
+        timeout = self.server.limits.read_timeout_s if self.server is not None else None
+        body = await read_body(request, scorer.config.max_body_bytes, timeout)
+        # a client that leaves while its request is queued costs no model call
+        result = await unless_disconnected(
+            request.receive,
+            scorer.handle_async(body, request.headers.get("content-type"), query),
+        )
         note_result(request.scope, result)
         return Response(
             encode_json(result.body),
@@ -91,6 +114,8 @@ class AzureMLRoutes:
         return Response(b"Healthy", media_type="text/plain; charset=utf-8")
 
     async def ready(self, request: Request) -> Response:
+        if self.server is not None and self.server.draining:
+            raise NotReadyError("The server is shutting down.")
         repository = self.repository
         if len(repository.models()) > 1:
             if repository.ready:
@@ -138,6 +163,8 @@ class AzureMLRoutes:
         return Response(encode_json({"models": models, "loaded": described}), media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
+        # what is served and how much: protected like /info when keys are set
+        self.auth.check(request.headers.get("authorization"))
         text, content_type = self.prometheus.render(request.headers.get("accept"))
         return Response(text, headers={"content-type": content_type})
 

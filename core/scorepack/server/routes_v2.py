@@ -113,11 +113,15 @@ class V2Routes:
 
         response = await infer(scorer, parse)
         content, json_length = encode_infer_response(response, parsed[0])
+        # as /score: the rows of the model call the request rode in (bench counts them)
+        headers = {}
+        if response.batch_size is not None:
+            headers["x-scorepack-batch-size"] = str(response.batch_size)
         if json_length is None:
-            return Response(content, media_type=_JSON)
+            return Response(content, headers=headers, media_type=_JSON)
         return Response(
             content,
-            headers={HEADER_LENGTH: str(json_length)},
+            headers={HEADER_LENGTH: str(json_length), **headers},
             media_type="application/octet-stream",
         )
 

@@ -9,12 +9,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..repository import Repository
 from ..scorer import Scorer
 from .app import ScoringApp
+from .grpc_v2 import GrpcOptions, start_grpc
+from .limits import HttpLimits
+
+if TYPE_CHECKING:
+    from .grpc_v2.server import GrpcServer
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BackgroundServer", "bind_socket", "serve"]
 
@@ -69,18 +75,36 @@ def with_cors(app: Any, origins: tuple[str, ...]) -> Any:
     )
 
 
-def _uvicorn_server(app: Any, graceful_timeout: float) -> object:
+def _uvicorn_server(app: ScoringApp, graceful_timeout: float, asgi: Any = None) -> object:
+    """uvicorn serving ``asgi`` (``app`` itself, or ``app`` wrapped in middleware)."""
     import uvicorn
 
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server, except that with a drain period (``SCOREPACK_DRAIN_SECONDS``)
+        the first SIGTERM turns readiness to 503 while requests are still served, so that
+        a load balancer stops sending new ones before the listener closes; a second
+        signal, or SIGINT, stops at once."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            drain = app.limits.drain_s
+            if sig == signal.SIGTERM and drain > 0 and not app.draining:
+                app.draining = True
+                logger.info("SIGTERM: not ready for %g s so load balancers notice", drain)
+                timer = threading.Timer(drain, super().handle_exit, (sig, frame))
+                timer.daemon = True
+                timer.start()
+                return
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(
-        app,
+        app if asgi is None else asgi,
         lifespan="on",
         log_config=None,
         access_log=False,  # the app logs one line per request itself
         timeout_graceful_shutdown=int(graceful_timeout),
         timeout_keep_alive=30,
     )
-    return uvicorn.Server(config)
+    return DrainingServer(config)
 
 
 def serve(
@@ -92,16 +116,21 @@ def serve(
     graceful_timeout: float = 30.0,
     cors_origins: tuple[str, ...] = (),
     on_listening: Callable[[str], None] | None = None,
+    grpc: GrpcOptions | None = None,
+    on_grpc_listening: Callable[[str], None] | None = None,
+    limits: HttpLimits | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before the models unload.
 
     A single model that fails to load stops the server, and its error is raised from here;
     with several, the others go on serving and the failed one is reported not ready.
+    ``grpc`` also serves V2 gRPC, over the same models, until the HTTP server stops.
+    ``limits`` default to :meth:`HttpLimits.from_env` (the ``SCOREPACK_*`` variables).
     """
-    app = ScoringApp(models, auth_keys=auth_keys)
+    app = ScoringApp(models, auth_keys=auth_keys, limits=limits or HttpLimits.from_env())
     repository = app.repository
     sock = bind_socket(host, port)
-    server = _uvicorn_server(with_cors(app, cors_origins), graceful_timeout)
+    server = _uvicorn_server(app, graceful_timeout, with_cors(app, cors_origins))
     single = len(repository.models()) == 1
     if single:
         threading.Thread(
@@ -112,15 +141,26 @@ def serve(
         ).start()
     if on_listening is not None:
         on_listening(url_of(sock))
-    with _exit_normally_after_signals(server):
-        server.run(sockets=[sock])  # type: ignore[attr-defined]
+    grpc_server = start_grpc(repository, host, grpc, auth_keys)
+    if grpc_server is not None and on_grpc_listening is not None:
+        on_grpc_listening(grpc_server.address)
+    # on a signal gRPC stops taking calls at once, as uvicorn does; those in flight finish
+    on_signal = None if grpc_server is None else partial(grpc_server.begin_stop, graceful_timeout)
+    try:
+        with _exit_normally_after_signals(server, on_signal):
+            server.run(sockets=[sock])  # type: ignore[attr-defined]
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(graceful_timeout)
     scorer = repository.find(repository.names[0])
     if single and scorer is not None and scorer.batcher.failure is not None:
         raise scorer.batcher.failure
 
 
 @contextmanager
-def _exit_normally_after_signals(server: object) -> Iterator[None]:
+def _exit_normally_after_signals(
+    server: object, on_signal: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Let a graceful shutdown end the process with status 0.
 
     uvicorn stops on SIGTERM/SIGINT and then raises the same signal again, to the
@@ -135,6 +175,8 @@ def _exit_normally_after_signals(server: object) -> Iterator[None]:
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         server.should_exit = True  # type: ignore[attr-defined]
+        if on_signal is not None:
+            on_signal()
 
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, stop) for sig in signals}
@@ -174,15 +216,26 @@ class BackgroundServer:
         auth_keys: tuple[str, ...] = (),
         graceful_timeout: float = 10.0,
         cors_origins: tuple[str, ...] = (),
+        grpc: GrpcOptions | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
-        self.app = ScoringApp(models, auth_keys=auth_keys)
+        self.app = ScoringApp(models, auth_keys=auth_keys, limits=limits)
         self._sock = bind_socket(host, port)
         self.url = url_of(self._sock)
-        self._server = _uvicorn_server(with_cors(self.app, cors_origins), graceful_timeout)
+        asgi = with_cors(self.app, cors_origins)
+        self._server = _uvicorn_server(self.app, graceful_timeout, asgi)
         self._thread: threading.Thread | None = None
+        self._grpc_start = (host, grpc, auth_keys)
+        self._grpc: GrpcServer | None = None
+
+    @property
+    def grpc_address(self) -> str | None:
+        """``host:port`` of the V2 gRPC server, once started with ``grpc`` options."""
+        return self._grpc.address if self._grpc is not None else None
 
     def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> BackgroundServer:
         """Start serving; by default wait until the model is ready too."""
+        self._grpc = start_grpc(self.app.repository, *self._grpc_start)
         self._thread = threading.Thread(
             target=self._server.run,  # type: ignore[attr-defined]
             kwargs={"sockets": [self._sock]},
@@ -207,9 +260,13 @@ class BackgroundServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests, unload the models."""
+        if self._grpc is not None:
+            self._grpc.begin_stop(timeout)
         self._server.should_exit = True  # type: ignore[attr-defined]
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._grpc is not None:
+            self._grpc.stop(timeout)
         self._sock.close()
 
     def __enter__(self) -> BackgroundServer:

@@ -149,7 +149,6 @@ class KubernetesTarget:
         from .kube_client import Cluster
 
         cluster = Cluster(options.kubeconfig, options.context, options.namespace)
-        settings = km.kube_settings(spec, options)
         progress(
             f"Applying to namespace {cluster.namespace} "
             f"(context {cluster.context}, {cluster.server})"

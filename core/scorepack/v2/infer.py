@@ -54,6 +54,7 @@ async def infer(
         outputs=outputs,
         id=request.id,
         parameters=parameters,
+        batch_size=result.batch_size,
     )
 
 

@@ -64,3 +64,6 @@ class InferResponse:
     outputs: list[InferOutput]
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: rows in the model call this request rode in (sent as ``x-scorepack-batch-size``, as
+    #: ``/score`` does; not part of the V2 body)
+    batch_size: int | None = None

@@ -23,6 +23,7 @@ from scorepack.batching import BatchingConfig
 from scorepack.errors import DeviceUnavailableError, ModelLoadError
 
 from .cuda_graph import FixedBinding, graph_shapes
+from .integrity import check_model_file
 
 logger = logging.getLogger("scorepack.onnx")
 
@@ -220,6 +221,8 @@ class OnnxBackend(Backend):
                 ort.preload_dlls()
             except Exception as exc:  # the system libraries may still do
                 logger.debug("onnxruntime.preload_dlls() failed: %s", exc)
+        # ONNX's own reader and checker first: a truncated file fails with a reason
+        check_model_file(self.path)
         with map_errors("onnxruntime", "load", ModelLoadError):
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=session_options, providers=providers
@@ -312,11 +315,7 @@ class OnnxBackend(Backend):
             return [CPU]
         chosen: list[Any] = []
         # CUDA graphs are the CUDA provider's here; TensorRT would take the nodes from it
-        if (
-            TENSORRT in available
-            and self.option("tensorrt")
-            and not self._cuda_graph
-        ):
+        if TENSORRT in available and self.option("tensorrt") and not self._cuda_graph:
             chosen.append(self._with_options(TENSORRT))
         if CUDA in available:
             chosen.append(self._with_options(CUDA))

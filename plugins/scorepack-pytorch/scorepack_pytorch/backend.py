@@ -15,6 +15,7 @@ from scorepack.errors import ModelLoadError, PredictError
 from scorepack.preprocess import ImagePlan
 
 from .gpu_images import ImagePipeline, load_decoder
+from .integrity import check_archive
 from .metadata import (
     EXTRA_FILE,
     merge_inputs,
@@ -177,6 +178,8 @@ class TorchBackend(Backend):
         )
 
     def load(self) -> None:
+        # every member's CRC-32, which PyTorch's reader skips: a damaged weight fails here
+        check_archive(self.path)
         self.kind = self.model_kind()  # before the import: a refusal needs no torch
         torch = _torch()
         self.device = self.resolve_device()

@@ -67,14 +67,18 @@ class GrpcServer:
         logger.info("gRPC (V2 inference protocol) on %s", self.address)
         return self
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Stop taking calls, give those in flight ``grace`` seconds, then stop."""
+    def begin_stop(self, grace: float = 5.0) -> None:
+        """Stop taking calls and give those in flight ``grace`` seconds; do not wait."""
         self._grace = grace
         if self._loop is not None and self._stop is not None:
             try:
                 self._loop.call_soon_threadsafe(self._stop.set)
             except RuntimeError:  # the loop already ended
                 pass
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop taking calls, give those in flight ``grace`` seconds, then stop."""
+        self.begin_stop(grace)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(grace + 10.0)
 

@@ -7,11 +7,11 @@ UNIMPLEMENTED. Scoring goes through :func:`scorepack.v2.infer` on the same Score
 requests over gRPC, V2 REST and ``/score`` share one batcher per model.
 
 Deadlines and cancellation: the handler awaits the model's result; when the client
-cancels or its deadline passes, gRPC cancels the handler, the await is cancelled, and the
-batcher drops the cancelled request from its queue before any model call takes it
-(``Batcher._take`` skips cancelled work; ``_purge`` frees its place when the queue is
-full). A deadline shorter than the server's ``--timeout-ms`` also bounds the wait here,
-so the answer is DEADLINE_EXCEEDED from this server, not a cut connection.
+cancels or its deadline passes, grpc.aio ends the call (CANCELLED, DEADLINE_EXCEEDED) and
+cancels the handler; the await is cancelled with it, and so is the request's place in the
+batcher's queue, which no model call then takes (``Batcher._take`` skips cancelled work;
+``_purge`` frees its place when the queue is full). The server's own ``--timeout-ms``
+still bounds calls without a deadline (DEADLINE_EXCEEDED too).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 
 from ... import v2
-from ...errors import BodyTooLargeError, NotReadyError, ScoringTimeoutError
+from ...errors import BodyTooLargeError, NotReadyError
 from ...proto.messages import SERVICE, messages, method_types
 from ...version import __version__
 from ..auth import KeyCheck
@@ -134,15 +134,8 @@ class InferenceService:
         size = request.ByteSize()
         if size > limit:
             raise BodyTooLargeError(limit, size)
-        scoring = v2.infer(scorer, read_request(request))
-        remaining = context.time_remaining()
-        if remaining is None:
-            result = await scoring
-        else:
-            try:
-                result = await asyncio.wait_for(scoring, remaining)
-            except asyncio.TimeoutError:
-                raise ScoringTimeoutError(remaining) from None
+        # parsed in the decode pool once admitted, as /score decodes its body
+        result = await v2.infer(scorer, lambda: read_request(request))
         response = messages.ModelInferResponse(
             model_name=result.model_name,
             model_version=str(result.model_version or ""),
@@ -150,10 +143,10 @@ class InferenceService:
         )
         write_parameters(response.parameters, dict(result.parameters))
         write_outputs(response, result.outputs)
-        batch = getattr(result, "batch_size", None)
-        if batch:
+        if result.batch_size:
             # as /score's x-scorepack-batch-size header: the rows of the model call it rode in
-            context.set_trailing_metadata((("x-scorepack-batch-size", str(batch)),))
+            metadata = (("x-scorepack-batch-size", str(result.batch_size)),)
+            context.set_trailing_metadata(metadata)
         return response
 
     # --- model repository ------------------------------------------------------------
