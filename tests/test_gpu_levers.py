@@ -259,10 +259,13 @@ def test_gpu_decode_on_the_cpu_is_refused_with_the_reason(torch: Any, torch_mode
 def test_gpu_decode_without_torchvision_names_the_pip_command(torch: Any) -> None:
     from scorepack_pytorch.gpu_images import load_decoder, torchvision_install
 
-    cuda_torch = SimpleNamespace(__version__="2.13.0+cu128", version=SimpleNamespace(cuda="12.8"))
-    assert torchvision_install(cuda_torch).startswith(
-        "pip install 'torchvision==0.28.*' --index-url https://download.pytorch.org/whl/cu128"
+    cuda12 = SimpleNamespace(__version__="2.13.0+cu126", version=SimpleNamespace(cuda="12.6"))
+    assert torchvision_install(cuda12).startswith(
+        "pip install 'torchvision==0.28.*' --index-url https://download.pytorch.org/whl/cu126"
     )
+    # the package index's torch (CUDA 13.0, no local label): its torchvision is there too
+    cuda13 = SimpleNamespace(__version__="2.13.0", version=SimpleNamespace(cuda="13.0"))
+    assert torchvision_install(cuda13).startswith("pip install 'torchvision==0.28.*' (")
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here")
     with pytest.raises(FrameworkMissingError, match=r"pip install 'torchvision==0\.\d+\.\*'"):

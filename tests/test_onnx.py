@@ -347,8 +347,14 @@ def test_backends_lists_the_providers() -> None:
 def test_requirements_name_the_build_for_the_device() -> None:
     version = ort.__version__
     assert requirements("cpu").pip == (f"onnxruntime=={version}",)
-    assert requirements("cuda").pip == (f"onnxruntime-gpu[cuda,cudnn]=={version}",)
-    assert "cuda" in (requirements("cuda").base_image or "")
+    # GPU releases are not lock-step with CPU ones: never the CPU version (1.32.0 has no GPU
+    # build); the newest GPU release, a CUDA 13 build, or on request the CUDA 12 one
+    gpu = requirements("cuda")
+    assert gpu.pip == ("onnxruntime-gpu[cuda,cudnn]==1.31.1",)
+    assert gpu.cuda is not None and (gpu.cuda.major, gpu.cuda.driver_min) == (13, 580)
+    assert requirements("cuda12").pip == ("onnxruntime-gpu[cuda,cudnn]==1.23.2",)
+    # the wheels bring CUDA and cuDNN: a plain Ubuntu image
+    assert "cuda" not in (gpu.base_image or "")
     assert SPEC.framework_version() == version
 
 

@@ -26,7 +26,7 @@ import scorepack  # noqa: E402
 from parity_models import SIZE, torch_cnn, torch_models  # noqa: E402
 from scorepack import TensorSpec  # noqa: E402
 from scorepack.cli import build_cli  # noqa: E402
-from scorepack.errors import DeviceUnavailableError, ModelLoadError  # noqa: E402
+from scorepack.errors import DeviceUnavailableError, ModelLoadError, PackageError  # noqa: E402
 from scorepack.server import BackgroundServer  # noqa: E402
 from scorepack_pytorch import (  # noqa: E402
     SPEC,
@@ -381,26 +381,32 @@ def test_the_advised_export_commands_work(
 # --- packaging and isolation -----------------------------------------------------------
 
 
-def test_requirements_name_the_build_and_its_index(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_requirements_name_the_build_and_its_index() -> None:
     version = torch.__version__.split("+")[0]
     cpu = requirements("cpu")
     assert cpu.pip == (
         "--extra-index-url https://download.pytorch.org/whl/cpu",
         f"torch=={version}+cpu",
     )
+    # the package index's torch is the CUDA 13.0 build: no extra index, no local label
     cuda = requirements("cuda")
-    assert cuda.pip == (
-        "--extra-index-url https://download.pytorch.org/whl/cu128",
-        f"torch=={version}+cu128",
+    assert cuda.pip == (f"torch=={version}", f"torchvision=={torchvision_release(version)}")
+    assert cuda.cuda is not None and cuda.cuda.major == 13 and cuda.cuda.driver_min == 580
+    cuda12 = requirements("cuda12")
+    assert cuda12.pip == (
+        "--extra-index-url https://download.pytorch.org/whl/cu126",
+        f"torch=={version}+cu126",
         # the torchvision that -O gpu_decode=true needs, of the same CUDA build
-        f"torchvision=={torchvision_release(version)}+cu128",
+        f"torchvision=={torchvision_release(version)}+cu126",
     )
+    assert requirements("cuda13") == cuda
+    # the wheels bring CUDA: a plain Ubuntu image, not a CUDA 11.8 one nothing uses
+    assert "cuda" not in (cuda.base_image or "") and "cuda" not in (cuda12.base_image or "")
+    with pytest.raises(PackageError, match="offers CUDA 12, 13"):
+        requirements("cuda11")
     assert torchvision_release("2.13.0+cpu") == "0.28.0"
     assert torchvision_release("2.9.1") == "0.24.1"
     assert torchvision_release("1.13.0") is None
-    assert "cuda" in (cuda.base_image or "")
-    monkeypatch.setenv("SCOREPACK_TORCH_CUDA", "cu126")
-    assert requirements("cuda").pip[1] == f"torch=={version}+cu126"
     assert SPEC.framework_version() == torch.__version__
 
 

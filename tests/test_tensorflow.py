@@ -17,7 +17,12 @@ import pytest
 import scorepack
 from images import jpeg
 from scorepack import Signature
-from scorepack.errors import BackendOptionError, InvalidTensorError, ModelLoadError
+from scorepack.errors import (
+    BackendOptionError,
+    InvalidTensorError,
+    ModelLoadError,
+    PackageError,
+)
 from serving_helpers import error_of, serving, tf_backend, wait_for
 
 tf = pytest.importorskip("tensorflow")
@@ -224,8 +229,14 @@ def test_requirements_for_packages() -> None:
     cpu, gpu = SPEC.requirements("cpu"), SPEC.requirements("cuda")
     assert cpu.pip == (f"tensorflow-cpu=={version}",)
     assert gpu.pip == (f"tensorflow[and-cuda]=={version}",)  # never the removed tensorflow-gpu
-    assert gpu.base_image and "cuda" in gpu.base_image
-    assert "cuda" not in (cpu.base_image or "")
+    assert "cuda" not in (cpu.base_image or "") and "cuda" not in (gpu.base_image or "")
+    # CUDA 12.5, no sm_90 code: the driver floor covers PTX JIT, and the JIT cache is sized
+    assert gpu.cuda is not None and (gpu.cuda.major, gpu.cuda.driver_min) == (12, 555)
+    assert "sm_90" not in gpu.cuda.native_archs and "compute_90" in gpu.cuda.ptx_archs
+    assert int(gpu.cuda.environment["CUDA_CACHE_MAXSIZE"]) > 256 * 1024**2
+    assert SPEC.requirements("cuda12") == gpu
+    with pytest.raises(PackageError, match="offers CUDA 12"):
+        SPEC.requirements("cuda13")
 
 
 def test_bf16_precision_keeps_the_answers(small_cnn_path: Path, tmp_path: Path) -> None:

@@ -30,7 +30,8 @@ logger = logging.getLogger("scorepack.pytorch")
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 INSTALL = (
     f"pip install 'scorepack-pytorch[cpu]' --extra-index-url {CPU_INDEX} "
-    "(GPU: [gpu] with --extra-index-url https://download.pytorch.org/whl/cu128)"
+    "(GPU: pip install 'scorepack-pytorch[gpu]': the package index's torch is the CUDA 13 "
+    "build; for CUDA 12 add --extra-index-url https://download.pytorch.org/whl/cu126)"
 )
 
 TORCHSCRIPT = "torchscript"
