@@ -521,6 +521,16 @@ def test_a_cuda_package_on_the_cpu_accepts_the_cpu_builds(tmp_path: Path) -> Non
         "torch==2.13.0+cu128: torch 2.13.0+cpu is installed",
         "nvidia-cudnn-cu12==9.1.0: not installed",
     ]
+    # an ONNX GPU package pins the newest GPU release, older than the CPU one that built it
+    onnx = replace(spec, framework="onnxruntime", framework_version="1.32.0")
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    (onnx_dir / "requirements.txt").write_text("onnxruntime-gpu[cuda,cudnn]==1.31.1\n")
+    assert check_environment(onnx, onnx_dir, cpu_serving=True, version_of=cpu_builds.get) == []
+    older = {**cpu_builds, "onnxruntime": "1.30.0"}
+    assert check_environment(onnx, onnx_dir, cpu_serving=True, version_of=older.get) == [
+        "onnxruntime-gpu[cuda,cudnn]==1.31.1: onnxruntime 1.30.0 is installed"
+    ]
     assert [p.name for p in parse_pins((tmp_path / "requirements.txt").read_text())] == [
         "tensorflow",
         "onnxruntime-gpu",

@@ -702,7 +702,16 @@ def test_a_package_from_scorepack_build_dry_runs_with_both_sdks(
     runner = CliRunner()
     cli = build_cli()
     built = runner.invoke(
-        cli, ["build", str(small_cnn_path), "-o", str(tmp_path / "pkg"), "--name", "small-cnn"]
+        cli,
+        [
+            "build",
+            str(small_cnn_path),
+            "-o",
+            str(tmp_path / "pkg"),
+            "--name",
+            "small-cnn",
+            "--no-check",
+        ],
     )
     assert built.exit_code == 0, built.output
     azure = install(monkeypatch)
@@ -722,7 +731,13 @@ def test_a_package_from_scorepack_build_dry_runs_with_both_sdks(
             catch_exceptions=False,
         )
         assert result.exit_code == 0, result.output
+        # a GPU package says what the nodes need before anything is (or would be) sent
+        assert "GPU: CUDA 12.5 from pip wheels; the nodes need an NVIDIA driver >= 555" in (
+            result.output
+        )
+        assert "PTX for compute_90" in result.output
     assert azure.sent == []
+    assert "NVIDIA driver >= 555" in built.output
 
     def written(sdk: str, step: str) -> Any:
         (path,) = (tmp_path / sdk).glob(f"*-{step}.json")
@@ -739,6 +754,10 @@ def test_a_package_from_scorepack_build_dry_runs_with_both_sdks(
     )
     deployment = written("v2", "deployment-create")["body"]
     assert deployment["properties"]["requestSettings"]["maxConcurrentRequestsPerInstance"] == 32
+    # TensorFlow 2.21 has no sm_90 code: the PTX JIT cache is sized and placed
+    variables = deployment["properties"]["environmentVariables"]
+    assert variables["CUDA_CACHE_MAXSIZE"] == str(4 * 1024**3)
+    assert variables["CUDA_CACHE_PATH"]
     uploads = written("v2", "uploads")
     code = {f["path"] for f in uploads["code_and_build_context"]}
     assert {"score.py", "scorepack.yaml", "environment.yml", "deploy/azureml-v2/Dockerfile"} <= code

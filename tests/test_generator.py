@@ -29,6 +29,7 @@ from images import jpeg
 from packages import backend_params, package_for, sample_spec, tiny_model
 from scorepack.backend import Requirements
 from scorepack.cli import build_cli
+from scorepack.cuda import choose_environment
 from scorepack.errors import IntegrityError, PackageError
 from scorepack.generator import render, resolve_spec
 from scorepack.generator.rendering import requirement_lines
@@ -39,6 +40,8 @@ from scorepack.openapi import SWAGGER_FILES
 from scorepack.signature import Signature, TensorSpec
 
 GOLDEN = Path(__file__).parent / "golden"
+#: the known-good TensorFlow GPU row, so the golden files show what GPU packages state
+TF_GPU = choose_environment("tensorflow", "2.21.0", None)
 
 
 def cuda_multi_input_spec() -> Any:
@@ -53,10 +56,7 @@ def cuda_multi_input_spec() -> Any:
             ),
             outputs=(TensorSpec("scores", "float32", (None, 5)),),
         ),
-        requirements=Requirements(
-            pip=("tensorflow[and-cuda]==2.21.0",),
-            base_image="mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04",
-        ),
+        requirements=Requirements(pip=TF_GPU.pip, base_image=TF_GPU.base_image, cuda=TF_GPU),
         deployment=DeploymentSettings(replicas=2, threads=32),
         backend_options={},
         load_seconds=42.0,
@@ -293,13 +293,24 @@ def test_build_from_the_command_line_and_as_a_zip(tmp_path: Path, work: Path) ->
     assert "already exists" in again.output
 
 
+def load_manifest_text(files: dict[str, str]) -> Any:
+    return yaml.safe_load(files[MANIFEST_FILE])
+
+
 def test_a_cuda_package_pins_the_gpu_framework(tmp_path: Path, work: Path) -> None:
     pytest.importorskip("tensorflow")
     # the signature is read on the CPU, so a GPU package builds on a machine without one
     spec = resolve_spec(tiny_model("tensorflow", work), device="cuda")
     assert spec.device == "cuda"
     assert spec.requirements.pip == (f"tensorflow[and-cuda]=={spec.framework_version}",)
-    assert "cuda" in (spec.requirements.base_image or "")
+    # the wheels bring CUDA 12; the manifest states the driver floor it needs
+    assert spec.requirements.base_image == TF_GPU.base_image
+    assert spec.requirements.cuda == TF_GPU
+    assert load_manifest_text(render(spec))["requirements"]["cuda"]["driver_min"] == 555
+    with pytest.raises(PackageError, match="offers CUDA 12"):
+        resolve_spec(tiny_model("tensorflow", work), device="cuda", cuda=13)
+    with pytest.raises(PackageError, match="CPU package"):
+        resolve_spec(tiny_model("tensorflow", work), device="cpu", cuda=12)
     assert spec.deployment.gpu_cores == 1
     # Azure's scoring timeout leaves the runtime's own (which answers 504) room to fire first
     assert spec.deployment.scoring_timeout_ms > spec.config.batching.timeout_ms

@@ -259,10 +259,13 @@ def test_gpu_decode_on_the_cpu_is_refused_with_the_reason(torch: Any, torch_mode
 def test_gpu_decode_without_torchvision_names_the_pip_command(torch: Any) -> None:
     from scorepack_pytorch.gpu_images import load_decoder, torchvision_install
 
-    cuda_torch = SimpleNamespace(__version__="2.13.0+cu128", version=SimpleNamespace(cuda="12.8"))
-    assert torchvision_install(cuda_torch).startswith(
-        "pip install 'torchvision==0.28.*' --index-url https://download.pytorch.org/whl/cu128"
+    cuda12 = SimpleNamespace(__version__="2.13.0+cu126", version=SimpleNamespace(cuda="12.6"))
+    assert torchvision_install(cuda12).startswith(
+        "pip install 'torchvision==0.28.*' --index-url https://download.pytorch.org/whl/cu126"
     )
+    # the package index's torch (CUDA 13.0, no local label): its torchvision is there too
+    cuda13 = SimpleNamespace(__version__="2.13.0", version=SimpleNamespace(cuda="13.0"))
+    assert torchvision_install(cuda13).startswith("pip install 'torchvision==0.28.*' (")
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here")
     with pytest.raises(FrameworkMissingError, match=r"pip install 'torchvision==0\.\d+\.\*'"):
@@ -383,6 +386,28 @@ def test_pinned_staging_reuses_one_buffer_per_input_and_grows_to_the_largest_bat
     np.testing.assert_array_equal(staging.to_device("y", read_only).numpy(), rows)
 
 
+def test_pinned_staging_copies_a_read_only_batch_once(torch: Any) -> None:
+    """The batcher hands read-only views; they were copied to writable NumPy memory and
+    then into the pinned buffer: twice per batch. NumPy allocations show in tracemalloc
+    (torch's do not), so a second copy of a 16 MiB batch would show as 16 MiB."""
+    import tracemalloc
+
+    from scorepack_pytorch.staging import PinnedStaging
+
+    staging = PinnedStaging(torch, torch.device("cpu"), pin=False)
+    batch = np.random.default_rng(0).random((32, 128, 1024), dtype=np.float32)  # 16 MiB
+    batch.flags.writeable = False
+    staging.to_device("x", batch)  # the buffer is made on the first batch
+    tracemalloc.start()
+    try:
+        staged = staging.to_device("x", batch)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < batch.nbytes // 4, f"{peak} bytes allocated staging {batch.nbytes}"
+    np.testing.assert_array_equal(staged.numpy(), batch)
+
+
 # --- ONNX Runtime: -O cuda_graph --------------------------------------------------------
 
 
@@ -454,6 +479,37 @@ def test_fixed_binding_pads_batches_into_persistent_buffers(onnx_model: Path) ->
     # earlier answers were not overwritten by later runs
     for kept, returned in answers:
         np.testing.assert_array_equal(kept, returned)
+    backend.unload()
+
+
+def test_cuda_graph_capture_runs_during_load_not_on_a_request(onnx_model: Path) -> None:
+    """ONNX Runtime captures a CUDA graph after a few ordinary runs: capture() makes them
+    (at load, on the model thread) so the first live request only replays."""
+    import onnxruntime as ort
+
+    from scorepack_onnx import OnnxBackend
+    from scorepack_onnx.cuda_graph import FixedBinding, graph_shapes
+
+    backend = OnnxBackend(onnx_model, device="cpu")
+    backend.load()
+    runs: list[int] = []
+
+    class Counting:
+        def __init__(self, session: Any) -> None:
+            self._session = session
+
+        def io_binding(self) -> Any:
+            return self._session.io_binding()
+
+        def run_with_iobinding(self, binding: Any) -> None:
+            runs.append(1)
+            self._session.run_with_iobinding(binding)
+
+    signature = backend.signature
+    binding = FixedBinding(
+        ort, Counting(backend._session), signature, graph_shapes(signature, 4), ("cpu", 0)
+    )
+    assert binding.capture() == len(runs) >= 2  # ONNX Runtime captures after 2 runs
     backend.unload()
 
 
@@ -699,7 +755,7 @@ def test_cuda_graph_serves_what_plain_cuda_serves(onnx_model: Path) -> None:
     rng = np.random.default_rng(0)
     batches = [rng.normal(size=(rows, 3, 8, 8)).astype(np.float32) for rows in (1, 5, 32, 2)]
     graph = OnnxBackend(onnx_model, device="cuda", options={"cuda_graph": "true"})
-    graph.load()
+    graph.load()  # captures the graph (FixedBinding.capture) before any request
     plain = OnnxBackend(onnx_model, device="cuda", options={"tensorrt": "false"})
     plain.load()
     assert graph.max_batch_size == 32

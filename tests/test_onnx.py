@@ -10,6 +10,8 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import numpy as np
@@ -347,8 +349,14 @@ def test_backends_lists_the_providers() -> None:
 def test_requirements_name_the_build_for_the_device() -> None:
     version = ort.__version__
     assert requirements("cpu").pip == (f"onnxruntime=={version}",)
-    assert requirements("cuda").pip == (f"onnxruntime-gpu[cuda,cudnn]=={version}",)
-    assert "cuda" in (requirements("cuda").base_image or "")
+    # GPU releases are not lock-step with CPU ones: never the CPU version (1.32.0 has no GPU
+    # build); the newest GPU release, a CUDA 13 build, or on request the CUDA 12 one
+    gpu = requirements("cuda")
+    assert gpu.pip == ("onnxruntime-gpu[cuda,cudnn]==1.31.1",)
+    assert gpu.cuda is not None and (gpu.cuda.major, gpu.cuda.driver_min) == (13, 580)
+    assert requirements("cuda12").pip == ("onnxruntime-gpu[cuda,cudnn]==1.23.2",)
+    # the wheels bring CUDA and cuDNN: a plain Ubuntu image
+    assert "cuda" not in (gpu.base_image or "")
     assert SPEC.framework_version() == version
 
 
@@ -362,14 +370,15 @@ def test_importing_the_plugin_does_not_import_onnxruntime() -> None:
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_uses_a_gpu_provider_and_iobinding(
+def test_gpu_uses_the_cuda_provider_without_iobinding_by_default(
     models: dict[str, Path], dynamic: OnnxBackend
 ) -> None:
     backend = _loaded(models["dynamic"], device="cuda:0")
     info = backend.describe()
     assert info["device"] == "cuda:0"
-    assert info["provider"] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-    assert info["iobinding"] == "on"
+    # TensorRT is opt-in; per-batch IOBinding moved the same bytes as a plain run
+    assert info["provider"] == "CUDAExecutionProvider"
+    assert info["iobinding"] == "off"
     x = _batch(6, seed=3)
     np.testing.assert_allclose(
         backend.predict({"image": x})["probs"], dynamic.predict({"image": x})["probs"], atol=1e-4
@@ -387,9 +396,91 @@ def test_gpu_cuda_provider_without_tensorrt_and_fixed_batch(models: dict[str, Pa
 @pytest.mark.gpu
 @gpu
 def test_gpu_without_iobinding_gives_the_same_answer(models: dict[str, Path]) -> None:
-    bound = _loaded(models["two_inputs"], device="cuda")
-    plain = _loaded(models["two_inputs"], device="cuda", options={"iobinding": False})
+    bound = _loaded(models["two_inputs"], device="cuda", options={"iobinding": True})
+    plain = _loaded(models["two_inputs"], device="cuda")
     feed: dict[str, np.ndarray] = {"a": np.ones((3, 3), np.float32), "b": np.ones((3, 3), np.int64)}
     assert plain.describe()["iobinding"] == "off"
     for name, value in bound.predict(feed).items():
         np.testing.assert_array_equal(value, plain.predict(feed)[name])
+
+
+# --- TensorRT: opt-in, profiled, cached; a plain warning when it does not run -------------
+
+
+def _gpu_backend(path: Path, providers: list[str], **options: object) -> tuple[OnnxBackend, Any]:
+    """A backend set up for cuda:0 as load() would, with an onnxruntime offering
+    ``providers`` (no GPU is needed to decide the providers and their options)."""
+    from scorepack import Device
+
+    backend = OnnxBackend(path, device="cuda:0", options=options)
+    backend.device = Device.parse("cuda:0")
+    backend._cuda_graph = False
+    return backend, SimpleNamespace(get_available_providers=lambda: providers)
+
+
+ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_tensorrt_is_opt_in(models: dict[str, Path]) -> None:
+    backend, fake = _gpu_backend(models["dynamic"], ALL)
+    names = [p[0] if isinstance(p, tuple) else p for p in backend._providers(fake)]
+    assert names == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_tensorrt_gets_a_profile_from_1_to_the_max_batch_and_caches(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCOREPACK_CACHE_DIR", str(tmp_path / "cache"))
+    backend, fake = _gpu_backend(models["dynamic"], ALL, tensorrt="true", trt_max_batch="16")
+    first, *rest = backend._providers(fake)
+    name, options = first
+    assert name == "TensorrtExecutionProvider" and rest[0][0] == "CUDAExecutionProvider"
+    cache = str(tmp_path / "cache" / "tensorrt")
+    assert options["trt_engine_cache_enable"] and options["trt_engine_cache_path"] == cache
+    assert options["trt_timing_cache_enable"] and options["trt_timing_cache_path"] == cache
+    assert (tmp_path / "cache" / "tensorrt").is_dir()
+    assert options["trt_profile_min_shapes"] == "image:1x3x8x8"
+    assert options["trt_profile_max_shapes"] == "image:16x3x8x8"
+    # a model with a fixed batch: the profile is that batch, and nothing else is accepted
+    fixed, fake = _gpu_backend(models["batch4"], ALL, tensorrt="true")
+    assert dict(fixed._providers(fake)[0][1])["trt_profile_max_shapes"] == "image:4x3x8x8"
+    bad, fake = _gpu_backend(models["batch4"], ALL, tensorrt="true", trt_max_batch="8")
+    with pytest.raises(ModelLoadError, match="trt_max_batch must be 4"):
+        bad._providers(fake)
+    off, fake = _gpu_backend(models["dynamic"], ALL, tensorrt="true", trt_engine_cache="off")
+    assert "trt_engine_cache_enable" not in off._providers(fake)[0][1]
+
+
+def test_tensorrt_asked_for_and_not_active_is_a_plain_warning(
+    models: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # on the CPU (this machine): asked for, cannot run
+    with caplog.at_level("WARNING", logger="scorepack.onnx"):
+        backend = _loaded(models["dynamic"], options={"tensorrt": "true"})
+    assert "TensorRT was asked for (-O tensorrt=true) but is not active" in caplog.text
+    assert "needs a CUDA device" in caplog.text
+    assert backend.describe()["provider"] == "CPUExecutionProvider"
+    # on a GPU whose onnxruntime lacks TensorRT (a package's image has no libnvinfer)
+    caplog.clear()
+    gpu, fake = _gpu_backend(models["dynamic"], ALL[1:], tensorrt="true")
+    gpu._providers(fake)
+    gpu._active = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with caplog.at_level("WARNING", logger="scorepack.onnx"):
+        gpu._warn_tensorrt(fake)
+    assert "no TensorRT provider" in caplog.text
+    # and with the provider present but not started (libnvinfer missing)
+    caplog.clear()
+    gpu._want_trt = True
+    with caplog.at_level("WARNING", logger="scorepack.onnx"):
+        gpu._warn_tensorrt(SimpleNamespace(get_available_providers=lambda: ALL))
+    assert "libnvinfer" in caplog.text
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_tensorrt_caps_the_batcher_to_its_profile(models: dict[str, Path]) -> None:
+    backend = _loaded(models["dynamic"], device="cuda", options={"tensorrt": "true"})
+    if backend.describe()["provider"] != "TensorrtExecutionProvider":
+        pytest.skip("TensorRT is not active here (warned at load)")
+    assert backend.max_batch_size == 32
+    assert backend.predict({"image": _batch(5)})["probs"].shape == (5, 4)

@@ -26,7 +26,7 @@ import scorepack  # noqa: E402
 from parity_models import SIZE, torch_cnn, torch_models  # noqa: E402
 from scorepack import TensorSpec  # noqa: E402
 from scorepack.cli import build_cli  # noqa: E402
-from scorepack.errors import DeviceUnavailableError, ModelLoadError  # noqa: E402
+from scorepack.errors import DeviceUnavailableError, ModelLoadError, PackageError  # noqa: E402
 from scorepack.server import BackgroundServer  # noqa: E402
 from scorepack_pytorch import (  # noqa: E402
     SPEC,
@@ -381,26 +381,32 @@ def test_the_advised_export_commands_work(
 # --- packaging and isolation -----------------------------------------------------------
 
 
-def test_requirements_name_the_build_and_its_index(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_requirements_name_the_build_and_its_index() -> None:
     version = torch.__version__.split("+")[0]
     cpu = requirements("cpu")
     assert cpu.pip == (
         "--extra-index-url https://download.pytorch.org/whl/cpu",
         f"torch=={version}+cpu",
     )
+    # the package index's torch is the CUDA 13.0 build: no extra index, no local label
     cuda = requirements("cuda")
-    assert cuda.pip == (
-        "--extra-index-url https://download.pytorch.org/whl/cu128",
-        f"torch=={version}+cu128",
+    assert cuda.pip == (f"torch=={version}", f"torchvision=={torchvision_release(version)}")
+    assert cuda.cuda is not None and cuda.cuda.major == 13 and cuda.cuda.driver_min == 580
+    cuda12 = requirements("cuda12")
+    assert cuda12.pip == (
+        "--extra-index-url https://download.pytorch.org/whl/cu126",
+        f"torch=={version}+cu126",
         # the torchvision that -O gpu_decode=true needs, of the same CUDA build
-        f"torchvision=={torchvision_release(version)}+cu128",
+        f"torchvision=={torchvision_release(version)}+cu126",
     )
+    assert requirements("cuda13") == cuda
+    # the wheels bring CUDA: a plain Ubuntu image, not a CUDA 11.8 one nothing uses
+    assert "cuda" not in (cuda.base_image or "") and "cuda" not in (cuda12.base_image or "")
+    with pytest.raises(PackageError, match="offers CUDA 12, 13"):
+        requirements("cuda11")
     assert torchvision_release("2.13.0+cpu") == "0.28.0"
     assert torchvision_release("2.9.1") == "0.24.1"
     assert torchvision_release("1.13.0") is None
-    assert "cuda" in (cuda.base_image or "")
-    monkeypatch.setenv("SCOREPACK_TORCH_CUDA", "cu126")
-    assert requirements("cuda").pip[1] == f"torch=={version}+cu126"
     assert SPEC.framework_version() == torch.__version__
 
 
@@ -450,3 +456,101 @@ def test_gpu_serves_over_http(models: dict[str, Path]) -> None:
         reply = client.post("/score", content=images.jpeg(), headers={"content-type": "image/jpeg"})
         assert reply.status_code == 200, reply.text
     assert scorer.backend.device.is_cuda
+
+
+# --- half precision: every floating tensor, failures at load ------------------------------
+
+
+def _constant_model(path: Path) -> Path:
+    """A .pt2 whose forward multiplies by a plain tensor attribute: torch.export lifts it
+    as a constant, which module.half() does not cast."""
+
+    class WithConstant(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            generator = torch.Generator().manual_seed(3)
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.table = torch.randn(4, 5, generator=generator)  # not a buffer: a constant
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            pooled = self.conv(image).mean(dim=(2, 3))
+            return torch.softmax(pooled @ self.table, dim=1)
+
+    model = WithConstant().eval()
+    example = torch.rand(2, 3, 8, 8)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return path
+
+
+@torch.no_grad()
+def test_half_casts_the_constants_torch_export_lifts(tmp_path: Path) -> None:
+    """Reproduced on the CPU: .half() leaves the lifted constant float32 and every batch
+    fails; to_half casts it, and the float16 model answers like the float32 one."""
+    from scorepack_pytorch.precision import half_probe, probe_inputs, to_half
+
+    path = _constant_model(tmp_path / "constant.pt2")
+    x = torch.rand(3, 3, 8, 8)
+    plain = torch.export.load(str(path)).module()
+    plain.half()
+    with pytest.raises(RuntimeError, match="dtype"):
+        plain(x.half())
+    module = torch.export.load(str(path)).module()
+    assert to_half(torch, module) == ["table"]
+    got = module(x.half())
+    assert got.dtype == torch.float16
+    reference = torch.export.load(str(path)).module()(x)
+    np.testing.assert_allclose(got.float().numpy(), reference.numpy(), atol=5e-3)
+    spec = TensorSpec("image", "float32", (None, 3, 8, 8))
+    assert probe_inputs([spec])["image"].shape == (1, 3, 8, 8)
+    # the load-time probe raises what the framework raises (the backend maps it to a
+    # ModelLoadError); on the cast module it passes
+    with pytest.raises(RuntimeError):
+        half_probe(lambda arrays: [("y", plain(torch.from_numpy(arrays["image"]).half()))], [spec])
+    assert half_probe(
+        lambda arrays: [("y", module(torch.from_numpy(arrays["image"]).half()))], [spec]
+    )
+    free = TensorSpec("image", "float32", (None, 3, None, None))
+    assert probe_inputs([free]) is None
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_half_serves_a_program_with_a_constant(tmp_path: Path) -> None:
+    path = _constant_model(tmp_path / "constant.pt2")
+    backend = _loaded(path, device="cuda", options={"half": True})
+    x = np.random.default_rng(0).random((4, 3, 8, 8), dtype=np.float32)
+    reference = torch.export.load(str(path)).module()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(backend.predict({"image": x})["output_0"], reference, atol=5e-3)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_torchscript_half_with_batch_norm_matches_float32(tmp_path: Path) -> None:
+    """TorchScript is cast before it is frozen, so batch norm is folded in float16:
+    compared here with the float32 model on the same GPU."""
+    from parity_models import to_torchscript
+
+    generator = torch.Generator().manual_seed(4)
+    norm = torch.nn.BatchNorm2d(8)
+    norm.running_mean = torch.randn(8, generator=generator) * 3
+    norm.running_var = torch.rand(8, generator=generator) * 5 + 0.1
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        norm,
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 5),
+        torch.nn.Softmax(dim=1),
+    ).eval()
+    path = to_torchscript(model, tmp_path / "bn.ts", trace=True)
+    half = _loaded(path, device="cuda", options={"half": True})
+    full = _loaded(path, device="cuda")
+    x = np.random.default_rng(1).random((8, *half.signature.inputs[0].item_shape), np.float32)
+    a = half.predict({half.signature.input_names[0]: x})
+    b = full.predict({full.signature.input_names[0]: x})
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], atol=2e-2)
+        assert list(a[name].argmax(1)) == list(b[name].argmax(1))

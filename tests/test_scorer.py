@@ -13,7 +13,7 @@ import pytest
 import scorepack
 from fixture_backends import EchoBackend, SlowBackend
 from images import jpeg
-from scorepack import Scorer
+from scorepack import Device, Scorer
 from scorepack.errors import (
     BadRequestError,
     InvalidTensorError,
@@ -21,6 +21,7 @@ from scorepack.errors import (
     QueueFullError,
     ScoringTimeoutError,
 )
+from scorepack.scorer import warmup_sizes
 from serving_helpers import scoring_config, serving, tf_backend
 
 
@@ -146,3 +147,26 @@ def test_describe(small_cnn_path: Path) -> None:
     assert info["classifier_output"] == "probs"
     assert info["preprocess"]["size"] == [32, 32]
     assert info["backend"]["device"] == "cpu"
+
+
+class CudaEchoBackend(EchoBackend):
+    """An echo that says it runs on a GPU (the warm-up plan follows the device)."""
+
+    def load(self) -> None:
+        super().load()
+        self.device = Device.parse("cuda:0")
+
+
+def test_warm_up_covers_every_batch_size_on_a_gpu(tmp_path: Path) -> None:
+    """Each new batch shape pays cuDNN algorithm search (and TensorRT/XLA autotuning) on
+    its first call on a GPU: the warm-up runs every size the batcher can form, so no live
+    request pays it. Warm-up had covered sizes 1 and max only."""
+    backend = CudaEchoBackend(tmp_path / "m.echo")
+    with Scorer(backend, scoring_config(max_batch_size=12)).start(timeout=20) as scorer:
+        assert scorer.ready
+        assert sorted(backend.calls) == list(range(1, 13))
+        assert backend.calls[0] == 12  # the largest first: the allocator reserves the peak once
+    cpu = EchoBackend(tmp_path / "m.echo")
+    with Scorer(cpu, scoring_config(max_batch_size=12)).start(timeout=20):
+        assert sorted(cpu.calls) == [1, 12]  # on a CPU, the two ends
+    assert warmup_sizes(1, True) == [1] and warmup_sizes(4, False) == [1, 4]

@@ -17,7 +17,12 @@ import pytest
 import scorepack
 from images import jpeg
 from scorepack import Signature
-from scorepack.errors import BackendOptionError, InvalidTensorError, ModelLoadError
+from scorepack.errors import (
+    BackendOptionError,
+    InvalidTensorError,
+    ModelLoadError,
+    PackageError,
+)
 from serving_helpers import error_of, serving, tf_backend, wait_for
 
 tf = pytest.importorskip("tensorflow")
@@ -224,8 +229,14 @@ def test_requirements_for_packages() -> None:
     cpu, gpu = SPEC.requirements("cpu"), SPEC.requirements("cuda")
     assert cpu.pip == (f"tensorflow-cpu=={version}",)
     assert gpu.pip == (f"tensorflow[and-cuda]=={version}",)  # never the removed tensorflow-gpu
-    assert gpu.base_image and "cuda" in gpu.base_image
-    assert "cuda" not in (cpu.base_image or "")
+    assert "cuda" not in (cpu.base_image or "") and "cuda" not in (gpu.base_image or "")
+    # CUDA 12.5, no sm_90 code: the driver floor covers PTX JIT, and the JIT cache is sized
+    assert gpu.cuda is not None and (gpu.cuda.major, gpu.cuda.driver_min) == (12, 555)
+    assert "sm_90" not in gpu.cuda.native_archs and "compute_90" in gpu.cuda.ptx_archs
+    assert int(gpu.cuda.environment["CUDA_CACHE_MAXSIZE"]) > 256 * 1024**2
+    assert SPEC.requirements("cuda12") == gpu
+    with pytest.raises(PackageError, match="offers CUDA 12"):
+        SPEC.requirements("cuda13")
 
 
 def test_bf16_precision_keeps_the_answers(small_cnn_path: Path, tmp_path: Path) -> None:
@@ -341,3 +352,67 @@ def test_cuda_path(small_cnn_path: Path, tmp_path: Path) -> None:
     # same answers on both devices, up to float tolerance (cuDNN's kernels differ)
     assert facts["max_diff"] < 1e-4
     assert facts["served_diff"] < 1e-4
+
+
+# --- GPU levers that can be checked on the CPU --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "growth"),
+    [
+        ("0", False),
+        ("off", False),
+        ("no", False),
+        ("false", False),
+        (False, False),
+        ("1", True),
+        ("on", True),
+        ("true", True),
+        (True, True),
+    ],
+)
+def test_memory_growth_is_a_real_boolean(small_cnn_path: Path, value: object, growth: bool) -> None:
+    # by truthiness, "0", "off" and "no" were all true: growth could not be switched off
+    backend = loaded(small_cnn_path, memory_growth=value)
+    assert backend.option("memory_growth") is growth
+
+
+def test_a_bad_memory_growth_value_fails_the_load(small_cnn_path: Path) -> None:
+    with pytest.raises(BackendOptionError, match="memory_growth"):
+        loaded(small_cnn_path, memory_growth="sometimes")
+
+
+def test_string_tensors_are_made_on_the_host_whatever_the_device() -> None:
+    """A string tensor made inside a GPU device scope is a known TensorFlow failure: the
+    feed makes strings under /CPU:0 and numbers under the model's device."""
+    from scorepack_tensorflow.backend import make_feed
+
+    scopes: list[str] = []
+
+    class Recording:
+        """TensorFlow, with the device scope each constant is made in recorded."""
+
+        def __init__(self) -> None:
+            self.current = ""
+
+        def device(self, name: str) -> object:
+            outer = self
+
+            class Scope:
+                def __enter__(self) -> None:
+                    outer.previous, outer.current = outer.current, name
+
+                def __exit__(self, *exc: object) -> None:
+                    outer.current = outer.previous
+
+            return Scope()
+
+        def constant(self, value: np.ndarray) -> object:
+            scopes.append(f"{value.dtype.kind}@{self.current}")
+            return tf.constant(value)
+
+    words = np.array([b"a", b"bc"], dtype=object)
+    numbers = np.zeros((2, 3), np.float32)
+    feed = make_feed(Recording(), {"words": words, "x": numbers}, "/GPU:0")
+    assert sorted(scopes) == ["O@/CPU:0", "f@/GPU:0"]
+    assert feed["words"].dtype == tf.string and "CPU" in feed["words"].device

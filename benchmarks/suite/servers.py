@@ -195,6 +195,7 @@ def build_package(model: Any, out: Path) -> Path:
             "-o",
             str(out),
             "--force",
+            "--no-check",  # the benchmark measures serving; it needs no network
             *model.serve_args,
         ],
         check=True,

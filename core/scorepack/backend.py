@@ -32,6 +32,7 @@ from .signature import Signature
 if TYPE_CHECKING:
     import numpy as np
 
+    from .cuda import CudaEnvironment
     from .preprocess import ImagePlan
 
 __all__ = [
@@ -162,13 +163,17 @@ class Requirements:
     """What a scoring package must install to run a backend on one kind of device.
 
     ``pip`` and ``conda`` hold pinned requirement strings; ``base_image`` names the
-    container image Azure ML should build on (a CUDA image for GPU packages).
+    container image Azure ML should build on. ``cuda`` is the known-good CUDA environment
+    (:mod:`scorepack.cuda`) a GPU package's pins make: driver floor, architectures.
+    ``requirements(kind)`` gets ``kind`` ``"cpu"``, ``"cuda"`` or ``"cudaNN"`` (the user
+    chose CUDA major NN); a backend without that major raises PackageError.
     """
 
     pip: tuple[str, ...] = ()
     conda: tuple[str, ...] = ()
     channels: tuple[str, ...] = ("conda-forge",)
     base_image: str | None = None
+    cuda: CudaEnvironment | None = None
 
 
 class Backend(abc.ABC):

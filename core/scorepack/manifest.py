@@ -26,6 +26,7 @@ import yaml
 
 from .backend import Requirements
 from .config import ScoringConfig
+from .cuda import CudaEnvironment
 from .errors import IntegrityError, PackageError
 from .generator.spec import DeploymentSettings, PackageSpec
 from .signature import Signature
@@ -128,6 +129,8 @@ def manifest_data(spec: PackageSpec) -> dict[str, Any]:
                 "channels": list(spec.requirements.channels),
                 "base_image": spec.requirements.base_image,
                 "runtime": list(spec.runtime_requirements),
+                # GPU packages: CUDA, the NVIDIA driver floor, the architectures served natively
+                "cuda": spec.requirements.cuda.to_dict() if spec.requirements.cuda else None,
             },
             "wheels": [{"path": w, "sha256": spec.file_hashes.get(w, "")} for w in spec.wheels],
             "deployment": asdict(spec.deployment),
@@ -242,6 +245,7 @@ def spec_from_data(data: Any, *, labels: tuple[str, ...] | None = None) -> Packa
             conda=tuple(requirements.get("conda") or ()),
             channels=tuple(requirements.get("channels") or ("conda-forge",)),
             base_image=requirements.get("base_image"),
+            cuda=_cuda_from_data(data, requirements),
         ),
         framework=str(data["framework"]["name"]),
         framework_version=str(data["framework"].get("version", "")),
@@ -261,6 +265,25 @@ def spec_from_data(data: Any, *, labels: tuple[str, ...] | None = None) -> Packa
 def _seconds(value: Any) -> float | None:
     # absent in manifests written before it was measured
     return None if value is None else float(value)
+
+
+def _cuda_from_data(data: dict[str, Any], requirements: dict[str, Any]) -> CudaEnvironment | None:
+    entry = requirements.get("cuda")
+    if not entry:
+        return None
+    framework = data.get("framework") or {}
+    return CudaEnvironment(
+        framework=str(framework.get("name", "")),
+        built_with=str(framework.get("version", "")),
+        cuda=str(entry["cuda"]),
+        pip=tuple(requirements.get("pip") or ()),
+        driver_min=int(entry["driver_min"]),
+        native_archs=tuple(entry.get("native_archs") or ()),
+        ptx_archs=tuple(entry.get("ptx_archs") or ()),
+        base_image=str(requirements.get("base_image") or ""),
+        environment={str(k): str(v) for k, v in (entry.get("environment") or {}).items()},
+        notes=str(entry.get("notes", "")),
+    )
 
 
 # --- checking ----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from .signature import Signature
 from .telemetry import tracing
 from .telemetry.stats import ScorerStats
 
-__all__ = ["ScoreResult", "Scorer"]
+__all__ = ["ScoreResult", "Scorer", "warmup_sizes"]
 
 logger = logging.getLogger("scorepack.scorer")
 
@@ -57,6 +57,22 @@ class ScoreResult:
     body: dict[str, Any]
     batch_size: int
     queue_seconds: float = 0.0
+
+
+def warmup_sizes(max_rows: int, on_gpu: bool) -> list[int]:
+    """The batch sizes the warm-up runs, in order.
+
+    On a GPU, every size the batcher can form, largest first: each new shape pays cuDNN's
+    algorithm search, TensorRT or XLA autotuning and kernel JIT on its first call, which
+    would otherwise land on a live request (the largest first also lets the allocator
+    reserve the peak once). On a CPU, 1 and the largest: the frameworks' CPU kernels cost
+    little more on a new shape, and ResNet50 at every size up to 32 would add seconds to
+    every start. ``benchmarks/suite/first_request.py`` measures the first request per size.
+    """
+    largest = max(1, max_rows)
+    if on_gpu:
+        return list(range(largest, 0, -1))
+    return sorted({1, largest})
 
 
 class Scorer:
@@ -140,7 +156,7 @@ class Scorer:
         if self.image_plan is not None:
             self.encoded_images = self.backend.accepts_encoded_images(self.image_plan)
         if self.config.warmup:
-            for rows in sorted({1, self.batcher.max_rows}):
+            for rows in warmup_sizes(self.batcher.max_rows, self.backend.device.is_cuda):
                 try:
                     self.batcher.run_now(self._zeros(rows), rows)
                 except InvalidTensorError as exc:

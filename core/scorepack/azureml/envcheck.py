@@ -5,7 +5,9 @@ install), and the wheels from its manifest (scorepack and the backend plugin, at
 versions that built it). Serving a CUDA package on the CPU, a GPU-only pin is satisfied by
 its CPU build at the same version: ``tensorflow[and-cuda]==2.21.0`` by ``tensorflow`` or
 ``tensorflow-cpu`` 2.21.0, ``onnxruntime-gpu`` by ``onnxruntime``, ``torch==X+cu124`` by
-``torch`` X; the ``nvidia-*`` CUDA libraries are not needed.
+``torch`` X; the ``nvidia-*`` CUDA libraries are not needed. GPU and CPU releases are not
+always made in lock-step (onnxruntime-gpu 1.31.1 beside onnxruntime 1.32.0), so on the CPU
+a GPU-only pin is satisfied by the CPU build of the version the package was built with.
 """
 
 from __future__ import annotations
@@ -101,6 +103,12 @@ def _check_pin(pin: Pin, cpu_serving: bool, version_of: VersionOf) -> str | None
     return f"{pin.line}: {name} {version} is installed"
 
 
+def _gpu_only(pin: Pin) -> bool:
+    """A GPU build's pin: ``x-gpu==…`` or ``x[cuda…]==…``."""
+    head = pin.line.split("==", 1)[0]
+    return normalize(pin.name).endswith("-gpu") or ("[" in head and "cuda" in head)
+
+
 def check_environment(
     spec: PackageSpec,
     package: Path,
@@ -130,10 +138,16 @@ def check_environment(
                 spec.backend_version,
             )
         )
+    on_cpu = cpu_serving and spec.device == "cuda"
     for pin in pins:
         if not pin.version or not _applies(pin.marker):
             continue
-        problem = _check_pin(pin, cpu_serving and spec.device == "cuda", version_of)
+        problem = _check_pin(pin, on_cpu, version_of)
+        if problem and on_cpu and spec.framework_version and _gpu_only(pin):
+            # or the CPU build that built and checked the package (onnxruntime 1.32.0 for
+            # onnxruntime-gpu 1.31.1: the two are not released in lock-step)
+            built = Pin(pin.line, pin.name, spec.framework_version, pin.marker)
+            problem = _check_pin(built, on_cpu, version_of)
         if problem:
             problems.append(problem)
     return problems

@@ -23,6 +23,7 @@ BUILTIN_COMMANDS: tuple[str, ...] = (
     "score",
     "bench",
     "build",
+    "check",
     "deploy",
     "delete",
 )

@@ -30,6 +30,12 @@ from .options import backend_option, scoring_config, scoring_options
     show_default=True,
     help="What the package runs on: its pinned framework build and base image follow.",
 )
+@click.option(
+    "--cuda",
+    type=click.IntRange(min=11),
+    help="CUDA major of a GPU package, where the framework offers more than one "
+    "(torch and onnxruntime: 12 or 13) [default: the known-good default].",
+)
 @click.option("--name", help="The package's name (and the Azure ML model's); default: PATH's name.")
 @backend_option
 @scoring_options
@@ -42,16 +48,25 @@ from .options import backend_option, scoring_config, scoring_options
 )
 @click.option("--zip", "as_zip", is_flag=True, help="Write a .zip archive instead of a directory.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help="Do not resolve the package's environment with pip afterwards (scorepack check).",
+)
+@click.option("--index-url", help="The package index the check resolves against.")
 def command(
     path: str,
     output: str,
     backend: str | None,
     device: str,
+    cuda: int | None,
     name: str | None,
     backend_options: dict[str, Any],
     threads: int,
     as_zip: bool,
     force: bool,
+    no_check: bool,
+    index_url: str | None,
     **kw: Any,
 ) -> None:
     """Build a scoring package for the model at PATH: entry script, manifest, model,
@@ -72,6 +87,7 @@ def command(
             force=force,
             backend=backend,
             device=device,
+            cuda=cuda,
             name=name,
             options=backend_options,
             config=config,
@@ -87,6 +103,31 @@ def command(
         f"  device:   {spec.device}; signature inputs {', '.join(spec.signature.input_names)}"
     )
     click.echo(f"  wheels:   {', '.join(w.split('/')[-1] for w in spec.wheels)}")
+    if spec.requirements.cuda is not None:
+        env = spec.requirements.cuda
+        click.echo(
+            f"  cuda:     CUDA {env.cuda}, NVIDIA driver >= {env.driver_min}; {env.jit_archs()}"
+        )
+    if no_check:
+        click.echo("  check:    skipped (--no-check)", err=True)
+    elif as_zip:
+        click.echo("  check:    run `scorepack check` on the unpacked archive", err=True)
+    else:
+        from .check import INCOMPLETE, report_check
+
+        status = report_check(built.path, index_url)
+        if status == 1:
+            raise click.ClickException(
+                f"The package was written to {built.path}, but its environment does not "
+                "resolve (above): it would not install. Fix the pins, or choose another "
+                "--cuda, and build again."
+            )
+        if status == INCOMPLETE:
+            click.echo(
+                "scorepack: warning: part of the environment could not be checked from here "
+                "(above); check the package where that index is reachable.",
+                err=True,
+            )
     if not as_zip:
         click.echo("next:")
         cpu = [] if device == "cpu" else ["--device", "cpu"]

@@ -270,5 +270,12 @@ def command(
     )
     progress = progress_printer()
     progress(f"Deploying {spec.name} ({spec.backend}, {spec.device}) with {target.name}")
+    env = spec.requirements.cuda
+    if env is not None:
+        # the one fact the cluster must match and Azure ML never checks: the node's driver
+        progress(
+            f"GPU: CUDA {env.cuda} from pip wheels; the nodes need an NVIDIA driver "
+            f">= {env.driver_min}; {env.jit_archs()}"
+        )
     result = target.deploy(package.resolve(), spec, options, progress)
     _report(result)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from importlib import resources
 from string import Template
 
+from ..cuda import service_variables
 from ..manifest import LABELS_FILE, MANIFEST_FILE
 from .spec import PackageSpec
 
@@ -149,6 +150,11 @@ def dockerfile(spec: PackageSpec, *, with_model: bool = True) -> str:
             gpu_env=(
                 " \\\n    NVIDIA_VISIBLE_DEVICES=all"
                 " \\\n    NVIDIA_DRIVER_CAPABILITIES=compute,utility"
+                # the CUDA environment's own (TensorFlow: a PTX JIT cache that fits)
+                + "".join(
+                    f" \\\n    {k}={v}"
+                    for k, v in service_variables(spec.requirements.cuda).items()
+                )
                 if gpu
                 else ""
             ),

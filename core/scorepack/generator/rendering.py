@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..azureml.settings import server_environment
+from ..cuda import service_variables
 from ..errors import PackageError
 from ..manifest import LABELS_FILE, MANIFEST_FILE, MODEL_DIR, dump_manifest, labels_text
 from ..openapi import SWAGGER_FILES
@@ -145,6 +146,11 @@ def requirement_lines(spec: PackageSpec) -> list[str]:
 
 def _requirements_txt(spec: PackageSpec) -> str:
     install = ["#   cd PACKAGE_DIR && python -m pip install -r requirements.txt"]
+    if spec.requirements.cuda is not None:
+        env = spec.requirements.cuda
+        install.append(
+            f"# CUDA {env.cuda}: the GPU needs an NVIDIA driver {env.driver_min} or newer"
+        )
     if any(_name(line) == "torch" for line in spec.requirements.pip):
         # a bare torch resolution pulls gigabytes of CUDA wheels; the pinned one goes first
         pin = next(line for line in spec.requirements.pip if _name(line) == "torch")
@@ -224,7 +230,7 @@ def _readme(spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, 
         for kind, specs in (("input", spec.signature.inputs), ("output", spec.signature.outputs))
         for s in specs
     ]
-    env = server_environment(spec.deployment)
+    env = server_environment(spec.deployment) | service_variables(spec.requirements.cuda)
     gpu = spec.device == "cuda"
     cpu = ["--device", "cpu"] if gpu else []
     local = _commented(
@@ -322,7 +328,38 @@ def _readme(spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, 
                 ),
             ]
         ),
+        gpu_section=gpu_text(spec),
     )
+
+
+def gpu_text(spec: PackageSpec) -> str:
+    """The README's GPU section: CUDA, driver floor, architectures (empty for CPU packages)."""
+    env = spec.requirements.cuda
+    if spec.device != "cuda":
+        return ""
+    if env is None:
+        return (
+            "\n## GPU\n\nThe backend states no CUDA environment: check its documentation for "
+            "the NVIDIA driver the GPU nodes need.\n"
+        )
+    source = f"the extra index {env.index_url}" if env.index_url else "the package index"
+    lines = [
+        "",
+        "## GPU",
+        "",
+        f"CUDA {env.cuda}, from pip wheels ({source}); the image, "
+        f"`{spec.requirements.base_image}`, needs no CUDA of its own.",
+        f"**The GPU nodes need an NVIDIA driver {env.driver_min} or newer.**",
+        f"GPU architectures: {env.jit_archs()}.",
+    ]
+    if env.notes:
+        lines.append(f"Note: {env.notes}.")
+    lines += [
+        "`scorepack check .` resolves this environment with pip for Linux x86-64, installing "
+        "nothing, and reports what it finds.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _commented(lines: Sequence[tuple[str, str]]) -> str:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..backend import BackendSpec
+from ..backend import BackendSpec, Requirements
 from ..config import ScoringConfig
 from ..errors import ModelError, PackageError
 from ..loading import resolve_backend
@@ -138,6 +138,18 @@ def pins_for(distributions: tuple[str, ...], skip: set[str]) -> tuple[str, ...]:
     return tuple(pins[k] for k in sorted(pins) if k not in skip)
 
 
+def _requirements(bspec: BackendSpec, device: str, cuda: int | None) -> Requirements:
+    """The backend's pins for the device; a chosen CUDA major must be the one it pins."""
+    requirements = bspec.requirements(device if cuda is None else f"cuda{cuda}")
+    if cuda is not None and (requirements.cuda is None or requirements.cuda.major != cuda):
+        got = f"CUDA {requirements.cuda.major}" if requirements.cuda else "no stated CUDA version"
+        raise PackageError(
+            f"The {bspec.name} backend was asked for CUDA {cuda} and answered with {got}; "
+            "build without choosing a CUDA version."
+        )
+    return requirements
+
+
 def _check_fits(signature: Signature, config: ScoringConfig) -> None:
     try:
         plan_image(signature, config.preprocess)
@@ -151,15 +163,22 @@ def resolve_spec(
     *,
     backend: str | None = None,
     device: str = "cuda",
+    cuda: int | None = None,
     name: str | None = None,
     options: Mapping[str, Any] | None = None,
     config: ScoringConfig | None = None,
     deployment: DeploymentSettings | None = None,
 ) -> PackageSpec:
-    """Everything about the package but its wheels and file hashes (``write`` adds those)."""
+    """Everything about the package but its wheels and file hashes (``write`` adds those).
+
+    ``cuda`` picks the CUDA major of a GPU package where the framework offers more than
+    one (see :mod:`scorepack.cuda`); None takes the known-good default.
+    """
     model = Path(path)
     if device not in DEVICES:
         raise PackageError(f"A package is built for cpu or cuda, not {device!r}.")
+    if cuda is not None and device != "cuda":
+        raise PackageError("A CUDA version was chosen for a CPU package; drop it or use cuda.")
     resolved = model.resolve()
     package_name = name or (resolved.stem if resolved.is_file() else resolved.name) or "model"
     if not _NAME.match(package_name):
@@ -182,7 +201,7 @@ def resolve_spec(
     signature, load_seconds = load_once(bspec, model, parsed)
     _check_fits(signature, config)
     files, entry = model_files(model)
-    requirements = bspec.requirements(device)
+    requirements = _requirements(bspec, device, cuda)
     dists = ("scorepack",) + ((distribution,) if distribution else ())
     pinned = {normalize(m.group(1)) for r in requirements.pip if (m := _REQ_NAME.match(r))}
     skip = pinned | {normalize(d) for d in dists}

@@ -43,8 +43,9 @@ __all__ = [
 AZUREML_CORE_INSTALL = "pip install azureml-core==1.61.0.post4"
 AZURE_AI_ML_INSTALL = "pip install azure-ai-ml==1.35.2 azure-identity"
 
-#: used when a backend names no image of its own: Azure ML's images carry conda and the
-#: NVIDIA user-space libraries the driver on a GPU node expects
+#: used when a backend names no image of its own (a third-party backend): Azure ML's CUDA
+#: image. scorepack's own backends name the image of their known-good environment
+#: (scorepack.cuda), a plain Ubuntu image, since their wheels bring CUDA themselves
 GPU_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
 CPU_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..cuda import service_variables
 from ..generator.spec import DeploymentSettings, PackageSpec
 from .azureml_common import (
     base_image,
@@ -96,7 +97,9 @@ def inference_configuration(
             "name": environment_name(service),
             "conda_file": "environment.yml",
             "base_image": base_image(spec),
-            "environment_variables": server_environment(settings),
+            "environment_variables": (
+                server_environment(settings) | service_variables(spec.requirements.cuda)
+            ),
         },
         "model": {"name": model_name(spec), "path": "model", "tags": package_tags(spec)},
     }

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..cuda import service_variables
 from ..errors import DeployError
 from ..generator import container
 from ..generator.spec import DeploymentSettings, PackageSpec
@@ -126,7 +127,10 @@ class AzureMLV2Target:
                 resources=", ".join(f"{k} {v}" for k, v in resources.items()),
                 max_concurrent=settings.max_concurrent_requests,
                 env_summary=", ".join(
-                    f"`{k}={v}`" for k, v in server_environment(settings).items()
+                    f"`{k}={v}`"
+                    for k, v in (
+                        server_environment(settings) | service_variables(spec.requirements.cuda)
+                    ).items()
                 ),
                 base_image=base_image(spec),
             ),

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ..cuda import service_variables
 from ..generator import container
 from ..generator.spec import DeploymentSettings, PackageSpec
 from .azureml_common import model_name, package_tags, server_environment
@@ -119,7 +120,9 @@ def deployment_document(
             "name": environment_name(service),
             "build": {"path": "../..", "dockerfile_path": DOCKERFILE},
         },
-        "environment_variables": server_environment(settings),
+        "environment_variables": (
+            server_environment(settings) | service_variables(spec.requirements.cuda)
+        ),
         "request_settings": {
             "request_timeout_ms": settings.scoring_timeout_ms,
             "max_concurrent_requests_per_instance": settings.max_concurrent_requests,

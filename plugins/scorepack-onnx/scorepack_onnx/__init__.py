@@ -7,15 +7,13 @@ import importlib.metadata
 from collections.abc import Callable
 
 from scorepack import BackendSpec, Requirements, hookimpl
+from scorepack.cuda import choose_environment, parse_kind
 from scorepack.detect import format_detector
 
 from .backend import INSTALL, OnnxBackend
 
 __all__ = ["SPEC", "OnnxBackend", "requirements"]
 
-#: onnxruntime-gpu[cuda,cudnn] brings CUDA and cuDNN as pip packages, so the image
-#: needs the NVIDIA driver stack and Azure ML's runtime only (as for TensorFlow)
-GPU_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
 CPU_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
 DEFAULT_VERSION = "1.32.0"
 DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "ort-nightly", "ort-nightly-gpu")
@@ -31,16 +29,18 @@ def _installed_version() -> str:
 
 
 def requirements(kind: str) -> Requirements:
-    """Pinned to the onnxruntime that built and tested the package.
+    """CPU: ``onnxruntime`` pinned to the version that built and tested the package.
 
-    GPU: ``onnxruntime-gpu`` with its ``cuda`` and ``cudnn`` extras; CPU: ``onnxruntime``.
-    The two must never be installed together (they share the ``onnxruntime`` module).
+    GPU (``cuda``, ``cuda12``, ``cuda13``): ``onnxruntime-gpu[cuda,cudnn]`` from scorepack's
+    known-good table (:mod:`scorepack.cuda`). CPU and GPU releases are not made in
+    lock-step (CPU 1.32.0, GPU 1.31.1), so the GPU pin never copies the CPU version. The
+    two must never be installed together (they share the ``onnxruntime`` module).
     """
     version = _installed_version()
-    if kind == "cuda":
-        return Requirements(
-            pip=(f"onnxruntime-gpu[cuda,cudnn]=={version}",), base_image=GPU_BASE_IMAGE
-        )
+    device, major = parse_kind(kind)
+    if device == "cuda":
+        env = choose_environment("onnxruntime", version, major)
+        return Requirements(pip=env.pip, base_image=env.base_image, cuda=env)
     return Requirements(pip=(f"onnxruntime=={version}",), base_image=CPU_BASE_IMAGE)
 
 

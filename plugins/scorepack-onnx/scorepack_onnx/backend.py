@@ -6,6 +6,7 @@ import glob
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,16 +109,24 @@ def _tensor_spec(arg: Any) -> TensorSpec:
 class OnnxBackend(Backend):
     """Serves an ONNX model with ONNX Runtime.
 
-    Execution providers follow the device: on a GPU, TensorRT when this onnxruntime has
-    it, else CUDA, with the CPU for the operators they do not cover; on the CPU, the CPU
-    provider alone. The providers actually in use are read back from the session, so
-    :meth:`describe` shows what runs, not what was asked for.
+    Execution providers follow the device: on a GPU, CUDA, with the CPU for the operators
+    it does not cover; on the CPU, the CPU provider alone. TensorRT is opt-in
+    (``-O tensorrt=true``): it builds an engine per input shape, minutes for a ResNet50,
+    so it gets one optimisation profile from batch 1 to the largest batch (the batcher is
+    capped to it) and engine and timing caches on disk (:func:`trt_cache_dir`), so only
+    the first start of a model pays for the build. Asked for and not active (this
+    onnxruntime lacks it, or libnvinfer is missing, as in a package's image), it is a
+    plain warning, not a silent fallback. The providers in use are read back from the
+    session, so :meth:`describe` shows what runs, not what was asked for.
 
-    On a GPU every batch is bound with IOBinding: inputs are copied to the device once,
-    outputs stay there until the one copy back. A model exported with a fixed batch
-    size is called with exactly that many rows (padded when fewer are queued), and the
-    batcher is capped to it. ``-O cuda_graph=true`` does the same with one batch size of
-    its own and replays a CUDA graph on persistent buffers (see :mod:`.cuda_graph`).
+    Inputs go in with a plain ``session.run``: per-batch IOBinding allocated device
+    buffers for every batch and moved the same bytes as a plain run, so it is opt-in
+    (``-O iobinding=true``) until a GPU measurement says otherwise. A model exported with
+    a fixed batch size is called with exactly that many rows (padded when fewer are
+    queued), and the batcher is capped to it. ``-O cuda_graph=true`` does the same with
+    one batch size of its own and replays a CUDA graph on persistent buffers (see
+    :mod:`.cuda_graph`); the graph is captured during the load, on the model thread,
+    which then owns it: a graph replays on the stream of the thread that captured it.
     """
 
     option_schema = (
@@ -155,16 +164,34 @@ class OnnxBackend(Backend):
             help="comma-separated execution providers to use in order, instead of the "
             "device's default (e.g. CUDAExecutionProvider,CPUExecutionProvider)",
         ),
-        BackendOption("tensorrt", bool, True, "GPU: use the TensorRT provider when present"),
+        BackendOption(
+            "tensorrt",
+            bool,
+            False,
+            "GPU: use the TensorRT provider first (off by default: engine builds take "
+            "minutes and need libnvinfer); a plain warning when asked for and not active",
+        ),
         BackendOption("trt_fp16", bool, False, "TensorRT: allow float16 kernels"),
         BackendOption(
-            "trt_engine_cache", str, help="TensorRT: directory to cache built engines in"
+            "trt_engine_cache",
+            str,
+            help="TensorRT: directory for the engine and timing caches (default: "
+            "$SCOREPACK_CACHE_DIR/tensorrt, else ~/.cache/scorepack/tensorrt; off disables)",
+        ),
+        BackendOption(
+            "trt_max_batch",
+            int,
+            help="TensorRT: the largest batch of the optimisation profile, which starts at "
+            "1; the batcher is capped to it (default: the model's fixed batch, else "
+            f"{BatchingConfig.max_batch_size})",
+            minimum=1,
         ),
         BackendOption(
             "iobinding",
             bool,
-            help="bind inputs and outputs on the device with IOBinding (default: on a GPU; "
-            "off on the CPU, where it saves nothing)",
+            False,
+            "bind inputs and outputs with IOBinding, new device buffers every batch (off "
+            "by default: it moved the same bytes as a plain run)",
         ),
         BackendOption(
             "cuda_graph",
@@ -229,6 +256,7 @@ class OnnxBackend(Backend):
             )
         self._active = list(self._session.get_providers())
         self._check_device()
+        self._warn_tensorrt(ort)
         self.signature = Signature(
             inputs=tuple(_tensor_spec(a) for a in self._session.get_inputs()),
             outputs=tuple(_tensor_spec(a) for a in self._session.get_outputs()),
@@ -238,8 +266,7 @@ class OnnxBackend(Backend):
         self._fixed = {
             s.name: s.shape[0] for s in self.signature.inputs if s.batched and s.shape[0]
         }
-        binding = self.option("iobinding")
-        self._binding = self.device.is_cuda if binding is None else binding
+        self._binding = bool(self.option("iobinding"))
         # where bound buffers live: the GPU's memory, or (-O iobinding=true on a CPU) the host's
         self._bind_device = ("cuda", self.device.index) if self.device.is_cuda else ("cpu", 0)
         self._ort = ort
@@ -270,13 +297,70 @@ class OnnxBackend(Backend):
             self._graph = FixedBinding(
                 ort, self._session, self.signature, shapes, ("cuda", self.device.index)
             )
+            # ONNX Runtime captures after a few ordinary runs: do them now, on this (the
+            # model) thread, so the first live request replays instead of capturing
+            self._graph.capture()
 
     @property
     def max_batch_size(self) -> int | None:
-        """The CUDA graph's batch size with ``-O cuda_graph=true``, else the model's own."""
+        """The CUDA graph's batch size with ``-O cuda_graph=true``, TensorRT's profile's
+        largest batch when TensorRT runs, else the model's own."""
         if getattr(self, "_graph", None) is not None:
             return self._graph_batch
+        if TENSORRT in getattr(self, "_active", ()):
+            return self._trt_max_batch()
         return super().max_batch_size
+
+    def _trt_max_batch(self) -> int:
+        fixed = {s.shape[0] for s in self._model_inputs() if s.batched and s.shape and s.shape[0]}
+        if "trt_max_batch" in self.options:
+            value = self.options["trt_max_batch"]
+            batch = int(value) if str(value).isdigit() else 0
+            if batch < 1 or (fixed and fixed != {batch}):
+                allowed = f"{min(fixed)} (the model's fixed batch)" if fixed else "at least 1"
+                raise ModelLoadError(f"option trt_max_batch must be {allowed}, not {value!r}")
+            return batch
+        return min(fixed) if fixed else BatchingConfig.max_batch_size
+
+    def _model_inputs(self) -> tuple[TensorSpec, ...]:
+        """The model's inputs, before the real session exists (TensorRT's profile needs
+        them to make it): read through a CPU session without optimisations, once."""
+        if self._signature is not None:
+            return self.signature.inputs
+        if getattr(self, "_probed", None) is None:
+            ort = _ort()
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            options.log_severity_level = 3
+            with map_errors("onnxruntime", "load", ModelLoadError):
+                probe = ort.InferenceSession(str(self.path), sess_options=options, providers=[CPU])
+            self._probed = tuple(_tensor_spec(a) for a in probe.get_inputs())
+        return self._probed
+
+    def trt_profile(self) -> dict[str, str]:
+        """TensorRT's optimisation profile: batch 1 to the largest batch, other dimensions
+        as the model fixes them (``{}`` when one is free: TensorRT then profiles alone)."""
+        batch = self._trt_max_batch()
+        low, high = [], []
+        for spec in self._model_inputs():
+            dims = spec.shape[1:] if spec.batched else spec.shape
+            if any(d is None for d in dims) or spec.dtype == "object":
+                logger.warning(
+                    "TensorRT: input %r is %s, free besides the batch: no explicit "
+                    "optimisation profile, so TensorRT may build engines for new shapes",
+                    spec.name,
+                    spec.shape_text(),
+                )
+                return {}
+            rest = [int(d) for d in dims if d is not None]
+            first, last = ([1, *rest], [batch, *rest]) if spec.batched else (rest, rest)
+            low.append(f"{spec.name}:{'x'.join(map(str, first))}")
+            high.append(f"{spec.name}:{'x'.join(map(str, last))}")
+        return {
+            "trt_profile_min_shapes": ",".join(low),
+            "trt_profile_opt_shapes": ",".join(high),
+            "trt_profile_max_shapes": ",".join(high),
+        }
 
     def _session_options(self, ort: Any) -> Any:
         options = ort.SessionOptions()
@@ -314,8 +398,14 @@ class OnnxBackend(Backend):
         if not self.device.is_cuda:
             return [CPU]
         chosen: list[Any] = []
+        self._want_trt = bool(self.option("tensorrt"))
         # CUDA graphs are the CUDA provider's here; TensorRT would take the nodes from it
-        if TENSORRT in available and self.option("tensorrt") and not self._cuda_graph:
+        if self._want_trt and self._cuda_graph:
+            raise ModelLoadError(
+                "-O tensorrt=true and -O cuda_graph=true do not go together: CUDA graphs "
+                "are the CUDA provider's; choose one"
+            )
+        if self._want_trt and TENSORRT in available:
             chosen.append(self._with_options(TENSORRT))
         if CUDA in available:
             chosen.append(self._with_options(CUDA))
@@ -333,11 +423,44 @@ class OnnxBackend(Backend):
                 "device_id": index,
                 "trt_fp16_enable": self.option("trt_fp16"),
             }
-            cache = self.option("trt_engine_cache")
-            if cache:
-                options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
+            cache = trt_cache_dir(self.option("trt_engine_cache"))
+            if cache is not None:
+                # an engine build takes minutes: keep engines and kernel timings on disk,
+                # so a restart (or the readiness probe's patience) does not pay it again
+                cache.mkdir(parents=True, exist_ok=True)
+                options.update(
+                    trt_engine_cache_enable=True,
+                    trt_engine_cache_path=str(cache),
+                    trt_timing_cache_enable=True,
+                    trt_timing_cache_path=str(cache),
+                )
+            self._trt_cache = cache
+            options.update(self.trt_profile())
             return (TENSORRT, options)
         return provider
+
+    def _warn_tensorrt(self, ort: Any) -> None:
+        """Say plainly when TensorRT was asked for and does not run."""
+        if not getattr(self, "_want_trt", False) and not (
+            self.option("tensorrt") and not self.device.is_cuda
+        ):
+            return
+        if TENSORRT in self._active:
+            return
+        if not self.device.is_cuda:
+            why = f"the model runs on {self.device}; TensorRT needs a CUDA device"
+        elif TENSORRT not in ort.get_available_providers():
+            why = "this onnxruntime has no TensorRT provider (onnxruntime-gpu has one)"
+        else:
+            why = (
+                "its provider did not start (is libnvinfer installed? scorepack's GPU "
+                "packages do not install TensorRT)"
+            )
+        logger.warning(
+            "TensorRT was asked for (-O tensorrt=true) but is not active: %s. Running on %s.",
+            why,
+            ", ".join(self._active),
+        )
 
     def _check_device(self) -> None:
         # ONNX Runtime falls back to the CPU when the CUDA provider cannot start (no
@@ -423,6 +546,21 @@ class OnnxBackend(Backend):
             intra = self._intra or "auto"
             info["threads"] = f"intra_op={intra}, inter_op={self._inter}"
         info["iobinding"] = "on" if getattr(self, "_binding", False) else "off"
+        if TENSORRT in getattr(self, "_active", ()):
+            cache = getattr(self, "_trt_cache", None)
+            info["tensorrt"] = f"profile 1..{self._trt_max_batch()}, cache {cache or 'off'}"
         if getattr(self, "_graph", None) is not None:
             info["cuda_graph"] = f"on (batch {self.max_batch_size})"
         return info
+
+
+def trt_cache_dir(value: Any) -> Path | None:
+    """Where TensorRT engines and timings are cached: ``value``, else
+    ``$SCOREPACK_CACHE_DIR/tensorrt``, else ``~/.cache/scorepack/tensorrt``; ``off`` → None."""
+    if value is not None and str(value).strip().lower() in ("off", "false", "0", "no", ""):
+        return None
+    if value is not None:
+        return Path(str(value)).expanduser()
+    root = os.environ.get("SCOREPACK_CACHE_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "scorepack"
+    return base / "tensorrt"

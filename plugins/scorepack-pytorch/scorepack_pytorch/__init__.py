@@ -6,14 +6,13 @@ Importing this module does not import torch; the framework is imported when a mo
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from collections.abc import Callable
 
 from scorepack import BackendSpec, Requirements, hookimpl
+from scorepack.cuda import choose_environment, parse_kind
 from scorepack.detect import format_detector
 
 from .backend import CPU_INDEX, EXPORT_ADVICE, INSTALL, TorchBackend
-from .compat import torchvision_release
 from .metadata import EXTRA_FILE, signature_files
 
 __all__ = [
@@ -25,13 +24,8 @@ __all__ = [
     "signature_files",
 ]
 
-#: CUDA torch wheels bring the CUDA runtime and cuDNN as pip packages, so the image
-#: needs the NVIDIA driver stack and Azure ML's runtime only (as for TensorFlow)
-GPU_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
 CPU_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
 DEFAULT_VERSION = "2.13.0"
-#: the CUDA build GPU packages install; SCOREPACK_TORCH_CUDA=cu126 (say) picks another
-DEFAULT_CUDA = "cu128"
 
 
 def _installed_version() -> str:
@@ -46,22 +40,17 @@ def _installed_version() -> str:
 def requirements(kind: str) -> Requirements:
     """Pinned to the torch that built and tested the package, in the build for ``kind``.
 
-    CPU and CUDA builds of torch share one name and differ by index, so each variant
-    pins the local version (``+cpu``, ``+cu128``) and names its PyTorch index: pip
-    cannot then pick PyPI's default build instead.
+    GPU (``cuda``, or ``cuda12``/``cuda13`` for a CUDA major): a row of scorepack's
+    known-good table (:mod:`scorepack.cuda`) — the package index's own torch wheel is the
+    CUDA 13 build, CUDA 12 comes from PyTorch's index with a ``+cu126`` local version —
+    with the matching torchvision (for ``-O gpu_decode=true``). CPU: ``+cpu`` from
+    PyTorch's CPU index, so pip cannot pick the package index's CUDA build instead.
     """
     version = _installed_version()
-    if kind == "cuda":
-        cuda = os.environ.get("SCOREPACK_TORCH_CUDA", DEFAULT_CUDA)
-        pins = [f"torch=={version}+{cuda}"]
-        vision = torchvision_release(version)
-        if vision:
-            # for -O gpu_decode=true (nvJPEG); small beside the CUDA torch it matches
-            pins.append(f"torchvision=={vision}+{cuda}")
-        return Requirements(
-            pip=(f"--extra-index-url https://download.pytorch.org/whl/{cuda}", *pins),
-            base_image=GPU_BASE_IMAGE,
-        )
+    device, major = parse_kind(kind)
+    if device == "cuda":
+        env = choose_environment("torch", version, major)
+        return Requirements(pip=env.pip, base_image=env.base_image, cuda=env)
     return Requirements(
         pip=(f"--extra-index-url {CPU_INDEX}", f"torch=={version}+cpu"),
         base_image=CPU_BASE_IMAGE,

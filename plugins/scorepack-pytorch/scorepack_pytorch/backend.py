@@ -23,6 +23,7 @@ from .metadata import (
     parse_shape_option,
     read_signature_file,
 )
+from .precision import half_probe, to_half
 from .staging import PinnedStaging
 
 logger = logging.getLogger("scorepack.pytorch")
@@ -30,7 +31,8 @@ logger = logging.getLogger("scorepack.pytorch")
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 INSTALL = (
     f"pip install 'scorepack-pytorch[cpu]' --extra-index-url {CPU_INDEX} "
-    "(GPU: [gpu] with --extra-index-url https://download.pytorch.org/whl/cu128)"
+    "(GPU: pip install 'scorepack-pytorch[gpu]': the package index's torch is the CUDA 13 "
+    "build; for CUDA 12 add --extra-index-url https://download.pytorch.org/whl/cu126)"
 )
 
 TORCHSCRIPT = "torchscript"
@@ -203,10 +205,18 @@ class TorchBackend(Backend):
                 )
             inputs, outputs = self._load_export(torch)
         if self._half and self.kind != TORCHSCRIPT:
-            self._module.half()
+            # .half() misses the constants torch.export lifts: every floating tensor goes
+            cast = to_half(torch, self._module)
+            if cast:
+                logger.info("-O half=true: cast %d lifted constant(s) too", len(cast))
         self._torch = torch
         if outputs is None:
             outputs = self._dry_run(inputs)
+        elif self._half:
+            # a model that cannot run in float16 fails here, at load, not on a request
+            self.signature = Signature(inputs=inputs, outputs=outputs, name=self.kind)
+            with map_errors("pytorch", "float16 trial run", ModelLoadError):
+                half_probe(lambda arrays: self._call(arrays, [s.name for s in inputs]), inputs)
         self.signature = Signature(inputs=inputs, outputs=outputs, name=self.kind)
         self._fixed = {s.name: s.shape[0] for s in inputs if s.batched and s.shape[0]}
 

@@ -39,15 +39,17 @@ _WEIGHT_CACHE = 64
 def torchvision_install(torch: Any) -> str:
     """The pip command for the torchvision build that matches the installed torch.
 
-    torchvision 0.(N+15) goes with torch 2.N; the CUDA build comes from PyTorch's index
-    for the CUDA version torch was built with.
+    torchvision 0.(N+15) goes with torch 2.N. A torch with a local CUDA tag (``+cu126``)
+    came from PyTorch's index, so its torchvision does too; a torch without one came from
+    the package index (whose Linux torch is a CUDA build), and so does its torchvision.
     """
-    release = torchvision_release(str(torch.__version__))
+    version = str(torch.__version__)
+    release = torchvision_release(version)
     pin = f"=={release.rsplit('.', 1)[0]}.*" if release else ""
-    cuda = getattr(torch.version, "cuda", None)
-    tag = "cu" + str(cuda).replace(".", "") if cuda else "cu128"
+    local = version.partition("+")[2]
+    index = f" --index-url https://download.pytorch.org/whl/{local}" if local else ""
     return (
-        f"pip install 'torchvision{pin}' --index-url https://download.pytorch.org/whl/{tag} "
+        f"pip install 'torchvision{pin}'{index} "
         f"(the build matching torch {torch.__version__}; -O gpu_decode=true decodes JPEGs "
         "with its nvJPEG bindings)"
     )

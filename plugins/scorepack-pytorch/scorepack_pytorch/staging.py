@@ -35,21 +35,22 @@ class PinnedStaging:
         """Copy ``array`` (first dimension: batch) into the input's buffer, then queue the
         copy to the device without waiting for it."""
         torch = self._torch
-        # the batcher's arrays may be read-only views; torch wants writable memory
-        source = torch.from_numpy(np.require(array, requirements=["C", "W"]))
-        rows = source.shape[0]
+        rows = array.shape[0]
+        dtype = _torch_dtype(torch, array.dtype)
         buffer = self.buffers.get(name)
-        fits = (
-            buffer is not None
-            and buffer.dtype == source.dtype
-            and buffer.shape[1:] == source.shape[1:]
-        )
+        fits = buffer is not None and buffer.dtype == dtype and buffer.shape[1:] == array.shape[1:]
         if buffer is None or not fits or buffer.shape[0] < rows:
             capacity = max(rows, buffer.shape[0] if fits and buffer is not None else 0)
-            buffer = torch.empty(
-                (capacity, *source.shape[1:]), dtype=source.dtype, pin_memory=self.pin
-            )
+            buffer = torch.empty((capacity, *array.shape[1:]), dtype=dtype, pin_memory=self.pin)
             self.buffers[name] = buffer
         staged = buffer[:rows]
-        staged.copy_(source)
+        # one copy, NumPy to the pinned buffer: the batcher's arrays may be read-only
+        # views, which torch.from_numpy refuses; copying them to writable memory first
+        # (np.require) and then into the buffer moved every batch twice
+        np.copyto(staged.numpy(), array, casting="no")
         return staged.to(self.device, non_blocking=True)
+
+
+def _torch_dtype(torch: Any, dtype: np.dtype) -> Any:
+    """The torch dtype of a NumPy dtype (torch.from_numpy's own table, on an empty array)."""
+    return torch.from_numpy(np.empty((0,), dtype=dtype)).dtype

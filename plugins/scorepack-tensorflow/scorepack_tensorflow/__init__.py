@@ -7,15 +7,13 @@ import importlib.metadata
 from collections.abc import Callable
 
 from scorepack import BackendSpec, Requirements, hookimpl
+from scorepack.cuda import choose_environment, parse_kind
 from scorepack.detect import is_saved_model
 
 from .backend import INSTALL, TensorFlowBackend
 
 __all__ = ["SPEC", "TensorFlowBackend"]
 
-#: what a GPU package's image builds on; TensorFlow's pip wheels bring CUDA themselves,
-#: so the image needs the NVIDIA driver stack and Azure ML's runtime only
-GPU_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
 CPU_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
 DEFAULT_VERSION = "2.21.0"
 
@@ -32,11 +30,15 @@ def _installed_version() -> str:
 def requirements(kind: str) -> Requirements:
     """Pinned to the TensorFlow that built and tested the package.
 
-    GPU: ``tensorflow[and-cuda]`` (``tensorflow-gpu`` is a removed stub upstream).
+    GPU (``cuda``, ``cuda12``): ``tensorflow[and-cuda]`` from scorepack's known-good table
+    (:mod:`scorepack.cuda`; ``tensorflow-gpu`` is a removed stub upstream): CUDA 12, no
+    sm_90 code, so the service gets a large PTX JIT cache.
     """
     version = _installed_version()
-    if kind == "cuda":
-        return Requirements(pip=(f"tensorflow[and-cuda]=={version}",), base_image=GPU_BASE_IMAGE)
+    device, major = parse_kind(kind)
+    if device == "cuda":
+        env = choose_environment("tensorflow", version, major)
+        return Requirements(pip=env.pip, base_image=env.base_image, cuda=env)
     return Requirements(pip=(f"tensorflow-cpu=={version}",), base_image=CPU_BASE_IMAGE)
 
 

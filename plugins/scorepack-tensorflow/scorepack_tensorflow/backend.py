@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -154,9 +155,10 @@ class TensorFlowBackend(Backend):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
-        with map_errors("tensorflow", bad_input=self._invalid), tf.device(self._tf_device):
-            feed = {name: tf.constant(value) for name, value in inputs.items()}
-            outputs = self._fn(**feed)
+        with map_errors("tensorflow", bad_input=self._invalid):
+            feed = make_feed(tf, inputs, self._tf_device)
+            with tf.device(self._tf_device):
+                outputs = self._fn(**feed)
             return {name: tensor.numpy() for name, tensor in outputs.items()}
 
     def unload(self) -> None:
@@ -167,6 +169,20 @@ class TensorFlowBackend(Backend):
         info = super().describe()
         info["tf_device"] = getattr(self, "_tf_device", "")
         return info
+
+
+def make_feed(tf: Any, inputs: Mapping[str, np.ndarray], device: str) -> dict[str, Any]:
+    """Input tensors: numbers on ``device``, strings on the host.
+
+    TensorFlow has no GPU kernels for strings; a string tensor made inside a GPU device
+    scope is a known failure pattern (placement errors, or copies that cannot happen), so
+    strings are made under ``/CPU:0`` and the function's placer keeps them there.
+    """
+    feed = {}
+    for name, value in inputs.items():
+        with tf.device("/CPU:0" if value.dtype == object else device):
+            feed[name] = tf.constant(value)
+    return feed
 
 
 def _cpu_has_bf16() -> bool:

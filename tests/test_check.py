@@ -1,0 +1,279 @@
+"""``scorepack check``: a package's environment resolved by pip's real resolver, for the
+package's target (Linux x86-64, its Python), against the package index, installing nothing.
+
+These tests reach the package index (CI does). When it cannot be reached they FAIL with
+that reason: a check that could not run never passes. Every backend × device package is
+built once and the six resolves run in parallel, once per session.
+
+They are what would have caught the GPU pins that did not exist (``torch==2.13.0+cu128``,
+``onnxruntime-gpu==1.32.0``): a pin no index has is "not found" here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from packages import BACKENDS, installed, tiny_model
+from scorepack.backend import Requirements
+from scorepack.cli import build_cli
+from scorepack.cuda import KNOWN_GOOD, PLAIN_UBUNTU_IMAGE, choose_environment
+from scorepack.errors import PackageError
+from scorepack.generator import build_package
+from scorepack.generator.check import (
+    CheckReport,
+    check_package,
+    check_spec,
+    index_error,
+    pip_environment,
+)
+from scorepack.manifest import load_manifest
+
+DEVICES = ("cpu", "cuda")
+PYPI = os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
+
+
+def _need_index() -> None:
+    problem = index_error(PYPI)
+    if problem:
+        pytest.fail(f"the package index {PYPI} is not reachable, so nothing was checked: {problem}")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """One package per installed backend and device."""
+    root = tmp_path_factory.mktemp("check")
+    out = {}
+    for backend in BACKENDS:
+        if not installed(backend):
+            continue
+        model = tiny_model(backend, root)
+        for device in DEVICES:
+            out[(backend, device)] = build_package(
+                model, root / f"{backend}-{device}", device=device, targets={}
+            ).path
+    return out
+
+
+@pytest.fixture(scope="session")
+def reports(built: dict[tuple[str, str], Path]) -> dict[tuple[str, str], CheckReport]:
+    """Every package checked for real, in parallel (the resolves wait on the network)."""
+    _need_index()
+    with ThreadPoolExecutor(max_workers=len(built) or 1) as pool:
+        futures = {key: pool.submit(check_package, path) for key, path in built.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_package_resolves_for_its_target(
+    built: dict[tuple[str, str], Path],
+    reports: dict[tuple[str, str], CheckReport],
+    backend: str,
+    device: str,
+) -> None:
+    if (backend, device) not in reports:
+        pytest.skip(f"the {backend} backend is not installed")
+    report = reports[(backend, device)]
+    text = report.text()
+    assert not report.failed, text
+    assert not report.problems, text
+    by_name = {r.requirement.split("==")[0].split("[")[0]: r for r in report.results}
+    if report.unreachable:
+        # an extra index out of reach (PyTorch's, for CPU torch): what needs it is marked
+        # unchecked with the reason, never reported as found
+        assert all("download.pytorch.org" in u for u in report.unreachable), text
+        unchecked = [r for r in report.results if r.status == "unchecked"]
+        assert unchecked and all("+" in r.requirement for r in unchecked), text
+        assert all(not r.found and "not reachable" in r.detail for r in unchecked), text
+    else:
+        assert report.ok, text
+    if device == "cuda":
+        expected = choose_environment(
+            {"onnx": "onnxruntime", "pytorch": "torch", "tensorflow": "tensorflow"}[backend],
+            load_manifest(built[(backend, device)]).framework_version,
+            None,
+        ).major
+        assert report.cuda_expected == expected
+        framework = {
+            "onnx": "onnxruntime-gpu",
+            "pytorch": "torch",
+            "tensorflow": "tensorflow",
+        }[backend]
+        result = by_name[framework]
+        # the framework's wheels bring the CUDA major the manifest states
+        assert result.found and result.cuda_major == expected, text
+    else:
+        assert all(r.cuda_major is None for r in report.results), text
+    # the package's own wheels (scorepack, the plugin) resolve with their dependencies
+    assert any(r.requirement.endswith(".whl") and r.found for r in report.results), text
+
+
+def test_pins_that_do_not_exist_are_not_found(built: dict[tuple[str, str], Path]) -> None:
+    """The old pins: onnxruntime-gpu copied from the CPU version (1.32.0 has no GPU release),
+    and a CUDA-13 torch beside a CUDA-12 TensorFlow in one environment."""
+    _need_index()
+    key = ("onnx", "cuda") if ("onnx", "cuda") in built else next(iter(built))
+    path = built[key]
+    spec = load_manifest(path)
+    # the pins alone (no runtime, no wheels): one short resolve
+    broken = replace(
+        spec,
+        requirements=replace(spec.requirements, pip=("onnxruntime-gpu[cuda,cudnn]==1.32.0",)),
+        runtime_requirements=(),
+        wheels=(),
+    )
+    report = check_spec(broken, path)
+    assert report.failed
+    result = next(r for r in report.results if r.requirement.startswith("onnxruntime-gpu"))
+    assert (result.status, result.found) == ("not found", False), report.text()
+    assert "1.32.0" in result.detail
+    assert "does NOT resolve" in report.text()
+
+
+def test_a_mixed_cuda_environment_is_a_problem(built: dict[tuple[str, str], Path]) -> None:
+    _need_index()
+    path = next(iter(built.values()))
+    spec = load_manifest(path)
+    ort = choose_environment("onnxruntime", "1.32.0", 13)
+    # a CUDA 13 onnxruntime beside a CUDA 12 cuDNN (as a CUDA 12 TensorFlow would bring)
+    mixed = replace(
+        spec,
+        device="cuda",
+        requirements=Requirements(
+            pip=(*ort.pip, "nvidia-cudnn-cu12==9.28.0.42"),
+            base_image=PLAIN_UBUNTU_IMAGE,
+            cuda=ort,
+        ),
+        runtime_requirements=(),
+        wheels=(),
+    )
+    report = check_spec(mixed, path)
+    assert any("CUDA 13; the wheels bring CUDA 12 and 13" in p for p in report.problems), (
+        report.text()
+    )
+    result = next(r for r in report.results if r.requirement.startswith("onnxruntime-gpu"))
+    assert result.cuda_major == 13
+    assert not report.ok
+
+
+def test_an_unreachable_extra_index_is_said_never_guessed(
+    built: dict[tuple[str, str], Path],
+) -> None:
+    _need_index()
+    path = next(iter(built.values()))
+    spec = load_manifest(path)
+    torch12 = choose_environment("torch", "2.13.0", 12)
+    cu12 = replace(
+        spec,
+        device="cuda",
+        requirements=Requirements(pip=torch12.pip, base_image=PLAIN_UBUNTU_IMAGE, cuda=torch12),
+    )
+    # the extra index is made unreachable here, whatever the network does
+    report = check_spec(
+        cu12, path, reachable=lambda url: "refused (test)" if "pytorch" in url else None
+    )
+    assert not report.complete and not report.ok
+    assert report.unreachable == ("https://download.pytorch.org/whl/cu126 (refused (test))",)
+    unchecked = [r for r in report.results if r.status == "unchecked"]
+    assert [r.requirement for r in unchecked] == list(torch12.pip[1:])
+    assert "could not be checked from here" in report.text()
+
+
+def test_an_unreachable_package_index_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    with pytest.raises(PackageError, match="not reachable"):
+        check_package(
+            _any_package(tmp_path), index="http://127.0.0.1:9/simple", reachable=index_error
+        )
+
+
+def _any_package(tmp_path: Path) -> Path:
+    from packages import sample_spec
+    from scorepack.generator import render
+
+    spec = sample_spec()
+    for name, text in render(spec).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_pip_runs_without_this_machines_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    # this machine's pip config adds a local folder with the CPU torch wheel and a
+    # constraints file: a GPU check must see neither
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    monkeypatch.setenv("PIP_CONSTRAINT", "/etc/xdg/pip/constraints.txt")
+    env = pip_environment()
+    assert "PIP_FIND_LINKS" not in env and "PIP_CONSTRAINT" not in env
+    assert env["PIP_CONFIG_FILE"] == os.devnull
+    seen: dict[str, Any] = {}
+
+    def runner(args: Any, env: dict[str, str], timeout: float) -> Any:
+        seen["args"], seen["env"] = list(args), env
+        return subprocess.CompletedProcess(args, 1, "", "ERROR: offline (test)")
+
+    report = check_spec(
+        replace(_sample(), wheels=()), Path("."), runner=runner, reachable=lambda url: None
+    )
+    args = seen["args"]
+    assert {"--dry-run", "--only-binary=:all:", "--ignore-installed"} <= set(args)
+    assert args[args.index("--python-version") + 1] == "3.11"
+    assert "manylinux_2_28_x86_64" in args and "manylinux_2_17_x86_64" in args
+    assert "--target" in args and "--report" in args
+    assert "PIP_FIND_LINKS" not in seen["env"]
+    assert report.failed
+
+
+def _sample() -> Any:
+    from packages import sample_spec
+
+    return sample_spec()
+
+
+def test_the_table_has_one_default_per_framework_and_states_the_driver() -> None:
+    frameworks = {row.framework for row in KNOWN_GOOD}
+    assert frameworks == {"torch", "onnxruntime", "tensorflow"}
+    for framework in frameworks:
+        rows = [r for r in KNOWN_GOOD if r.framework == framework]
+        assert sum(r.default for r in rows) == 1
+        for row in rows:
+            # CUDA 13 needs a 580 driver; CUDA 12 at least 525
+            assert row.driver_min >= (580 if row.major == 13 else 525)
+            assert row.native_archs and row.base_image == PLAIN_UBUNTU_IMAGE
+            assert all("cu128" not in line for line in row.pip)
+    # PyPI's torch is the CUDA 13 build: no extra index, no local label
+    assert choose_environment("torch", "2.13.0+cpu", 13).index_url is None
+    assert choose_environment("onnxruntime", "1.32.0", None).pip == (
+        "onnxruntime-gpu[cuda,cudnn]==1.31.1",
+    )
+    with pytest.raises(PackageError, match="knows no working GPU environment"):
+        choose_environment("torch", "2.5.1", None)
+
+
+def test_build_runs_the_check_and_says_what_the_gpu_needs(
+    built: dict[tuple[str, str], Path], tmp_path: Path
+) -> None:
+    """`scorepack build` resolves the package it wrote (unless --no-check) and states CUDA."""
+    if not installed("onnx"):
+        pytest.skip("the onnx backend is not installed")
+    _need_index()
+    model = tiny_model("onnx", tmp_path)
+    out = tmp_path / "pkg"
+    result = CliRunner().invoke(
+        build_cli(), ["build", str(model), "-o", str(out), "--device", "cuda"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "NVIDIA driver >= 580" in result.output
+    assert "resolves:" in result.output and "onnxruntime-gpu[cuda,cudnn]==1.31.1" in result.output
+    skipped = CliRunner().invoke(
+        build_cli(),
+        ["build", str(model), "-o", str(tmp_path / "p2"), "--device", "cuda", "--no-check"],
+    )
+    assert skipped.exit_code == 0 and "resolves:" not in skipped.output
