@@ -15,59 +15,86 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from benchmarks.suite import models, servers
 from benchmarks.suite.__main__ import NO_GIVE_WAY
 
-# (activity, substrings of a frame "function (file:line)"), first match from the leaf wins
+# What a sampled stack was doing, from the frames (first rule that matches wins). A
+# thread whose leaf is one of WAITING is idle: it waits for work, a lock or the kernel.
+WAITING = (
+    "_worker (concurrent/futures/thread.py:81)",  # a pool thread waiting for work
+    "Runner.run (asyncio/runners.py",  # the event loop in epoll (or in C code: see cpu)
+    "Condition.wait (",
+    "Event.wait (",
+    "Queue.get (",
+    "select (",
+)
 ACTIVITIES = (
-    ("model call", ("onnxruntime", "run_model", "InferenceSession", "_call_model", ".run (")),
-    ("decode", ("PIL", "decode", "Image", "resize", "preprocess", "numpy")),
-    ("event loop", ("uvloop", "asyncio", "selectors", "_run_once", "run_forever")),
-    ("http", ("h11", "httptools", "uvicorn", "starlette")),
-    ("batching", ("batch", "Batcher")),
+    (
+        "model call",
+        ("Session.run (", ".predict (", "forward (", "_call_model", "__call__ (tensorflow"),
+    ),
+    ("decode", ("PIL/", "codecs.py", "preprocess.py", "Scorer.decode")),
+    ("http", ("starlette/", "uvicorn/", "h11/", "httptools", "server/routes", "server/app.py")),
+    ("batching", ("batching.py",)),
+    ("hand-off to the event loop", ("asyncio/futures.py", "call_soon_threadsafe")),
+    ("telemetry", ("telemetry/",)),
 )
 
 
-def classify(stack: list[str], idle: bool) -> str:
-    for frame in reversed(stack):
-        for name, needles in ACTIVITIES:
-            if any(n in frame for n in needles):
-                return name if not idle else f"waiting in {name}"
-    return "waiting (other)" if idle else "other"
+def classify(frames: list[str]) -> str:
+    if any(frames[-1].startswith(w) for w in WAITING):
+        return "idle"
+    for name, needles in ACTIVITIES:
+        if any(n in f for f in frames for n in needles):
+            return name
+    return "other"
 
 
 def role(thread: str) -> str:
-    t = thread.lower()
-    for key in ("decode", "model", "batch", "mainthread", "asyncio", "uvicorn"):
-        if key in t:
-            return key
-    return thread.split(" ", 1)[0][:30]
+    name = thread.split(": ", 1)[-1].rstrip("_0123456789")
+    if "decode" in name:
+        return "decode threads"
+    if name.startswith("scorepack-"):
+        return "model thread"
+    if name == "MainThread":
+        return "event loop (main thread)"
+    return name
 
 
 def summarise(raw: Path) -> dict[str, dict[str, int]]:
-    """py-spy --format raw: ``thread (idle)?;frame;frame... count`` per line."""
+    """py-spy --format raw: ``thread (TID): NAME;frame;...;leaf COUNT`` per line."""
     table: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
         stack_text, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         frames = stack_text.split(";")
-        head = frames[0]
-        idle = False
-        # py-spy puts "process ...;thread (0x..) ..." first with --threads; idle frames are
-        # marked by a trailing " (idle)" on the thread or leaf with --idle
-        if frames and frames[-1].endswith("(idle)"):
-            idle = True
-        thread_name = next((f for f in frames[:2] if f.startswith("thread")), head)
-        table[role(thread_name)][classify(frames, idle)] += int(count)
+        table[role(frames[0])][classify(frames[1:] or frames)] += int(count)
     return {k: dict(v.most_common()) for k, v in table.items()}
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far per thread name (all threads: Python's and the frameworks' own)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = collections.defaultdict(float)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")].rstrip("_0123456789")
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(out)
 
 
 def main() -> None:
@@ -94,17 +121,52 @@ def main() -> None:
         loader = threading.Thread(target=drive)
         loader.start()
         threading.Event().wait(5)  # past the warm-up
+        cpu_before, t0 = thread_cpu(server.proc.pid), time.monotonic()
         subprocess.run(
-            [spy, "record", "--pid", str(server.proc.pid), "--idle", "--threads",
-             "--nonblocking", "--rate", "200", "--duration", str(int(args.seconds)),
-             "--format", "raw", "--output", str(raw)],
-            check=True, capture_output=True,
+            [
+                spy,
+                "record",
+                "--pid",
+                str(server.proc.pid),
+                "--idle",
+                "--threads",
+                "--nonblocking",
+                "--rate",
+                "200",
+                "--duration",
+                str(int(args.seconds)),
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+            ],
+            check=True,
+            capture_output=True,
         )
+        wall = time.monotonic() - t0
+        cpu_after = thread_cpu(server.proc.pid)
         loader.join()
+    # cores used per thread name over the sampled window (1.0 = one core all the time)
+    cores = {
+        k: round((v - cpu_before.get(k, 0.0)) / wall, 2)
+        for k, v in sorted(cpu_after.items(), key=lambda kv: -kv[1])
+        if v - cpu_before.get(k, 0.0) > 0.01 * wall
+    }
     summary = summarise(raw)
     total = sum(sum(v.values()) for v in summary.values())
-    print(json.dumps({"rps": result.get("rps"), "p50_ms": result.get("latency_ms", {}).get("p50"),
-                      "raw": str(raw), "samples": total, "by_thread": summary}, indent=2))
+    print(
+        json.dumps(
+            {
+                "rps": result.get("rps"),
+                "p50_ms": result.get("latency_ms", {}).get("p50"),
+                "raw": str(raw),
+                "samples": total,
+                "cores_by_thread": cores,
+                "by_thread": summary,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
