@@ -26,6 +26,7 @@ import numpy as np
 from scorepack import Backend, Scorer, Signature, TensorSpec
 from scorepack.bench import BenchConfig, run_bench
 from scorepack.config import ScoringConfig
+from scorepack.device import Device
 
 ROOT = Path(__file__).resolve().parents[2]
 BODY = b'{"inputs": {"x": [[1.0, 2.0, 3.0, 4.0]]}}'
@@ -35,7 +36,7 @@ class Identity(Backend):
     """y = x for x float32 [batch, 4]: the model costs next to nothing."""
 
     def load(self) -> None:
-        self.device = "cpu"
+        self.device = Device("cpu")
         self.signature = Signature(
             inputs=(TensorSpec("x", "float32", (None, 4)),),
             outputs=(TensorSpec("y", "float32", (None, 4)),),
