@@ -5,11 +5,11 @@ before and after, on one machine, in alternating rounds.
     .venv/bin/python -m benchmarks.micro.observability_overhead --before /tmp/scorepack-before
 
 "Before" and "after" are source trees: each server runs this environment's Python with the
-tree's ``core/`` first on ``PYTHONPATH`` (the plugins and the load generator are this
-tree's). Rounds alternate before, after, before, ... so that drift in the machine's load
-falls on both; the medians are compared. Both servers log at ``--log-level`` (default
-``info``: a line per request, read by this process) and serve ``/metrics`` while loaded, as a
-scraper would see them; tracing stays off. The target (issue 12): after ≥ 0.98 × before.
+tree's ``core/`` and plugins first on ``PYTHONPATH`` (the load generator is this tree's).
+Rounds alternate before, after, before, ... so that drift in the machine's load falls on
+both; the medians are compared. Both servers log at ``--log-level`` (default ``info``: a
+line per request, read by this process) and serve ``/metrics`` while loaded, as a scraper
+would see them; tracing stays off. The target (issue 12): after >= 0.98 x before.
 Needs a quiet machine; ``--rounds 1 --duration 3`` only checks that it runs.
 """
 
@@ -42,7 +42,9 @@ def _scrape_while(url: str, stop: threading.Event, period: float) -> None:
 
 
 def one_round(tree: Path, model: Any, image: Path, args: argparse.Namespace) -> dict[str, Any]:
-    env = {"PYTHONPATH": os.pathsep.join([str(tree / "core"), os.environ.get("PYTHONPATH", "")])}
+    # the tree's core and its plugins: a plugin must match the core it was written against
+    paths = [tree / "core", *sorted((tree / "plugins").glob("scorepack-*"))]
+    env = {"PYTHONPATH": os.pathsep.join([*map(str, paths), os.environ.get("PYTHONPATH", "")])}
     cmd = [
         sys.executable,
         "-m",
