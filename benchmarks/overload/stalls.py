@@ -64,7 +64,7 @@ def _measure(url: str, rounds: int, timeout: float) -> dict[str, Any]:
 
 
 def _server(host: str, package: Path) -> AbstractContextManager[Any]:
-    from benchmarks.suite.servers import _free_port
+    from benchmarks.suite.servers import free_port
 
     from scorepack.azureml.host import AzureMLServe, server_command, server_env
     from scorepack.azureml.layout import make_model_dir
@@ -75,7 +75,7 @@ def _server(host: str, package: Path) -> AbstractContextManager[Any]:
             [*SCOREPACK, "serve", str(package), "--port", "0"], ready_path="/health/ready"
         )
     spec = load_manifest(package)
-    port = _free_port()
+    port = free_port()
     options = AzureMLServe(package=package, port=port)
     model_dir = make_model_dir(spec, package, Path(tempfile.mkdtemp(prefix="overload-")))
     env = server_env(spec, options, model_dir)
