@@ -14,6 +14,7 @@ import pytest
 
 import images
 from scorepack.bench import BenchConfig, run_bench
+from scorepack.bench.http import HttpConnection, http_target
 
 
 class _RawServer:
@@ -68,6 +69,7 @@ class _RawServer:
                 elif self.framing == "close":
                     writer.write(
                         b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                        b"Retry-After: 1\r\n"
                         + f"Content-Length: {len(body)}\r\n\r\n".encode()
                         + body
                     )
@@ -138,6 +140,20 @@ def test_connection_close_is_followed_by_a_new_connection() -> None:
     assert result.statuses == {"503": 20}
     assert result.errors == 20
     assert server.connections == 20
+
+
+def test_a_connection_says_whether_the_answer_carried_retry_after() -> None:
+    async def status_and_retry_after(port: int) -> tuple[int, bool]:
+        conn = HttpConnection(http_target(f"http://127.0.0.1:{port}", b"{}", "application/json"))
+        try:
+            status, _ = await conn.send()
+            return status, conn.retry_after
+        finally:
+            conn.close()
+
+    with _RawServer("close") as refusing, _RawServer("length") as serving:
+        assert asyncio.run(status_and_retry_after(refusing.port)) == (503, True)
+        assert asyncio.run(status_and_retry_after(serving.port)) == (200, False)
 
 
 def test_unreachable_url_counts_transport_errors_and_stops_in_time() -> None:

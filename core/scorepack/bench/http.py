@@ -65,6 +65,7 @@ class _Response:
         self.parser: httptools.HttpResponseParser | None = None
         self.framed = False
         self.batch: int | None = None
+        self.retry_after = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -73,6 +74,8 @@ class _Response:
                 self.batch = int(value)
             except ValueError:
                 self.batch = None
+        elif name == b"retry-after":
+            self.retry_after = True
         elif name == b"content-length" or (
             name == b"transfer-encoding" and b"chunked" in value.lower()
         ):
@@ -92,14 +95,16 @@ class HttpConnection:
     """One keep-alive connection to ``target``; reopened after the server closes it.
 
     :meth:`send` writes the request and reads the whole answer, returning its status and
-    the ``x-scorepack-batch-size`` header (None when absent). Transport failures raise
-    :class:`OSError`, :class:`asyncio.IncompleteReadError` or
+    the ``x-scorepack-batch-size`` header (None when absent); :attr:`retry_after` says
+    whether the last answer carried ``Retry-After`` (overload tests check 503s do).
+    Transport failures raise :class:`OSError`, :class:`asyncio.IncompleteReadError` or
     :class:`httptools.HttpParserError`; the caller counts them and calls :meth:`close`.
     """
 
     def __init__(self, target: HttpTarget) -> None:
         self.target = target
         self.opened = 0
+        self.retry_after = False
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -136,6 +141,7 @@ class HttpConnection:
                 raise asyncio.IncompleteReadError(b"", None)
             parser.feed_data(data)
         status = parser.get_status_code()
+        self.retry_after = response.retry_after
         if not response.complete or not response.keep_alive:
             self.close()
         return status, response.batch
