@@ -37,7 +37,7 @@ from ..v2.types import InferRequest
 from ..version import __version__
 from .auth import KeyCheck
 from .body import read_body
-from .observe import note_scoring
+from .observe import note_result, note_scoring
 from .routing import Route
 
 __all__ = ["V2Routes"]
@@ -112,6 +112,7 @@ class V2Routes:
             return got
 
         response = await infer(scorer, parse)
+        note_result(request.scope, response)  # batch size and queue wait for the access line
         content, json_length = encode_infer_response(response, parsed[0])
         # as /score: the rows of the model call the request rode in (bench counts them)
         headers = {}

@@ -55,6 +55,7 @@ async def infer(
         id=request.id,
         parameters=parameters,
         batch_size=result.batch_size,
+        queue_seconds=result.queue_seconds,
     )
 
 

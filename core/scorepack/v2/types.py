@@ -67,3 +67,5 @@ class InferResponse:
     #: rows in the model call this request rode in (sent as ``x-scorepack-batch-size``, as
     #: ``/score`` does; not part of the V2 body)
     batch_size: int | None = None
+    #: seconds the request waited in the queue for its model call (access lines)
+    queue_seconds: float | None = None
