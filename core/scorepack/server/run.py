@@ -141,7 +141,7 @@ def serve(
         ).start()
     if on_listening is not None:
         on_listening(url_of(sock))
-    grpc_server = start_grpc(repository, host, grpc, auth_keys)
+    grpc_server = start_grpc(repository, host, grpc, auth_keys, app.metrics.requests)
     if grpc_server is not None and on_grpc_listening is not None:
         on_grpc_listening(grpc_server.address)
     # on a signal gRPC stops taking calls at once, as uvicorn does; those in flight finish
@@ -235,7 +235,7 @@ class BackgroundServer:
 
     def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> BackgroundServer:
         """Start serving; by default wait until the model is ready too."""
-        self._grpc = start_grpc(self.app.repository, *self._grpc_start)
+        self._grpc = start_grpc(self.app.repository, *self._grpc_start, self.app.metrics.requests)
         self._thread = threading.Thread(
             target=self._server.run,  # type: ignore[attr-defined]
             kwargs={"sockets": [self._sock]},

@@ -4,6 +4,8 @@
 time, level, logger, message, and for access lines the request's fields — for a log
 collector to parse. The access line carries the request id, model, version, protocol,
 status, latency, batch size and queue wait; never a header, a query string or a key.
+A gRPC call's line adds its status code's name (``grpc_status``); its ``status`` is the
+HTTP status the same outcome gets over V2 REST, so ``status`` is a number in every line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "LOG_FORMATS",
     "AccessLine",
     "JsonFormatter",
+    "access_logging",
     "configure_azureml_logging",
     "configure_logging",
     "log_access",
@@ -48,6 +51,8 @@ class AccessLine(NamedTuple):
     version: str | None = None
     batch_size: int | None = None
     queue_ms: float | None = None
+    #: a gRPC call's status code name (``OK``, ``INVALID_ARGUMENT``...); None over HTTP
+    grpc_status: str | None = None
 
     def __str__(self) -> str:
         # one f-string: this runs for every request when INFO is on
@@ -57,10 +62,16 @@ class AccessLine(NamedTuple):
         protocol = f" protocol={self.protocol}" if self.protocol else ""
         batch = "-" if self.batch_size is None else self.batch_size
         queue = "" if self.queue_ms is None else f" queue={self.queue_ms:.1f}ms"
+        code = "" if self.grpc_status is None else f" grpc_status={self.grpc_status}"
         return (
             f"{self.method} {self.path} {self.status} {self.latency_ms:.1f}ms{model}{protocol}"
-            f" batch={batch}{queue} id={self.request_id}"
+            f"{code} batch={batch}{queue} id={self.request_id}"
         )
+
+
+def access_logging() -> bool:
+    """Whether access lines are written (what a host checks before gathering their fields)."""
+    return access_logger.isEnabledFor(logging.INFO)
 
 
 def log_access(
@@ -75,6 +86,7 @@ def log_access(
     version: str | None = None,
     batch_size: int | None = None,
     queue_seconds: float | None = None,
+    grpc_status: str | None = None,
 ) -> None:
     """Log one access line (nothing is built when the access logger is off)."""
     if not access_logger.isEnabledFor(logging.INFO):
@@ -91,6 +103,7 @@ def log_access(
             version,
             batch_size,
             None if queue_seconds is None else queue_seconds * 1000.0,
+            grpc_status,
         )
     )
 

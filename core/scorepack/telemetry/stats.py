@@ -139,7 +139,9 @@ class ScorerStats:
 
 class RequestStats:
     """What a host counts: answers by model, version, protocol, route and status, and
-    end-to-end latency by model, version and protocol. Thread-safe (gunicorn threads)."""
+    end-to-end latency by model, version and protocol. Thread-safe (gunicorn threads, and
+    the gRPC server's thread beside the HTTP server's). ``status`` is an HTTP status, or a
+    gRPC status code's name (``OK``, ``INVALID_ARGUMENT``...) for ``protocol="grpc"``."""
 
     __slots__ = ("_latency", "_lock", "responses")
 
@@ -152,7 +154,7 @@ class RequestStats:
     def record(
         self,
         route: str,
-        status: int,
+        status: int | str,
         seconds: float | None = None,
         *,
         model: str = "",

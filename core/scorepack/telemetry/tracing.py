@@ -1,5 +1,6 @@
 """Optional OpenTelemetry tracing: a server span per scoring request, with child spans for
-decoding, the queue wait and the model call, joined to the caller's trace (``traceparent``).
+decoding, the queue wait and the model call, joined to the caller's trace (``traceparent``,
+an HTTP header or a gRPC metadata entry).
 
 Off by default, and then free: the hot path reads one module-level boolean
 (:data:`enabled`) and OpenTelemetry is never imported. :func:`configure` turns it on with
@@ -25,7 +26,15 @@ from ..errors import ScorepackError
 if TYPE_CHECKING:
     from ..batching import BatchResult
 
-__all__ = ["configure", "disable", "enabled", "record_scoring", "server_span"]
+__all__ = [
+    "configure",
+    "disable",
+    "enabled",
+    "finish_rpc_span",
+    "finish_server_span",
+    "record_scoring",
+    "server_span",
+]
 
 #: read on every request: True once :func:`configure` turned tracing on
 enabled = False
@@ -121,6 +130,20 @@ def finish_server_span(span: Any, status: int, **attributes: Any) -> None:
         if value is not None:
             span.set_attribute(key, value)
     if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+
+
+def finish_rpc_span(span: Any, code: int, error: bool, **attributes: Any) -> None:
+    """Set a gRPC call's status code (``rpc.grpc.status_code``, a number as OpenTelemetry's
+    conventions have it) on ``span``, an error status when the server failed (``error``:
+    what is a 5xx over HTTP), and other attributes."""
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attribute("rpc.grpc.status_code", code)
+    for key, value in attributes.items():
+        if value is not None:
+            span.set_attribute(key, value)
+    if error:
         span.set_status(Status(StatusCode.ERROR))
 
 

@@ -15,6 +15,7 @@ from ...codecs import DEFAULT_MAX_BODY_BYTES
 from ...proto import require_grpc
 
 if TYPE_CHECKING:
+    from ...telemetry.stats import RequestStats
     from .server import GrpcServer
 
 __all__ = ["DEFAULT_GRPC_PORT", "GrpcOptions", "grpc_server"]
@@ -42,9 +43,14 @@ def grpc_server(repository: Any, **kwargs: Any) -> GrpcServer:
 
 
 def start_grpc(
-    repository: Any, host: str, options: GrpcOptions | None, auth_keys: tuple[str, ...]
+    repository: Any,
+    host: str,
+    options: GrpcOptions | None,
+    auth_keys: tuple[str, ...],
+    requests: RequestStats | None = None,
 ) -> GrpcServer | None:
-    """Start the gRPC server beside the HTTP one (bound before this returns), or None."""
+    """Start the gRPC server beside the HTTP one (bound before this returns), or None;
+    its calls are counted into ``requests`` (the HTTP app's metrics)."""
     if options is None:
         return None
     return grpc_server(
@@ -53,4 +59,5 @@ def start_grpc(
         port=options.port,
         max_message_bytes=options.max_message_bytes,
         auth_keys=auth_keys,
+        requests=requests,
     ).start()

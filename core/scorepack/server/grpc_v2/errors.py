@@ -37,11 +37,13 @@ _CODE_BY_STATUS = {
 
 @dataclass(frozen=True)
 class GrpcError:
-    """What to answer for an error: a status code, its message and trailing metadata."""
+    """What to answer for an error: a status code, its message and trailing metadata, and
+    the HTTP status the same error gets over REST (the access line's ``status``)."""
 
     code: grpc.StatusCode
     message: str
     metadata: tuple[tuple[str, str], ...] = ()
+    status: int = 500
 
 
 def grpc_error(exc: BaseException) -> GrpcError:
@@ -51,4 +53,4 @@ def grpc_error(exc: BaseException) -> GrpcError:
     metadata = [("scorepack-error-code", reply.code)]
     if "Retry-After" in reply.headers:
         metadata.append(("retry-after", reply.headers["Retry-After"]))
-    return GrpcError(code, reply.message, tuple(metadata))
+    return GrpcError(code, reply.message, tuple(metadata), reply.status)

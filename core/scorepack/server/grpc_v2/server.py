@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from ...telemetry.stats import RequestStats
 from .service import InferenceService
 
 __all__ = ["GrpcServer"]
@@ -28,7 +29,8 @@ class GrpcServer:
 
     ``max_message_bytes`` bounds a request message (larger ones get RESOURCE_EXHAUSTED
     from gRPC itself before they are read); use the largest ``max_body_bytes`` of the
-    models served, each model then checks its own.
+    models served, each model then checks its own. Calls are counted into ``requests``
+    (the HTTP app's metrics, when it serves beside one).
     """
 
     def __init__(
@@ -39,8 +41,9 @@ class GrpcServer:
         port: int = 0,
         max_message_bytes: int = 16 * 1024 * 1024,
         auth_keys: tuple[str, ...] = (),
+        requests: RequestStats | None = None,
     ) -> None:
-        self.service = InferenceService(repository, auth_keys=auth_keys)
+        self.service = InferenceService(repository, auth_keys=auth_keys, requests=requests)
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes

@@ -12,6 +12,9 @@ cancels the handler; the await is cancelled with it, and so is the request's pla
 batcher's queue, which no model call then takes (``Batcher._take`` skips cancelled work;
 ``_purge`` frees its place when the queue is full). The server's own ``--timeout-ms``
 still bounds calls without a deadline (DEADLINE_EXCEEDED too).
+
+Every call is counted in the host's metrics, gets an access line and, with tracing on, a
+span (:mod:`.observe`).
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ import grpc
 from ... import v2
 from ...errors import BodyTooLargeError, NotReadyError
 from ...proto.messages import SERVICE, messages, method_types
+from ...telemetry.stats import RequestStats
 from ...version import __version__
 from ..auth import KeyCheck
 from .codec import read_request, write_outputs, write_parameters
 from .errors import grpc_error
+from .observe import CallObserver, method_path, note_result, note_scoring
 
 __all__ = ["InferenceService"]
 
@@ -46,12 +51,20 @@ class InferenceService:
     """The servicer: one coroutine per RPC over a :class:`~scorepack.repository.Repository`.
 
     ``auth_keys`` (Bearer keys, as on HTTP) guard everything but the three probes, which
-    stay open as ``/`` and ``/health/ready`` do.
+    stay open as ``/`` and ``/health/ready`` do. Calls are counted into ``requests``, the
+    HTTP app's when both serve (one ``/metrics`` for both).
     """
 
-    def __init__(self, repository: Any, *, auth_keys: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        repository: Any,
+        *,
+        auth_keys: tuple[str, ...] = (),
+        requests: RequestStats | None = None,
+    ) -> None:
         self.repository = repository
         self.auth = KeyCheck(auth_keys)
+        self.observer = CallObserver(requests)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to add to a ``grpc.aio`` server."""
@@ -77,17 +90,27 @@ class InferenceService:
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     def _wrap(self, name: str, fn: Handler, guarded: bool) -> Handler:
+        observer, path = self.observer, method_path(name)
+
         async def rpc(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = observer.begin()
             try:
-                if guarded:
-                    self.auth.check(_metadata(context).get("authorization"))
-                return await fn(request, context)
-            except asyncio.CancelledError:
-                raise  # the client went away or its deadline passed: nobody to answer
-            except Exception as exc:
-                error = grpc_error(exc)
-                logger.info("grpc %s %s: %s", name, error.code.name, error.message)
-                await context.abort(error.code, error.message, error.metadata)
+                with observer.span(name, context, call):
+                    try:
+                        if guarded:
+                            self.auth.check(_metadata(context).get("authorization"))
+                        return await fn(request, context)
+                    except asyncio.CancelledError:
+                        # the client went away or its deadline passed: nobody to answer
+                        call.cancelled(context)
+                        raise
+                    except Exception as exc:
+                        error = grpc_error(exc)
+                        call.failed(error)
+                        logger.info("grpc %s %s: %s", name, error.code.name, error.message)
+                        await context.abort(error.code, error.message, error.metadata)
+            finally:
+                observer.end(call, path, request, context)
 
         rpc.__name__ = name
         return rpc
@@ -130,12 +153,14 @@ class InferenceService:
 
     async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         scorer = self.repository.get(request.model_name, request.model_version or None)
+        note_scoring(scorer)
         limit = scorer.config.max_body_bytes
         size = request.ByteSize()
         if size > limit:
             raise BodyTooLargeError(limit, size)
         # parsed in the decode pool once admitted, as /score decodes its body
         result = await v2.infer(scorer, lambda: read_request(request))
+        note_result(result)
         response = messages.ModelInferResponse(
             model_name=result.model_name,
             model_version=str(result.model_version or ""),
