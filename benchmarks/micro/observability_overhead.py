@@ -10,6 +10,13 @@ Rounds alternate before, after, before, ... so that drift in the machine's load 
 both; the medians are compared. Both servers log at ``--log-level`` (default ``info``: a
 line per request, read by this process) and serve ``/metrics`` while loaded, as a scraper
 would see them; tracing stays off. The target (issue 12): after >= 0.98 x before.
+``--protocol v2|grpc`` loads V2 REST or V2 gRPC instead of ``/score`` (gRPC: both servers
+get ``--grpc-port``), for what counting and logging gRPC calls costs:
+
+    git worktree add /tmp/scorepack-before REV   # REV: main before gRPC calls were counted
+    .venv/bin/python -m benchmarks.micro.observability_overhead \
+        --before /tmp/scorepack-before --protocol grpc
+
 Needs a quiet machine; ``--rounds 1 --duration 3`` only checks that it runs.
 """
 
@@ -57,12 +64,18 @@ def one_round(tree: Path, model: Any, image: Path, args: argparse.Namespace) -> 
         "--port",
         "0",
     ]
+    grpc_port = servers.free_port() if args.protocol == "grpc" else None
+    if grpc_port is not None:
+        cmd += ["--grpc-port", str(grpc_port)]
     with servers.running(cmd, ready_path="/health/ready", env=env) as server:
         stop = threading.Event()
         scraper = threading.Thread(target=_scrape_while, args=(server.url, stop, args.scrape))
         scraper.start()
         try:
-            result = servers.load(server.url, image, args.concurrency, args.duration, args.warmup)
+            url = server.url if grpc_port is None else f"grpc://127.0.0.1:{grpc_port}"
+            result = servers.load(
+                url, image, args.concurrency, args.duration, args.warmup, args.protocol
+            )
         finally:
             stop.set()
             scraper.join()
@@ -85,6 +98,9 @@ def main() -> None:
     parser.add_argument("--concurrency", "-c", type=int, default=8)
     parser.add_argument("--scrape", type=float, default=5.0, help="seconds between scrapes")
     parser.add_argument("--log-level", default="info", choices=("info", "warning"))
+    parser.add_argument(
+        "--protocol", default="score", choices=("score", "v2", "grpc"), help="what to load"
+    )
     args = parser.parse_args()
     for tree in (args.before, args.after):
         if not (tree / "core" / "scorepack" / "__init__.py").is_file():

@@ -141,7 +141,7 @@ def serve(
         ).start()
     if on_listening is not None:
         on_listening(url_of(sock))
-    grpc_server = start_grpc(repository, host, grpc, auth_keys, app.metrics.requests)
+    grpc_server = start_grpc(repository, host, grpc, auth_keys, requests=app.metrics.requests)
     if grpc_server is not None and on_grpc_listening is not None:
         on_grpc_listening(grpc_server.address)
     # on a signal gRPC stops taking calls at once, as uvicorn does; those in flight finish
