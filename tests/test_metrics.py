@@ -7,7 +7,10 @@ batch numbers are checked at states reached structurally, never by sleeping.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,9 +21,11 @@ from prometheus_client.openmetrics.parser import (
 )
 
 from fixture_backends import EchoBackend, SlowBackend
+from hostile import address, request
 from metrics_helpers import labelled, scrape, total, value
 from scorepack import Scorer
 from scorepack.telemetry.gpu import nvml_collector
+from scorepack.telemetry.logs import ACCESS_LOGGER, AccessLine
 from scorepack.telemetry.metrics import INFLIGHT_GAUGE, Metrics
 from serving_helpers import Served, scoring_config, serving, wait_for
 
@@ -166,6 +171,53 @@ def test_a_cancelled_request_is_counted_and_leaves_the_inflight_gauge(tmp_path: 
     finally:
         backend.gate.set()
         scorer.close()
+
+
+def test_a_client_that_leaves_is_counted_and_logged_as_499(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    backend = SlowBackend(tmp_path / "left.slow")
+    config = scoring_config(warmup=False, max_batch_size=1, max_delay_ms=0)
+    with serving(backend, config) as served:
+        backend.gate.clear()
+        backend.entered.clear()
+        held = threading.Thread(target=post_x, args=(served, 1.0))
+        held.start()
+        try:
+            assert backend.entered.wait(30), "the model never got the first request"
+            body = b'{"inputs": {"x": [[7.0, 7.0]]}}'
+            headers = {"Content-Type": "application/json", "x-request-id": "leaver"}
+            with socket.create_connection(address(served.url), timeout=30) as leaver:
+                leaver.sendall(request(served.url, body=body, headers=headers))
+                wait_for(lambda: served.scorer.batcher.queued == 1, "the request to queue")
+            wait_for(
+                lambda: any(
+                    isinstance(r.msg, AccessLine) and r.msg.request_id == "leaver"
+                    for r in caplog.records
+                ),
+                "the access line of the request whose client left",
+            )
+        finally:
+            backend.gate.set()
+        held.join(30)
+        after = scrape(served.client)
+    (line,) = [
+        r.msg
+        for r in caplog.records
+        if isinstance(r.msg, AccessLine) and r.msg.request_id == "leaver"
+    ]
+    assert (line.status, line.model, line.protocol, line.batch_size) == (
+        499,
+        "left",
+        "azureml",
+        None,
+    )
+    left = {"model": "left", "protocol": "azureml", "route": "/score"}
+    assert value(after, "scorepack_requests_total", status="499", **left) == 1
+    assert value(after, "scorepack_requests_total", status="200", **left) == 1
+    assert value(after, "scorepack_cancelled_requests_total", model="left") == 1
+    assert (7.0, 7.0) not in backend.seen
 
 
 def test_each_server_has_its_own_registry(tmp_path: Path) -> None:

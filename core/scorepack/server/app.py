@@ -34,6 +34,7 @@ from .auth import KeyCheck
 from .body import BodyTracker
 from .errors import ErrorReply, error_reply
 from .limits import HttpLimits, checked_request_id
+from .observe import CLIENT_CLOSED
 from .routes_azureml import AzureMLRoutes
 from .routes_v2 import V2Routes
 from .routing import ERROR_STYLE, make_router
@@ -177,10 +178,9 @@ class ScoringApp:
             else:
                 await self._route(scope, body, reply)
         except ClientDisconnect:
-            logger.info(
-                "%s %s client disconnected id=%s", method, path, request_id.decode("latin-1")
-            )
-            return
+            # the client left before its answer: still one count and one access line, with
+            # nginx's 499 (a gRPC client's cancel is logged with the same status)
+            reply.status = CLIENT_CLOSED
         status = reply.status or 500
         seconds = time.monotonic() - started
         route = scope.get("scorepack.route", "other")

@@ -8,7 +8,11 @@ from starlette.types import Scope
 
 from ..scorer import Scorer
 
-__all__ = ["note_result", "note_scoring"]
+__all__ = ["CLIENT_CLOSED", "note_result", "note_scoring"]
+
+#: the status a request whose client left before its answer is counted and logged with
+#: (nginx's "client closed request"; no reply carries it)
+CLIENT_CLOSED = 499
 
 
 def note_scoring(scope: Scope, scorer: Scorer, protocol: str) -> None:

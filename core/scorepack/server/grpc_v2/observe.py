@@ -34,6 +34,7 @@ from ...telemetry import tracing
 from ...telemetry.logs import access_logging, log_access
 from ...telemetry.stats import RequestStats
 from ..limits import REQUEST_ID_MAX
+from ..observe import CLIENT_CLOSED
 from .errors import GrpcError
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ __all__ = ["PROTOCOL", "Call", "CallObserver", "method_path", "note_result", "no
 PROTOCOL = "grpc"
 #: the probes: counted and logged, not traced (as on HTTP: they would drown the traces)
 UNTRACED = frozenset({"ServerLive", "ServerReady", "ModelReady"})
-#: the access line's HTTP status for a call its client cancelled (nginx's "client closed")
-CLIENT_CLOSED = 499
 #: a cancelled call this close to its deadline (seconds) ran out of time: the client's
 #: deadline ends a little before the server's, which starts counting when the call arrives
 _DEADLINE_SLACK = 0.5
