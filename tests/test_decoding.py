@@ -201,10 +201,14 @@ def test_environment_overrides_are_honoured(
     monkeypatch.setenv("SCOREPACK_DECODE_LOOKAHEAD", "0")
     assert Scorer(SlowBackend(tmp_path / "m.slow")).decoder.limit_for(32) == 0  # unbounded
     monkeypatch.setenv("SCOREPACK_DECODE_NICE", "40")
-    with pytest.raises(ScorepackError, match="SCOREPACK_DECODE_NICE must be between 0 and 19"):
+    with pytest.raises(
+        ScorepackError, match="SCOREPACK_DECODE_NICE: Input should be less than or equal to 19"
+    ):
         Scorer(SlowBackend(tmp_path / "m.slow"))
     monkeypatch.setenv("SCOREPACK_DECODE_NICE", "low")
-    with pytest.raises(ScorepackError, match="SCOREPACK_DECODE_NICE must be a whole number"):
+    with pytest.raises(
+        ScorepackError, match="SCOREPACK_DECODE_NICE: Input should be a valid integer"
+    ):
         Scorer(SlowBackend(tmp_path / "m.slow"))
 
 

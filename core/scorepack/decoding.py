@@ -27,13 +27,19 @@ backend's threads". Elsewhere priorities are left alone.
 and a cgroup CPU quota are respected). Pillow and NumPy release the GIL while they work,
 so threads scale with cores: ``benchmarks/micro/decode_scaling.py`` measures it.
 
-Overrides (environment variables, read when a scorer is created):
+Overrides (fields of the settings object, :class:`scorepack.settings.ScorerSettings`:
+``serve --decode-threads`` etc., a settings file, or these variables):
 
 - ``SCOREPACK_DECODE_THREADS=N``: the number of decode threads.
 - ``SCOREPACK_DECODE_LOOKAHEAD=N``: the number of decode slots (requests decoded or being
   decoded and not yet through the model); ``0`` means no bound.
 - ``SCOREPACK_DECODE_NICE=N``: how much to lower decode threads' priority (0 to 19);
   ``0`` leaves them at the process's priority.
+
+Whoever holds the settings object (``scorepack serve``, a package's ``init()``) hands
+its :class:`DecodeSettings` to the scorers it makes; a scorer made without them
+(``scorepack.load()`` in a script) reads the variables through the settings object when
+it is made.
 """
 
 from __future__ import annotations
@@ -88,25 +94,11 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
-def _env_int(name: str, low: int, high: int | None = None) -> int | None:
-    # a ScorepackError: the CLI turns it into a one-line exit message, not a traceback
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ScorepackError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ScorepackError(f"{name} must be {bounds}, not {value}")
-    return value
-
-
 class DecodeSettings:
     """How the decode stage runs: threads, lookahead and priority (see the module docstring).
 
-    ``None`` means automatic; the environment variables override the automatic values.
+    ``None`` means automatic. The settings object makes these
+    (:meth:`scorepack.settings.ScorerSettings.decode_settings`).
     """
 
     __slots__ = ("lookahead", "nice", "threads")
@@ -123,12 +115,22 @@ class DecodeSettings:
 
     @classmethod
     def from_env(cls, threads: int | None = None) -> DecodeSettings:
-        """Explicit ``threads`` first, then ``SCOREPACK_DECODE_*``, then automatic."""
-        return cls(
-            threads=threads or _env_int("SCOREPACK_DECODE_THREADS", 1),
-            lookahead=_env_int("SCOREPACK_DECODE_LOOKAHEAD", 0),
-            nice=_env_int("SCOREPACK_DECODE_NICE", 0, 19),
-        )
+        """Explicit ``threads`` first, then ``SCOREPACK_DECODE_*`` (read by the settings
+        object), then automatic. A bad value is a :class:`ScorepackError` naming it."""
+        from .settings import ScorerSettings, SettingsError
+
+        try:
+            settings: ScorerSettings = ScorerSettings.load()
+        except SettingsError as exc:
+            # a ScorepackError: the CLI turns it into a one-line exit message
+            raise ScorepackError(str(exc)) from None
+        return settings.decode_settings().with_threads(threads)
+
+    def with_threads(self, threads: int | None) -> DecodeSettings:
+        """These settings, with ``threads`` instead when it is given."""
+        if not threads:
+            return self
+        return DecodeSettings(threads, self.lookahead, self.nice)
 
 
 class Slot:

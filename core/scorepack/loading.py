@@ -10,6 +10,7 @@ from typing import Any
 
 from .backend import BackendSpec
 from .config import ScoringConfig
+from .decoding import DecodeSettings
 from .detect import detect_backend
 from .device import Device
 from .errors import PackageError
@@ -71,6 +72,7 @@ def open_package(
     config: ScoringConfig | None = None,
     name: str | None = None,
     version: str | None = None,
+    decode: DecodeSettings | None = None,
 ) -> Scorer:
     """A scorer (not started) for a scoring package, its model files verified.
 
@@ -96,7 +98,9 @@ def open_package(
         device=device or spec.device,
         options={**spec.backend_options, **(options or {})},
     )
-    return Scorer(instance, config or spec.config, name=name or spec.name, version=version)
+    return Scorer(
+        instance, config or spec.config, name=name or spec.name, version=version, decode=decode
+    )
 
 
 def _model_root(spec: PackageSpec, given: Path) -> Path:

@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from .config import ScoringConfig
+from .decoding import DecodeSettings
 from .errors import PackageError, ScorepackError
 from .loading import open_package, resolve_backend
 from .manifest import LABELS_FILE, is_package
@@ -119,6 +120,7 @@ def model_source(
     *,
     settings: ModelSettings | None = None,
     defaults: ScoringConfig | None = None,
+    decode: DecodeSettings | None = None,
 ) -> ModelSource:
     """A source that makes a scorer for the model or package at ``path``."""
     path = Path(path)
@@ -135,11 +137,12 @@ def model_source(
                 config=settings.config(_package_defaults(path)) if settings.scoring else None,
                 name=name,
                 version=version,
+                decode=decode,
             )
         entry = _model_path(path, settings.backend)
         spec = resolve_backend(entry, settings.backend)
         backend = spec.create(entry, device=settings.device or "auto", options=settings.options)
-        return Scorer(backend, settings.config(base), name=name, version=version)
+        return Scorer(backend, settings.config(base), name=name, version=version, decode=decode)
 
     return ModelSource(name, version, create, origin=str(path))
 
@@ -167,9 +170,13 @@ def _model_path(folder: Path, backend: str | None) -> Path:
 
 
 def scan_repository(
-    root: str | Path, *, defaults: ScoringConfig | None = None
+    root: str | Path,
+    *,
+    defaults: ScoringConfig | None = None,
+    decode: DecodeSettings | None = None,
 ) -> list[ModelSource]:
-    """Every model (and version) in a repository folder, by name then version."""
+    """Every model (and version) in a repository folder, by name then version
+    (``decode``: how their scorers decode; default: :meth:`DecodeSettings.from_env`)."""
     root = Path(root)
     if not root.is_dir():
         raise PackageError(f"The model repository {root} is not a folder.")
@@ -185,11 +192,20 @@ def scan_repository(
             for version in versions:
                 sources.append(
                     model_source(
-                        folder.name, version, version.name, settings=settings, defaults=defaults
+                        folder.name,
+                        version,
+                        version.name,
+                        settings=settings,
+                        defaults=defaults,
+                        decode=decode,
                     )
                 )
         else:
-            sources.append(model_source(folder.name, folder, settings=settings, defaults=defaults))
+            sources.append(
+                model_source(
+                    folder.name, folder, settings=settings, defaults=defaults, decode=decode
+                )
+            )
     if not sources:
         raise PackageError(
             f"The model repository {root} holds no model folders (repo/NAME/[VERSION/]files)."

@@ -90,6 +90,7 @@ class Scorer:
         name: str | None = None,
         version: str | None = None,
         decode_threads: int | None = None,
+        decode: DecodeSettings | None = None,
     ) -> None:
         self.backend = backend
         self.config = config or ScoringConfig()
@@ -107,7 +108,10 @@ class Scorer:
         self._output_plan: OutputPlan | None = None
         self.load_seconds: float | None = None
         #: decoding off the model's way: bounded lookahead, lower priority (decoding.py)
-        self.decoder = DecodeStage(DecodeSettings.from_env(decode_threads), name=label)
+        # the settings object's decode settings when the caller has them (the CLI, a
+        # package's init()), else the SCOREPACK_DECODE_* variables read through it
+        settings = decode if decode is not None else DecodeSettings.from_env()
+        self.decoder = DecodeStage(settings.with_threads(decode_threads), name=label)
 
     # --- lifecycle -------------------------------------------------------------------
 

@@ -3,13 +3,25 @@ environment variables and an optional settings file (YAML or JSON).
 
 The classes nest by where a setting applies:
 
-    RuntimeSettings ....... what a built package still takes when served: batching,
-    │                       limits, top-k
-    ├── PackageSettings ... + how azmlinfsrv's worker reads requests (score.py reads these)
-    └── ScoringSettings ... + preprocessing, labels, the classifier output: how a model
-        │                   is scored (a package fixes these when it is built)
-        └── ServeSettings . + the server (host, port, keys…), the backend and device,
-                            and the azmlinfsrv runtime's own switches
+    ScorerSettings .............. how every scorer in the process decodes: threads,
+    │                             lookahead, priority (read when a scorer is made)
+    └── RuntimeSettings ......... + what a built package still takes when served, on
+        │                         either host: batching, limits, top-k, read timeout
+        ├── PackageSettings ..... + what a package reads under azmlinfsrv (its init()
+        │                         and gunicorn worker): upload buffer, device, metrics,
+        │                         logs, tracing, model folder
+        ├── AzureMLServeSettings  + ``scorepack serve-azureml``: the host's address,
+        │                         threads, environment, metrics port
+        └── ScoringSettings ..... + preprocessing, labels, the classifier output: how a
+            │                     model is scored (a package fixes these when built)
+            └── ServeSettings ... + the embedded server (host, port, keys, header limits,
+                                  drain…), the backend and device
+
+Every ``SCOREPACK_*`` variable scorepack reads is a field of one of these, except the
+few read before any settings exist (``SCOREPACK_STRICT_PLUGINS``, while the CLI itself is
+being built from the plugins; ``SCOREPACK_CACHE_DIR``, a per-user cache folder beside
+``XDG_CACHE_HOME``) and the client commands' ``SCOREPACK_KEY``, an option of ``score``
+and ``bench``, which serve nothing.
 
 Each field's environment variable is ``SCOREPACK_`` + its name in capitals
 (``max_batch_size`` → ``SCOREPACK_MAX_BATCH_SIZE``); a settings file uses the field
@@ -42,8 +54,10 @@ from pydantic_settings import (
 
 from .batching import BatchingConfig
 from .config import ScoringConfig
+from .decoding import DecodeSettings
 from .device import Device
 from .parsing import (
+    AZUREML_SERVE_FIELDS,
     ENV_PREFIX,
     SERVE_FIELDS,
     env_name,
@@ -56,10 +70,13 @@ from .postprocess import PostprocessConfig, read_labels
 from .preprocess import PRESETS, PreprocessConfig
 
 __all__ = [
+    "AZUREML_SERVE_FIELDS",
     "ENV_PREFIX",
     "SERVE_FIELDS",
+    "AzureMLServeSettings",
     "PackageSettings",
     "RuntimeSettings",
+    "ScorerSettings",
     "ScoringSettings",
     "ServeSettings",
     "SettingsError",
@@ -123,10 +140,9 @@ class _FileSource(PydanticBaseSettingsSource):
 # --- the settings -------------------------------------------------------------------------
 
 
-class RuntimeSettings(BaseSettings):
-    """Scoring settings a built package still takes at serve time, from ``SCOREPACK_*``
-    variables (``scorepack serve PKG`` passes its options on as these): batching, input
-    limits and top-k. ``None``: what the package (or the default) says."""
+class ScorerSettings(BaseSettings):
+    """How every scorer in the process decodes requests (see :mod:`scorepack.decoding`):
+    the root of the settings classes, which holds how they are loaded."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -135,26 +151,20 @@ class RuntimeSettings(BaseSettings):
         frozen=True,
     )
 
-    #: the fields a package takes at serve time (the others it fixes when built)
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = (
-        "max_batch_size",
-        "max_delay_ms",
-        "max_queue_size",
-        "timeout_ms",
-        "max_body_bytes",
-        "max_image_pixels",
-        "top_k",
+    decode_threads: int | None = Field(
+        None, ge=1, description="decode threads (default: one per usable core)"
     )
-
-    max_batch_size: int | None = Field(None, ge=1, description="most rows in one model call")
-    max_delay_ms: float | None = Field(
-        None, ge=0, description="longest a request waits for batch-mates"
+    decode_lookahead: int | None = Field(
+        None,
+        ge=0,
+        description="requests decoded ahead of the model (default: two batches; 0: no bound)",
     )
-    max_queue_size: int | None = Field(None, ge=1, description="requests waiting at most")
-    timeout_ms: float | None = Field(None, gt=0, description="a request not scored by then: 504")
-    max_body_bytes: int | None = Field(None, ge=1, description="larger bodies: 413")
-    max_image_pixels: int | None = Field(None, ge=1, description="larger images: 413")
-    top_k: int | None = Field(None, ge=1, description="classes returned per row")
+    decode_nice: int | None = Field(
+        None,
+        ge=0,
+        le=19,
+        description="how much decode threads lower their priority on Linux (default 10; 0: not)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -208,6 +218,49 @@ class RuntimeSettings(BaseSettings):
         """The settings that were set (by any source), with their values."""
         return {name: getattr(self, name) for name in sorted(self.model_fields_set)}
 
+    def decode_settings(self) -> DecodeSettings:
+        """The decode stage's settings (``None``: automatic)."""
+        return DecodeSettings(
+            threads=self.decode_threads, lookahead=self.decode_lookahead, nice=self.decode_nice
+        )
+
+
+class RuntimeSettings(ScorerSettings):
+    """Scoring settings a built package still takes at serve time, from ``SCOREPACK_*``
+    variables (``scorepack serve PKG`` passes its options on as these): batching, input
+    limits, top-k, decoding and how long a request may take to arrive. ``None``: what
+    the package (or the default) says."""
+
+    #: the fields a package takes at serve time (the others it fixes when built)
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = (
+        "max_batch_size",
+        "max_delay_ms",
+        "max_queue_size",
+        "timeout_ms",
+        "max_body_bytes",
+        "max_image_pixels",
+        "top_k",
+        "decode_threads",
+        "decode_lookahead",
+        "decode_nice",
+        "read_timeout_s",
+    )
+
+    max_batch_size: int | None = Field(None, ge=1, description="most rows in one model call")
+    max_delay_ms: float | None = Field(
+        None, ge=0, description="longest a request waits for batch-mates"
+    )
+    max_queue_size: int | None = Field(None, ge=1, description="requests waiting at most")
+    timeout_ms: float | None = Field(None, gt=0, description="a request not scored by then: 504")
+    max_body_bytes: int | None = Field(None, ge=1, description="larger bodies: 413")
+    max_image_pixels: int | None = Field(None, ge=1, description="larger images: 413")
+    top_k: int | None = Field(None, ge=1, description="classes returned per row")
+    read_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="seconds a begun request may go without a byte arriving; then 408 (default 60)",
+    )
+
     def runtime_given(self) -> dict[str, Any]:
         """The runtime settings that were set: what a package takes at serve time."""
         return {k: v for k, v in self.given().items() if k in self.RUNTIME_FIELDS}
@@ -235,15 +288,91 @@ class RuntimeSettings(BaseSettings):
 
 
 class PackageSettings(RuntimeSettings):
-    """What a package reads under azmlinfsrv: :class:`RuntimeSettings` plus how its
-    gunicorn worker reads requests (see :mod:`scorepack.azureml.worker`)."""
+    """What a package reads under azmlinfsrv (its ``init()`` and its gunicorn worker,
+    :mod:`scorepack.azureml.worker`): :class:`RuntimeSettings` plus the worker's upload
+    buffer, the device, the metrics endpoint, logs, tracing and where the model is."""
 
-    read_timeout_s: float | None = Field(
-        None, ge=0, description="seconds a begun request may go without a byte arriving"
+    upload_buffer_bytes: int | None = Field(
+        None, ge=1, description="bytes of requests still arriving held at once (default 256 MiB)"
+    )
+    device: str | None = Field(
+        None, description="auto, cpu, cuda or cuda:N (default: the package's)"
+    )
+    model_dir: str | None = Field(
+        None, description="the model files, when not where Azure ML puts them"
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus metrics on this port; unset or 0: none"
+    )
+    metrics_addr: str = Field("0.0.0.0", description="the address the metrics port binds")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text or JSON")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="how much scorepack logs"
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP URL traces go to, or 'console'; none: tracing off"
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is not None:
+            Device.parse(value)  # raises ValueError with the reason
+        return value
+
+
+class AzureMLServeSettings(RuntimeSettings):
+    """Everything ``scorepack serve-azureml PKG`` takes: :class:`RuntimeSettings` (passed
+    on to the package as its ``SCOREPACK_*`` variables) plus where azmlinfsrv listens, its
+    threads and environment, the metrics port, CORS and tracing."""
+
+    host: str | None = Field(None, description="address to bind")
+    port: int | None = Field(None, ge=0, le=65535, description="port; 0 picks a free one")
+    device: str | None = Field(
+        None, description="auto, cpu, cuda or cuda:N (default: the package's)"
+    )
+    threads: int | None = Field(None, ge=1, description="gunicorn threads (default: the package's)")
+    isolated: bool = Field(False, description="run in a fresh virtual environment")
+    no_env_check: bool = Field(False, description="serve even when versions differ from the pins")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="the Prometheus metrics port (default: a free one)"
     )
     upload_buffer_bytes: int | None = Field(
-        None, ge=1, description="bytes of requests still arriving held at once"
+        None, ge=1, description="bytes of requests still arriving held at once (default 256 MiB)"
     )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="origins browsers may call from (CORS); none: off"
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP URL traces go to, or 'console'; none: tracing off"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is not None:
+            Device.parse(value)  # raises ValueError with the reason
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        return parse_keys(value)
+
+    def package_environ(self) -> dict[str, str]:
+        """The ``SCOREPACK_*`` variables the package's ``init()`` and worker read
+        (:class:`PackageSettings`) for the settings that were set here."""
+        environ = self.environ()
+        if self.upload_buffer_bytes is not None:
+            environ[env_name("upload_buffer_bytes")] = str(self.upload_buffer_bytes)
+        if self.otlp_endpoint:
+            environ[env_name("otlp_endpoint")] = self.otlp_endpoint
+        return environ
 
 
 class ScoringSettings(RuntimeSettings):
@@ -327,8 +456,9 @@ _PREPROCESS_FIELDS = frozenset(
 
 
 class ServeSettings(ScoringSettings):
-    """Everything ``scorepack serve`` takes: :class:`ScoringSettings` plus the server,
-    the backend and device, and the azmlinfsrv runtime's switches."""
+    """Everything ``scorepack serve`` takes: :class:`ScoringSettings` plus the embedded
+    server (address, keys, gRPC, CORS, tracing, header limits, shutdown) and the backend
+    and device."""
 
     backend: str | None = Field(None, description="backend name (detected when left out)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -343,15 +473,22 @@ class ServeSettings(ScoringSettings):
     auth_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="keys clients must send as 'Authorization: Bearer KEY'"
     )
-    graceful_timeout: float | None = Field(None, ge=0)
-    runtime: Literal["embedded", "azureml"] = "embedded"
-    isolated: bool = False
-    threads: int | None = Field(None, ge=1)
-    no_env_check: bool = False
-    model_dir: str | None = Field(None, description="a package's model files, elsewhere")
-    metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="with the azureml runtime: the metrics port"
+    graceful_timeout: float | None = Field(
+        None, ge=0, description="seconds in-flight requests get to finish on SIGTERM"
     )
+    drain_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="on SIGTERM, seconds readiness answers 503 while requests are still "
+        "served, before the listener closes (default 0)",
+    )
+    max_header_count: int | None = Field(
+        None, ge=1, description="header fields in one request; more: 431 (default 100)"
+    )
+    max_header_bytes: int | None = Field(
+        None, ge=1, description="bytes of all request headers together; more: 431 (default 32 KiB)"
+    )
+    model_dir: str | None = Field(None, description="a package's model files, elsewhere")
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="origins browsers may call from (CORS); none: off"
     )

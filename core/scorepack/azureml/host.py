@@ -1,4 +1,4 @@
-"""``scorepack serve PKG --runtime azureml``: the package under azmlinfsrv, laid out as on Azure.
+"""``scorepack serve-azureml PKG``: the package under azmlinfsrv, laid out as on Azure.
 
 The package directory is the app root (``AML_APP_ROOT``, the working directory, the home
 of ``score.py``); the model is laid out under a temporary ``azureml-models/NAME/1/model``

@@ -32,14 +32,20 @@ def _holds_model(path: Path, spec: PackageSpec) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in spec.model_files)
 
 
-def locate_model_dir(spec: PackageSpec, package: Path, environ: Mapping[str, str]) -> Path:
+def locate_model_dir(
+    spec: PackageSpec,
+    package: Path,
+    environ: Mapping[str, str],
+    *,
+    explicit: str | Path | None = None,
+) -> Path:
     """The directory that holds the package's model files.
 
-    ``SCOREPACK_MODEL_DIR`` wins when set; under Azure ML (``AZUREML_MODEL_DIR`` set) the
-    registered ``model/`` folder is looked for in the shapes Azure ML uses, and nowhere
-    else; otherwise the package's own ``model/``.
+    ``explicit`` (the settings object's ``model_dir``, ``SCOREPACK_MODEL_DIR``) wins when
+    set; under Azure ML (``AZUREML_MODEL_DIR`` in ``environ``) the registered ``model/``
+    folder is looked for in the shapes Azure ML uses, and nowhere else; otherwise the
+    package's own ``model/``.
     """
-    explicit = environ.get("SCOREPACK_MODEL_DIR")
     if explicit:
         return Path(explicit)
     azure = environ.get("AZUREML_MODEL_DIR")

@@ -22,6 +22,11 @@ no routes to its Flask app, so metrics get a port of their own):
 * ``SCOREPACK_LOG_FORMAT`` (``text`` or ``json``) and ``SCOREPACK_LOG_LEVEL``: scorepack's
   log lines, one access line per request among them.
 * ``SCOREPACK_OTLP_ENDPOINT``: export traces (OTLP/HTTP URL, or ``console``).
+
+These, the scoring and decode variables, ``SCOREPACK_DEVICE`` and
+``SCOREPACK_MODEL_DIR`` are read once, by the settings object
+(:class:`~scorepack.settings.PackageSettings`), so a bad value is one start-up error
+naming every bad variable.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from ..telemetry import tracing
 from ..telemetry.logs import configure_azureml_logging, log_access
 from ..telemetry.metrics import Metrics
 from .layout import locate_model_dir
-from .settings import ReadLimits, scoring_from_env
+from .settings import ReadLimits, apply_settings, package_settings
 
 __all__ = ["AzureMLRuntime", "current", "init", "run"]
 
@@ -281,11 +286,11 @@ def init(
     """
     global _runtime
     env = os.environ if environ is None else environ
+    # the one settings object a package reads (the same class as the CLI's, so the same
+    # names, checks and messages); read once, here, and handed to each reader
+    settings = package_settings(env)
     try:
-        configure_azureml_logging(
-            env.get("SCOREPACK_LOG_FORMAT", "text").strip().lower() or "text",
-            env.get("SCOREPACK_LOG_LEVEL", "info").strip().lower() or "info",
-        )
+        configure_azureml_logging(settings.log_format, settings.log_level)
     except (ValueError, AttributeError) as exc:
         raise PackageError(f"SCOREPACK_LOG_FORMAT/SCOREPACK_LOG_LEVEL: {exc}") from exc
     if backend_module:
@@ -298,41 +303,31 @@ def init(
             ) from exc
     package = Path(entry_script).resolve().parent
     spec = load_manifest(package)
-    model_dir = locate_model_dir(spec, package, env)
-    config = scoring_from_env(spec.config, env)
-    limits = ReadLimits.from_env(env)
-    device = env.get("SCOREPACK_DEVICE") or spec.device
+    model_dir = locate_model_dir(spec, package, env, explicit=settings.model_dir)
+    config = apply_settings(settings, spec.config)
+    limits = ReadLimits.from_settings(settings)
+    device = settings.device or spec.device
     logger.info("loading %s (%s, %s) from %s", spec.name, spec.backend, device, model_dir)
     scorer = open_package(
-        package, model_dir=model_dir, backend=backend, device=device, config=config
+        package,
+        model_dir=model_dir,
+        backend=backend,
+        device=device,
+        config=config,
+        decode=settings.decode_settings(),
     )
     scorer.start(wait=True)
-    endpoint = env.get("SCOREPACK_OTLP_ENDPOINT", "").strip()
-    if endpoint:
-        tracing.configure(endpoint, service_name=spec.name)
+    if settings.otlp_endpoint:
+        tracing.configure(settings.otlp_endpoint.strip(), service_name=spec.name)
     made = AzureMLRuntime(scorer, read_timeout_s=limits.read_timeout_s)
     with _lock:
         previous, _runtime = _runtime, made
     if previous is not None:
         previous.close()
-    port = _metrics_port(env)
-    if port is not None:
-        made.serve_metrics(port, env.get("SCOREPACK_METRICS_ADDR", "").strip() or "0.0.0.0")
+    if settings.metrics_port:  # unset or 0: no metrics server
+        made.serve_metrics(settings.metrics_port, settings.metrics_addr.strip() or "0.0.0.0")
     atexit.register(scorer.close, 10.0)
     return made
-
-
-def _metrics_port(env: Mapping[str, str]) -> int | None:
-    raw = env.get("SCOREPACK_METRICS_PORT", "").strip()
-    if not raw:
-        return None
-    try:
-        port = int(raw)
-    except ValueError:
-        raise PackageError(f"SCOREPACK_METRICS_PORT={raw!r} is not a port number.") from None
-    if not 0 <= port <= 65535:
-        raise PackageError(f"SCOREPACK_METRICS_PORT={raw!r} is not a port number.")
-    return port or None
 
 
 def run(request: Request) -> Any:

@@ -3,7 +3,7 @@
 
 :func:`server_environment` is the one place that says how azmlinfsrv must run for dynamic
 batching to work; the deployment files (Azure ML SDK v1 and v2) and
-``scorepack serve PKG --runtime azureml`` all take their variables from it.
+``scorepack serve-azureml PKG`` all take their variables from it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ from ..config import ScoringConfig
 from ..errors import PackageError
 from ..generator.spec import DeploymentSettings
 
-__all__ = ["METRICS_PORT", "WORKER_CLASS", "ReadLimits", "scoring_from_env", "server_environment"]
+__all__ = [
+    "METRICS_PORT",
+    "WORKER_CLASS",
+    "ReadLimits",
+    "apply_settings",
+    "package_settings",
+    "scoring_from_env",
+    "server_environment",
+]
 
 #: the port a deployed package serves Prometheus metrics on (Triton's metrics port)
 METRICS_PORT = 8002
@@ -39,17 +47,21 @@ class ReadLimits:
     max_header_bytes: int = 64 * 1024
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ReadLimits:
-        """The defaults, with ``SCOREPACK_READ_TIMEOUT_S`` and
-        ``SCOREPACK_UPLOAD_BUFFER_BYTES`` applied (a bad value is a PackageError); read
-        by the settings object (:class:`~scorepack.settings.PackageSettings`)."""
-        settings = _package_settings(environ)
+    def from_settings(cls, settings: Any) -> ReadLimits:
+        """The defaults, with the settings object's ``read_timeout_s`` and
+        ``upload_buffer_bytes`` (:class:`~scorepack.settings.PackageSettings`) applied."""
         values: dict[str, Any] = {}
         if settings.read_timeout_s is not None:
             values["read_timeout_s"] = settings.read_timeout_s
         if settings.upload_buffer_bytes is not None:
             values["buffer_bytes"] = settings.upload_buffer_bytes
         return cls(**values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReadLimits:
+        """:meth:`from_settings` with the settings read from ``environ`` (default: this
+        process's); a bad value is a PackageError."""
+        return cls.from_settings(package_settings(environ))
 
 
 def server_environment(deployment: DeploymentSettings) -> dict[str, str]:
@@ -83,16 +95,24 @@ def scoring_from_env(config: ScoringConfig, environ: Mapping[str, str]) -> Scori
     A value that does not parse is a :class:`~scorepack.errors.PackageError` naming the
     variable, raised at start-up rather than at the first request.
     """
+    return apply_settings(package_settings(environ), config)
+
+
+def apply_settings(settings: Any, config: ScoringConfig) -> ScoringConfig:
+    """``config`` with the runtime settings of ``settings`` applied, or PackageError."""
     from ..settings import SettingsError
 
     try:
-        return _package_settings(environ).apply(config)
+        applied: ScoringConfig = settings.apply(config)
     except SettingsError as exc:
         raise PackageError(f"The SCOREPACK_* settings are not valid: {exc}") from exc
+    return applied
 
 
-def _package_settings(environ: Mapping[str, str]) -> Any:
-    """The ``SCOREPACK_*`` settings a package reads under azmlinfsrv, or PackageError."""
+def package_settings(environ: Mapping[str, str] | None = None) -> Any:
+    """The settings a package reads under azmlinfsrv
+    (:class:`~scorepack.settings.PackageSettings`) from ``environ`` (default: this
+    process's environment), or a PackageError naming each bad variable."""
     from ..settings import PackageSettings, SettingsError
 
     try:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import selectors
 import socket
 import time
@@ -51,7 +50,7 @@ from ..errors import (
     UploadBufferFullError,
 )
 from ..server.errors import error_reply
-from .settings import ReadLimits
+from .settings import ReadLimits, package_settings
 
 __all__ = ["BufferingThreadWorker"]
 
@@ -60,15 +59,15 @@ logger = logging.getLogger("scorepack.azureml")
 _RECV = 1 << 16
 
 
-def _max_body_bytes() -> int:
-    """The package's body limit, once ``init()`` has loaded it (the same as ``/score``'s)."""
+def _max_body_bytes(before_init: int) -> int:
+    """The package's body limit once ``init()`` has loaded it (the same as ``/score``'s);
+    before that, ``before_init`` (the settings' ``max_body_bytes``, or the default)."""
     from . import runtime
 
     made = runtime.current()
     if made is not None:
         return made.scorer.config.max_body_bytes
-    raw = os.environ.get("SCOREPACK_MAX_BODY_BYTES", "").strip()
-    return int(raw) if raw.isdigit() else DEFAULT_MAX_BODY_BYTES
+    return before_init
 
 
 @dataclass
@@ -88,7 +87,11 @@ class BufferingThreadWorker(ThreadWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits = ReadLimits.from_env(os.environ)
+        # the settings object init() reads too (PackageSettings), from the same environment;
+        # read here because gunicorn makes the worker before azmlinfsrv calls init()
+        settings = package_settings()
+        self.limits = ReadLimits.from_settings(settings)
+        self.max_body_before_init: int = settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES
         self.arriving: dict[int, _Arriving] = {}
         self.held_bytes = 0
 
@@ -178,7 +181,7 @@ class BufferingThreadWorker(ThreadWorker):
                     self._started(state, event)
                 elif isinstance(event, h11.Data):
                     state.body_bytes += len(event.data)
-                    limit = _max_body_bytes()
+                    limit = _max_body_bytes(self.max_body_before_init)
                     if state.body_bytes > limit:
                         raise BodyTooLargeError(limit)
                 elif isinstance(event, h11.EndOfMessage):
@@ -209,7 +212,7 @@ class BufferingThreadWorker(ThreadWorker):
             raise BadRequestError("The request has both Content-Length and Transfer-Encoding.")
         for name, value in request.headers:
             if name == b"content-length":
-                limit = _max_body_bytes()
+                limit = _max_body_bytes(self.max_body_before_init)
                 if int(value) > limit:
                     # refuse before reading a byte of it, as /score does
                     raise BodyTooLargeError(limit, int(value))

@@ -9,7 +9,6 @@ follow common servers: 100 header fields (gunicorn, Apache), 32 KiB of headers i
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -47,19 +46,26 @@ class HttpLimits:
             raise ValueError("read_timeout_s must be positive and drain_s not negative")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> HttpLimits:
-        """The defaults with any ``SCOREPACK_*`` variable above applied."""
-        base = cls()
-        values: dict[str, Any] = {}
-        for name, variable, parse in (
-            ("max_header_count", "SCOREPACK_MAX_HEADER_COUNT", int),
-            ("max_header_bytes", "SCOREPACK_MAX_HEADER_BYTES", int),
-            ("read_timeout_s", "SCOREPACK_READ_TIMEOUT_S", float),
-            ("drain_s", "SCOREPACK_DRAIN_SECONDS", float),
-        ):
-            raw = environ.get(variable, "").strip()
-            values[name] = parse(raw) if raw else getattr(base, name)
-        return cls(**values)
+    def from_settings(cls, settings: Any) -> HttpLimits:
+        """The defaults with what the settings object set
+        (:class:`~scorepack.settings.ServeSettings`: ``max_header_count``,
+        ``max_header_bytes``, ``read_timeout_s``, ``drain_seconds``) applied."""
+        given = {
+            "max_header_count": settings.max_header_count,
+            "max_header_bytes": settings.max_header_bytes,
+            "read_timeout_s": settings.read_timeout_s,
+            "drain_s": settings.drain_seconds,
+        }
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpLimits:
+        """The defaults with the ``SCOREPACK_*`` variables in ``environ`` (default: this
+        process's) applied, read by the settings object; a bad value is a
+        :class:`~scorepack.settings.SettingsError` naming it."""
+        from ..settings import ServeSettings
+
+        return cls.from_settings(ServeSettings.load(environ=environ))
 
     def check_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Raise :class:`HeadersTooLargeError` (431) for too many or too large headers."""
