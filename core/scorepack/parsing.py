@@ -10,8 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "AZUREML_SERVE_FIELDS",
+    "AZUREML_SERVE_SECTIONS",
+    "CLI_ONLY",
     "ENV_PREFIX",
     "SERVE_FIELDS",
+    "SERVE_SECTIONS",
     "env_name",
     "parse_floats",
     "parse_keys",
@@ -21,48 +25,130 @@ __all__ = [
 
 ENV_PREFIX = "SCOREPACK_"
 
+#: ``serve``'s options in the order ``--help`` shows them, in sections by the mode they
+#: apply to: (title, option names). The one list of serve's option names: the settings
+#: fields (:data:`SERVE_FIELDS`) are these less :data:`CLI_ONLY`.
+SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "Every mode (PATH is a model or a package)",
+        (
+            "backend",
+            "device",
+            "host",
+            "port",
+            "settings_file",
+            "cors_origins",
+            "otlp_endpoint",
+        ),
+    ),
+    (
+        "Batching and limits (a model; a package takes them at serve time too)",
+        (
+            "max_batch_size",
+            "max_delay_ms",
+            "max_queue_size",
+            "timeout_ms",
+            "max_body_bytes",
+            "max_image_pixels",
+            "top_k",
+        ),
+    ),
+    (
+        "Decoding (every mode; a package takes them at serve time too)",
+        ("decode_threads", "decode_lookahead", "decode_nice"),
+    ),
+    (
+        "A model only (a package fixed these when it was built)",
+        (
+            "preset",
+            "image_input",
+            "image_size",
+            "layout",
+            "resize",
+            "crop_ratio",
+            "color",
+            "scale",
+            "mean",
+            "std",
+            "exact_decode",
+            "labels",
+            "classifier_output",
+        ),
+    ),
+    (
+        "The embedded server",
+        (
+            "backend_options",
+            "auth_keys",
+            "auth_key_file",
+            "grpc_port",
+            "model_dir",
+            "graceful_timeout",
+            "drain_seconds",
+            "read_timeout_s",
+            "max_header_count",
+            "max_header_bytes",
+        ),
+    ),
+    (
+        "Several models (NAME=PATH ... or --repository DIR)",
+        ("repository_dir", "model_control"),
+    ),
+)
+
+#: ``serve-azureml``'s options, as :data:`SERVE_SECTIONS` (it has no other mode)
+AZUREML_SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "The server",
+        (
+            "host",
+            "port",
+            "device",
+            "threads",
+            "isolated",
+            "no_env_check",
+            "metrics_port",
+            "cors_origins",
+            "otlp_endpoint",
+            "settings_file",
+        ),
+    ),
+    (
+        "Batching, limits and decoding (the package's own settings when left out)",
+        (
+            "max_batch_size",
+            "max_delay_ms",
+            "max_queue_size",
+            "timeout_ms",
+            "max_body_bytes",
+            "max_image_pixels",
+            "top_k",
+            "decode_threads",
+            "decode_lookahead",
+            "decode_nice",
+        ),
+    ),
+    (
+        "How requests are read (the package's gunicorn worker)",
+        ("read_timeout_s", "upload_buffer_bytes"),
+    ),
+)
+
+#: options of the serve commands that are not settings: click reads them itself
+CLI_ONLY: frozenset[str] = frozenset(
+    {"settings_file", "auth_key_file", "repository_dir", "model_control"}
+)
+
+
+def _fields(sections: tuple[tuple[str, tuple[str, ...]], ...]) -> frozenset[str]:
+    return frozenset(name for _, names in sections for name in names) - CLI_ONLY
+
+
 #: every field of :class:`scorepack.settings.ServeSettings` (a test keeps them equal): the
 #: ``serve`` options whose variables the settings object reads, not click
-SERVE_FIELDS: frozenset[str] = frozenset(
-    {
-        "max_batch_size",
-        "max_delay_ms",
-        "max_queue_size",
-        "timeout_ms",
-        "max_body_bytes",
-        "max_image_pixels",
-        "top_k",
-        "preset",
-        "image_input",
-        "image_size",
-        "layout",
-        "resize",
-        "crop_ratio",
-        "color",
-        "scale",
-        "mean",
-        "std",
-        "exact_decode",
-        "labels",
-        "classifier_output",
-        "backend",
-        "device",
-        "backend_options",
-        "host",
-        "port",
-        "grpc_port",
-        "auth_keys",
-        "graceful_timeout",
-        "runtime",
-        "isolated",
-        "threads",
-        "no_env_check",
-        "model_dir",
-        "metrics_port",
-        "cors_origins",
-        "otlp_endpoint",
-    }
-)
+SERVE_FIELDS: frozenset[str] = _fields(SERVE_SECTIONS)
+#: every field of :class:`scorepack.settings.AzureMLServeSettings`, likewise
+AZUREML_SERVE_FIELDS: frozenset[str] = _fields(AZUREML_SERVE_SECTIONS)
 
 
 def env_name(field: str) -> str:

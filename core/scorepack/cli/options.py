@@ -132,63 +132,93 @@ preprocess_options = _stack(
     click.option("--exact-decode", is_flag=True, help="Always decode JPEGs at full size."),
 )
 
+
+def _limit_options(defaults: bool) -> Callable[[F], F]:
+    """Batching and input limits: with the defaults shown (a model), or none (a package,
+    whose own settings apply to what is not given)."""
+
+    def option(flag: str, kind: type, default: Any, help: str) -> Callable[[F], F]:
+        if defaults:
+            # the variable counts for `build` too (serve's settings object reads it there)
+            envvar = "SCOREPACK_" + flag.removeprefix("--").replace("-", "_").upper()
+            return click.option(
+                flag, type=kind, default=default, show_default=True, envvar=envvar, help=help
+            )
+        return click.option(flag, type=kind, help=f"{help} (Default: the package's.)")
+
+    return _stack(
+        option("--max-batch-size", int, 32, "Most rows in one model call."),
+        option("--max-delay-ms", float, 5.0, "Longest a request waits for batch-mates."),
+        option(
+            "--max-queue-size",
+            int,
+            256,
+            "Requests waiting at most; beyond it, 503 with Retry-After at once.",
+        ),
+        option("--timeout-ms", float, 30000.0, "A request not scored by then gets 504."),
+        option(
+            "--max-body-bytes",
+            int,
+            DEFAULT_MAX_BODY_BYTES,
+            "Larger bodies get 413 without being read.",
+        ),
+        option(
+            "--max-image-pixels",
+            int,
+            DEFAULT_MAX_IMAGE_PIXELS,
+            "Images whose header declares more pixels get 413 before decoding.",
+        ),
+    )
+
+
+def _top_k(defaults: bool) -> Callable[[F], F]:
+    if defaults:
+        return click.option(
+            "--top-k", type=int, default=5, show_default=True, help="Classes returned per row."
+        )
+    return click.option(
+        "--top-k", type=int, help="Classes returned per row (default: the package's)."
+    )
+
+
 scoring_options = _stack(
     preprocess_options,
-    click.option(
-        "--top-k", type=int, default=5, show_default=True, help="Classes returned per row."
-    ),
+    _top_k(True),
     click.option(
         "--labels", type=click.Path(exists=True, dir_okay=False), help="One label per line."
     ),
     click.option("--output", "classifier_output", help="The output holding class scores."),
+    _limit_options(True),
+)
+
+#: a built package's runtime settings: top-k, batching and limits, its own by default
+package_runtime_options = _stack(_top_k(False), _limit_options(False))
+
+#: how requests are decoded (scorepack.decoding): automatic unless given
+decode_options = _stack(
     click.option(
-        "--max-batch-size",
+        "--decode-threads",
         type=int,
-        default=32,
-        show_default=True,
-        envvar="SCOREPACK_MAX_BATCH_SIZE",
-        help="Most rows in one model call.",
+        help="Threads that decode and preprocess requests (default: one per usable core).",
     ),
     click.option(
-        "--max-delay-ms",
-        type=float,
-        default=5.0,
-        show_default=True,
-        envvar="SCOREPACK_MAX_DELAY_MS",
-        help="Longest a request waits for batch-mates.",
-    ),
-    click.option(
-        "--max-queue-size",
+        "--decode-lookahead",
         type=int,
-        default=256,
-        show_default=True,
-        envvar="SCOREPACK_MAX_QUEUE_SIZE",
-        help="Requests waiting at most; beyond it, 503 with Retry-After at once.",
+        help="Requests decoded ahead of the model at most (default: two batches; 0: no bound).",
     ),
     click.option(
-        "--timeout-ms",
-        type=float,
-        default=30000.0,
-        show_default=True,
-        envvar="SCOREPACK_TIMEOUT_MS",
-        help="A request not scored by then gets 504.",
-    ),
-    click.option(
-        "--max-body-bytes",
+        "--decode-nice",
         type=int,
-        default=DEFAULT_MAX_BODY_BYTES,
-        show_default=True,
-        envvar="SCOREPACK_MAX_BODY_BYTES",
-        help="Larger bodies get 413 without being read.",
+        help="How much decode threads lower their priority on Linux, so that the model's "
+        "threads get the cores first (0 to 19; default 10; 0: not at all).",
     ),
-    click.option(
-        "--max-image-pixels",
-        type=int,
-        default=DEFAULT_MAX_IMAGE_PIXELS,
-        show_default=True,
-        envvar="SCOREPACK_MAX_IMAGE_PIXELS",
-        help="Images whose header declares more pixels get 413 before decoding.",
-    ),
+)
+
+#: how long a begun request may take to arrive (both hosts)
+read_timeout_option = click.option(
+    "--read-timeout-s",
+    type=float,
+    help="Seconds a begun request may go without a byte arriving; then 408 (default 60).",
 )
 
 

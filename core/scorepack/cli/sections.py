@@ -1,103 +1,49 @@
-"""``serve``'s help in sections, one per mode an option applies to.
+"""The serve commands' ``--help`` in sections, one per mode an option applies to.
 
-``serve`` has three modes — a model on the embedded server, a built package on the
-embedded server, a built package under azmlinfsrv (``--runtime azureml``) — and most of
-its options belong to some of them only. The sections say which, so that ``--help`` has
-the shape of the modes instead of leaving it to "X only goes with Y" errors.
+``serve`` has three modes — a model, a built package, several models, all on the
+embedded server — and some options belong to some of them only; the fourth mode, a
+package under azmlinfsrv, is a command of its own (``serve-azureml``), so that options
+that cannot apply there are not accepted at all. The sections come from
+:data:`scorepack.parsing.SERVE_SECTIONS`, the one list of serve's option names.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-__all__ = ["SERVE_SECTIONS", "SectionedCommand"]
+from ..parsing import AZUREML_SERVE_SECTIONS, SERVE_SECTIONS
 
-#: (title, option names) in the order ``--help`` shows them; an option not listed here
-#: (a new one, or one a plugin adds) is shown under "Other options". Some names are of
-#: options other work in progress adds (metrics, tracing, gRPC, model repositories).
-SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "Every mode (PATH is a model or a package)",
-        (
-            "backend",
-            "device",
-            "host",
-            "port",
-            "settings_file",
-            "cors_origins",
-            "otlp_endpoint",
-            "log_format",
-        ),
-    ),
-    (
-        "Batching and limits (a model; a package takes them at serve time too)",
-        (
-            "max_batch_size",
-            "max_delay_ms",
-            "max_queue_size",
-            "timeout_ms",
-            "max_body_bytes",
-            "max_image_pixels",
-            "top_k",
-        ),
-    ),
-    (
-        "A model only (a package fixed these when it was built)",
-        (
-            "preset",
-            "image_input",
-            "image_size",
-            "layout",
-            "resize",
-            "crop_ratio",
-            "color",
-            "scale",
-            "mean",
-            "std",
-            "exact_decode",
-            "labels",
-            "classifier_output",
-        ),
-    ),
-    (
-        "The embedded server (a model, or a package with the default --runtime embedded)",
-        (
-            "backend_options",
-            "auth_keys",
-            "auth_key_file",
-            "graceful_timeout",
-            "model_dir",
-            "repository",
-            "model_control",
-            "grpc_port",
-        ),
-    ),
-    (
-        "Several models (NAME=PATH ... or --repository DIR, on the embedded server)",
-        ("repository_dir", "model_control"),
-    ),
-    (
-        "A package under azmlinfsrv, as Azure ML runs it (--runtime azureml)",
-        ("runtime", "isolated", "threads", "no_env_check", "metrics_port"),
-    ),
-)
+__all__ = ["AZUREML_SERVE_SECTIONS", "SERVE_SECTIONS", "SectionedCommand"]
 
 
 class SectionedCommand(click.Command):
-    """A command whose ``--help`` lists its options in :data:`SERVE_SECTIONS` order."""
+    """A command whose ``--help`` lists its options in ``sections`` order; an option in
+    no section (a new one, or one a plugin adds) is shown under "Other options"."""
 
-    sections: tuple[tuple[str, tuple[str, ...]], ...] = SERVE_SECTIONS
+    def __init__(
+        self,
+        *args: Any,
+        sections: tuple[tuple[str, tuple[str, ...]], ...] = SERVE_SECTIONS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.sections = sections
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        where = {name: title for title, names in self.sections for name in names}
+        where: dict[str, str] = {}
+        for title, names in self.sections:
+            for name in names:
+                where.setdefault(name, title)
         records: dict[str, list[tuple[str, str]]] = {title: [] for title, _ in self.sections}
         other: list[tuple[str, str]] = []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is None or isinstance(param, click.Argument):
                 continue
-            title = where.get(param.name or "")
-            (records[title] if title else other).append(record)
+            placed = where.get(param.name or "")
+            (records[placed] if placed else other).append(record)
         for title, rows in (*records.items(), ("Other options", other)):
             if rows:
                 with formatter.section(title):
