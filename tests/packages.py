@@ -1,6 +1,6 @@
 """Scoring packages for the package and azmlinfsrv tests: tiny models in every installed
 backend's format, packages built from them (once per session), and azmlinfsrv started on
-a package through ``scorepack serve PKG --runtime azureml`` on 127.0.0.1.
+a package through ``scorepack serve-azureml PKG`` on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -147,11 +147,14 @@ def free_port() -> int:
 
 
 class AzmlinfsrvServer:
-    """``scorepack serve PKG --runtime azureml`` in a subprocess on 127.0.0.1.
+    """``scorepack serve-azureml PKG`` in a subprocess on 127.0.0.1.
 
     Its output goes to a log file (read by :attr:`log`); :meth:`stop` sends SIGTERM (the
     CLI passes it to gunicorn, which stops gracefully) and kills what is left after a while.
     """
+
+    #: the command before PKG (a subclass may use the old ``serve ... --runtime azureml``)
+    command: tuple[str, ...] = ("serve-azureml",)
 
     def __init__(
         self, package: Path, *args: str, log: Path, env: dict[str, str] | None = None
@@ -166,10 +169,8 @@ class AzmlinfsrvServer:
                 sys.executable,
                 "-m",
                 "scorepack",
-                "serve",
+                *self.command,
                 str(package),
-                "--runtime",
-                "azureml",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -1,6 +1,6 @@
 """Packages under Microsoft's azmlinfsrv, exactly as Azure ML runs them.
 
-One azmlinfsrv per installed backend (started with ``scorepack serve PKG --runtime azureml``
+One azmlinfsrv per installed backend (started with ``scorepack serve-azureml PKG``
 on 127.0.0.1, stopped by the fixture) is compared with the embedded server serving the
 same package: the same scores, batching across gunicorn threads, and the same 4xx answers.
 The runtime's own timeout, the Azure ML model-directory layouts, the environment check and
@@ -343,16 +343,62 @@ def test_init_refuses_a_tampered_model_under_azureml_model_dir(tmp_path: Path, w
         )
 
 
+def test_init_reads_the_one_settings_object(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """init() reads the package's SCOREPACK_* variables through PackageSettings: scoring,
+    decoding and the read deadline alike, and every bad one at once."""
+    pytest.importorskip("onnx")
+    package = package_for("onnx", work)
+    model_dir = make_model_dir(load_manifest(package), package, tmp_path / "azure")
+    with pytest.raises(PackageError) as caught:
+        runtime.init(
+            package / "score.py",
+            backend="onnx",
+            environ={
+                "AZUREML_MODEL_DIR": str(model_dir),
+                "SCOREPACK_METRICS_PORT": "http",
+                "SCOREPACK_DECODE_NICE": "40",
+            },
+        )
+    assert "SCOREPACK_METRICS_PORT: Input should be a valid integer" in str(caught.value)
+    assert "SCOREPACK_DECODE_NICE: Input should be less than or equal to 19" in str(caught.value)
+    monkeypatch.setattr(runtime, "_runtime", None)  # put back after the test
+    made = runtime.init(
+        package / "score.py",
+        backend="onnx",
+        environ={
+            "AZUREML_MODEL_DIR": str(model_dir),
+            "SCOREPACK_DECODE_THREADS": "3",
+            "SCOREPACK_DECODE_LOOKAHEAD": "5",
+            "SCOREPACK_READ_TIMEOUT_S": "7",
+            "SCOREPACK_MAX_BATCH_SIZE": "4",
+        },
+    )
+    try:
+        decode = made.scorer.decoder.describe()
+        assert (decode["decode_threads"], decode["decode_lookahead"]) == (3, 5)
+        assert made.read_timeout_s == 7
+        assert made.scorer.config.batching.max_batch_size == 4
+    finally:
+        made.close()
+
+
 def test_serve_refuses_a_tampered_package_before_starting(tmp_path: Path, work: Path) -> None:
     pytest.importorskip("onnx")
     package = shutil.copytree(package_for("onnx", work), tmp_path / "pkg")
     spec = load_manifest(package)
     (package / "model" / spec.model_files[0]).write_bytes(b"changed")
+    result = CliRunner().invoke(build_cli(), ["serve-azureml", str(package), "--port", "0"])
+    assert result.exit_code == 1
+    assert "does not match the package manifest" in result.output
+    # the old spelling still works, with a note naming the new one
     result = CliRunner().invoke(
         build_cli(), ["serve", str(package), "--runtime", "azureml", "--port", "0"]
     )
     assert result.exit_code == 1
     assert "does not match the package manifest" in result.output
+    assert "deprecated; use `scorepack serve-azureml PKG`" in result.output
 
 
 def test_serve_says_which_pins_this_environment_lacks(tmp_path: Path, work: Path) -> None:
@@ -360,17 +406,62 @@ def test_serve_says_which_pins_this_environment_lacks(tmp_path: Path, work: Path
     package = shutil.copytree(package_for("onnx", work), tmp_path / "pkg")
     requirements = package / "requirements.txt"
     requirements.write_text(requirements.read_text() + "numpy==0.0.1\nno-such-dist==1.0\n")
-    result = CliRunner().invoke(
-        build_cli(), ["serve", str(package), "--runtime", "azureml", "--port", "0"]
-    )
+    result = CliRunner().invoke(build_cli(), ["serve-azureml", str(package), "--port", "0"])
     assert result.exit_code == 1
     assert "numpy==0.0.1: numpy" in result.output
     assert "no-such-dist==1.0: not installed" in result.output
     assert "--isolated" in result.output
 
 
+class _LegacySpelling(AzmlinfsrvServer):
+    command = ("serve",)
+
+
+def test_the_old_spelling_still_serves_under_azmlinfsrv(tmp_path: Path, work: Path) -> None:
+    pytest.importorskip("onnx")
+    package = package_for("onnx", work)
+    args = ("--runtime", "azureml", "--threads", "3", "--max-batch-size", "2")
+    with _LegacySpelling(package, *args, log=tmp_path / "azml.log") as server:
+        assert httpx.get(server.url + "/", timeout=30).status_code == 200
+        reply = httpx.post(server.url + "/score", content=jpeg(40, 30), timeout=60)
+        assert reply.status_code == 200, reply.text
+        # the options reached azmlinfsrv (threads) and the package (its batch size)
+        environs = [_environ(pid) for pid in _children(server.proc.pid)]
+        server_env = next(e for e in environs if "AZUREML_MODEL_DIR" in e)
+        assert "--threads 3 " in server_env["GUNICORN_CMD_ARGS"]
+        assert server_env["SCOREPACK_MAX_BATCH_SIZE"] == "2"
+    assert "deprecated; use `scorepack serve-azureml PKG`" in server.log
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found += [int(child), *_children(int(child))]
+    return found
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {k: v for k, _, v in pairs}
+
+
 def test_serve_options_that_a_package_fixes_are_refused(work: Path) -> None:
     pytest.importorskip("onnx")
+    # serve-azureml has no preprocessing options at all
+    result = CliRunner().invoke(
+        build_cli(), ["serve-azureml", str(package_for("onnx", work)), "--preset", "imagenet"]
+    )
+    assert result.exit_code == 2
+    assert "No such option '--preset'" in result.output
+    result = CliRunner().invoke(build_cli(), ["serve-azureml", str(tiny_model("onnx", work))])
+    assert result.exit_code == 2
+    assert "scorepack build" in result.output
+    # the old spelling: the errors it always gave
     result = CliRunner().invoke(
         build_cli(),
         ["serve", str(package_for("onnx", work)), "--preset", "imagenet", "--runtime", "azureml"],
@@ -421,7 +512,7 @@ def test_the_model_is_found_where_azure_ml_mounts_it(
 def test_model_dir_without_azure_and_when_missing(tmp_path: Path) -> None:
     spec = sample_spec()
     assert locate_model_dir(spec, tmp_path, {}) == tmp_path / "model"
-    assert locate_model_dir(spec, tmp_path, {"SCOREPACK_MODEL_DIR": "/m"}) == Path("/m")
+    assert locate_model_dir(spec, tmp_path, {}, explicit="/m") == Path("/m")
     lay_out(tmp_path, "azureml-models/other/1/model", ("weights.bin",))
     with pytest.raises(
         PackageError, match=r"does not hold this package's model.*other/1/model/weights\.bin"

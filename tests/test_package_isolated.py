@@ -1,4 +1,4 @@
-"""A package is self-contained: ``serve --runtime azureml --isolated`` makes a fresh
+"""A package is self-contained: ``serve-azureml --isolated`` makes a fresh
 virtual environment from the package's requirements.txt and wheels alone, and azmlinfsrv
 serves it from there with the same answers as scorepack in this environment.
 

@@ -15,23 +15,23 @@ from cli_process import ServerProcess, cli_env, run_cli
 from fixture_backends import write_entry_point
 from scorepack.cli import build_cli
 from scorepack.config import ScoringConfig
-from scorepack.parsing import SERVE_FIELDS, env_name
-from scorepack.settings import RuntimeSettings, ServeSettings, SettingsError
+from scorepack.parsing import (
+    AZUREML_SERVE_FIELDS,
+    AZUREML_SERVE_SECTIONS,
+    CLI_ONLY,
+    SERVE_FIELDS,
+    SERVE_SECTIONS,
+    env_name,
+)
+from scorepack.settings import (
+    AzureMLServeSettings,
+    PackageSettings,
+    RuntimeSettings,
+    ServeSettings,
+    SettingsError,
+)
 
 TESTS = Path(__file__).resolve().parent
-
-#: serve's settings when its help was put in sections; options added since then show
-#: under "Other options" until they are given a section
-SECTIONED = frozenset(
-    {
-        "backend", "device", "host", "port", "settings_file", "max_batch_size",
-        "max_delay_ms", "max_queue_size", "timeout_ms", "max_body_bytes",
-        "max_image_pixels", "top_k", "preset", "image_input", "image_size", "layout",
-        "resize", "crop_ratio", "color", "scale", "mean", "std", "exact_decode", "labels",
-        "classifier_output", "backend_options", "auth_keys", "graceful_timeout",
-        "model_dir", "runtime", "isolated", "threads", "no_env_check",
-    }
-)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -41,11 +41,66 @@ def _no_scorepack_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def test_the_settings_fields_are_the_serve_options() -> None:
-    assert set(ServeSettings.model_fields) == SERVE_FIELDS
-    serve = build_cli().commands["serve"]
-    names = {p.name for p in serve.params if isinstance(p, click.Option)}
-    assert SERVE_FIELDS <= names
+@pytest.mark.parametrize(
+    ("command", "settings", "fields", "sections"),
+    [
+        ("serve", ServeSettings, SERVE_FIELDS, SERVE_SECTIONS),
+        ("serve-azureml", AzureMLServeSettings, AZUREML_SERVE_FIELDS, AZUREML_SERVE_SECTIONS),
+    ],
+)
+def test_the_settings_fields_are_the_serve_options(
+    command: str, settings: type, fields: frozenset[str], sections: tuple
+) -> None:
+    assert set(settings.model_fields) == fields  # type: ignore[attr-defined]
+    params = build_cli().commands[command].params
+    visible = {p.name for p in params if isinstance(p, click.Option) and not p.hidden}
+    # every visible option is in the one list the help sections come from, and back
+    placed = {name for _, names in sections for name in names}
+    assert visible - {"help"} == placed
+    assert fields == placed - CLI_ONLY
+
+
+def test_every_variable_scorepack_reads_is_a_settings_field() -> None:
+    """grep the core for SCOREPACK_* names: each is a settings field, or one of the few
+    read elsewhere on purpose (see the settings module's docstring)."""
+    import re
+
+    core = TESTS.parent / "core" / "scorepack"
+    fields = {
+        env_name(name)
+        for cls in (ServeSettings, PackageSettings, AzureMLServeSettings)
+        for name in cls.model_fields
+    }
+    elsewhere = {
+        "SCOREPACK_STRICT_PLUGINS",  # read while the CLI is being built from the plugins
+        "SCOREPACK_CACHE_DIR",  # a per-user cache folder, beside XDG_CACHE_HOME
+        "SCOREPACK_KEY",  # score/bench's key, a client option
+        "SCOREPACK_SETTINGS",  # the settings file itself
+        "SCOREPACK_AUTH_KEY_FILE",  # read by click: the file's keys join auth_keys
+        "SCOREPACK_LOG_LEVEL",  # the CLI group's options; PackageSettings under azmlinfsrv
+        "SCOREPACK_LOG_FORMAT",
+        "SCOREPACK_RUNTIME",  # serve's deprecated --runtime azureml
+        "SCOREPACK_DEPLOYMENT",  # not variables: names of generated files
+        "SCOREPACK_DOCKERFILE",
+        "SCOREPACK_VAR",  # in a docstring
+        "SCOREPACK_DECODE_",
+    }
+    named = set()
+    for path in core.rglob("*.py"):
+        named |= set(re.findall(r"SCOREPACK_[A-Z_]+", path.read_text(encoding="utf-8")))
+    assert named - fields - elsewhere == set()
+    # and the environment is read through the settings object, not os.environ, except
+    # by those two
+    raw = {
+        path.relative_to(core).as_posix()
+        for path in core.rglob("*.py")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if re.search(
+            r"environ\.get\([\"']SCOREPACK_|environ\[[\"']SCOREPACK_\w+[\"']\](?!\s*=)", line
+        )
+        and path.name != "container.py"  # a HEALTHCHECK line it writes into a Dockerfile
+    }
+    assert raw == {"plugins.py", "azureml/isolated.py"}
 
 
 def test_every_option_has_help_and_serve_shows_every_variable() -> None:
@@ -54,14 +109,16 @@ def test_every_option_has_help_and_serve_shows_every_variable() -> None:
         for param in command.params:
             if isinstance(param, click.Option) and param.name != "help":
                 assert param.help, f"{command.name} {param.opts[0]} has no help text"
-    serve = cli.commands["serve"]
+    for name, fields in (("serve", SERVE_FIELDS), ("serve-azureml", AZUREML_SERVE_FIELDS)):
+        for param in cli.commands[name].params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue  # hidden: serve's deprecated spellings of serve-azureml's options
+            if param.name not in ("help", "settings_file"):
+                assert param.envvar, param.opts
+                if param.name in fields:
+                    assert param.envvar == env_name(param.name), param.opts
+                assert param.show_envvar
     shown = run_cli("serve", "--help").stdout
-    for param in serve.params:
-        if isinstance(param, click.Option) and param.name not in ("help", "settings_file"):
-            assert param.envvar, param.opts
-            if param.name in SERVE_FIELDS:
-                assert param.envvar == env_name(param.name), param.opts
-            assert param.show_envvar
     # click wraps the help text: compare it without the line breaks
     flat = " ".join(shown.split())
     for variable in ("SCOREPACK_MAX_BATCH_SIZE", "SCOREPACK_BACKEND_OPTIONS", "SCOREPACK_SETTINGS"):
@@ -173,6 +230,31 @@ def test_a_server_takes_its_settings_from_all_three_sources(tmp_path: Path) -> N
     assert "1" in marker.read_text().split()
 
 
+def test_the_embedded_server_takes_decoding_and_http_limits_from_the_settings(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    write_entry_point(site)
+    model = tmp_path / "model.echo"
+    model.write_text("a model file for the echo fixture backend\n")
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("decode_threads: 2\ndecode_lookahead: 5\nmax_header_count: 20\n")
+    env = cli_env([site, TESTS], SCOREPACK_DECODE_THREADS="3")
+    args = [str(model), "--settings", str(settings), "--decode-nice", "0"]
+    with ServerProcess(args, env=env) as server:
+        url = server.wait_ready()
+        with httpx.Client(base_url=url, timeout=60) as client:
+            # the variable over the file; the file; the command line
+            decode = client.get("/info").json()["decode"]
+            assert decode == {"decode_threads": 3, "decode_lookahead": 5, "decode_nice": 0}
+            body = {"inputs": {"x": [[1.0, 2.0]]}}
+            assert client.post("/score", json=body).status_code == 200
+            many = {f"x-extra-{i}": "1" for i in range(25)}
+            refused = client.post("/score", json=body, headers=many)
+            assert refused.status_code == 431
+            assert "SCOREPACK_MAX_HEADER_COUNT" in refused.json()["error"]["message"]
+
+
 def test_a_package_reads_its_request_limits_through_the_settings_object() -> None:
     from scorepack.azureml.settings import ReadLimits
     from scorepack.errors import PackageError
@@ -197,25 +279,65 @@ def test_the_readme_settings_file_example_is_valid(tmp_path: Path) -> None:
     assert settings.backend_options == {"intra_op_threads": 2}
 
 
-def test_serve_help_groups_the_options_by_the_mode_they_apply_to() -> None:
-    from scorepack.cli.sections import SERVE_SECTIONS
-
-    # every option serve had when the sections were made has its section
-    placed = {name for _, names in SERVE_SECTIONS for name in names}
-    assert SECTIONED <= placed
-    shown = run_cli("serve", "--help").stdout
-    sections: dict[str, str] = {}
+def _help_sections(*command: str) -> dict[str, str]:
+    shown = run_cli(*command, "--help").stdout
+    sections: dict[str, str] = {"": shown}
     for block in shown.split("\n\n"):
         title, _, body = block.partition(":\n")
         sections[title.strip()] = body
-    under_azmlinfsrv = sections[
-        "A package under azmlinfsrv, as Azure ML runs it (--runtime azureml)"
-    ]
-    assert "--threads" in under_azmlinfsrv and "--isolated" in under_azmlinfsrv
+    return sections
+
+
+def test_serve_help_groups_the_options_by_the_mode_they_apply_to() -> None:
+    sections = _help_sections("serve")
     assert "--preset" in sections["A model only (a package fixed these when it was built)"]
     batching = sections["Batching and limits (a model; a package takes them at serve time too)"]
     assert "--max-batch-size" in batching and "--preset" not in batching
-    assert "scorepack serve PKG --runtime azureml" in shown
+    assert (
+        "--decode-threads"
+        in sections["Decoding (every mode; a package takes them at serve time too)"]
+    )
+    embedded = sections["The embedded server"]
+    assert "--drain-seconds" in embedded and "--max-header-count" in embedded
+    assert "--" not in sections["Other options"].replace("--help", "")  # only help is
+    # the package-under-azmlinfsrv mode is a command of its own, named in serve's help
+    assert "scorepack serve-azureml PKG" in " ".join(sections[""].split())
+    for gone in ("--runtime", "--threads", "--isolated", "--no-env-check", "--metrics-port"):
+        assert gone not in sections[""]
+
+
+def test_serve_azureml_takes_only_what_applies_under_azmlinfsrv(tmp_path: Path) -> None:
+    sections = _help_sections("serve-azureml")
+    server = sections["The server"]
+    assert "--threads" in server and "--isolated" in server and "--metrics-port" in server
+    assert (
+        "--upload-buffer-bytes" in sections["How requests are read (the package's gunicorn worker)"]
+    )
+    assert "--" not in sections["Other options"].replace("--help", "")  # only help is
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "scorepack.yaml").write_text("name: x\n")
+    # the embedded server's options are not options here at all
+    for option in (
+        ["--grpc-port", "8001"],
+        ["--auth-key", "k"],
+        ["-O", "a=b"],
+        ["--preset", "raw"],
+    ):
+        done = run_cli("serve-azureml", str(package), *option)
+        assert done.returncode == 2
+        assert f"No such option '{option[0]}'" in done.stderr, done.stderr
+        assert "`scorepack serve PKG`'s" in done.stderr
+    # a model is not a package: say how to make one
+    model = tmp_path / "m.echo"
+    model.write_text("x")
+    done = run_cli("serve-azureml", str(model))
+    assert done.returncode == 2
+    assert "scorepack build" in done.stderr
+    # serve points the old azmlinfsrv options to the new command
+    done = run_cli("serve", str(model), "--threads", "4")
+    assert done.returncode == 2
+    assert "scorepack serve-azureml PKG --threads" in " ".join(done.stderr.split())
 
 
 def test_shell_completion_works_as_the_readme_says() -> None:
@@ -225,8 +347,6 @@ def test_shell_completion_works_as_the_readme_says() -> None:
     assert "_scorepack_completion()" in script.stdout
     # what that script asks for when the user presses tab after "scorepack ser"
     words = run_cli(
-        env=cli_env(
-            _SCOREPACK_COMPLETE="bash_complete", COMP_WORDS="scorepack ser", COMP_CWORD="1"
-        )
+        env=cli_env(_SCOREPACK_COMPLETE="bash_complete", COMP_WORDS="scorepack ser", COMP_CWORD="1")
     )
     assert "plain,serve" in words.stdout.split()

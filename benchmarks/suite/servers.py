@@ -1,7 +1,7 @@
 """Servers under load: each in its own process, loaded by ``scorepack bench`` in another.
 
 Three kinds: scorepack's embedded server, a scorepack package under azmlinfsrv
-(``serve PKG --runtime azureml``), and the article-style baseline entry script under
+(``serve-azureml PKG``), and the article-style baseline entry script under
 azmlinfsrv (one request, one model call). Each is started, timed to ready, loaded at each
 concurrency, has its peak resident memory read, and is stopped with SIGTERM.
 """
@@ -145,12 +145,12 @@ def embedded(model: Any, *extra: str, env: dict[str, str] | None = None) -> Any:
 
 
 def package_command(package: Path, device: str = "cpu") -> list[str]:
-    """``scorepack serve PKG --runtime azureml`` on ``device``.
+    """``scorepack serve-azureml PKG`` on ``device``.
 
     A CUDA package pins the CUDA builds an Azure image installs; the GPU machine running
     the suite has its own builds, so the version check is skipped there.
     """
-    cmd = [*SCOREPACK, "serve", str(package), "--runtime", "azureml", "--device", device]
+    cmd = [*SCOREPACK, "serve-azureml", str(package), "--device", device]
     if device != "cpu":
         cmd.append("--no-env-check")
     return [*cmd, "--port", str(free_port())]

@@ -20,6 +20,7 @@ BUILTIN_COMMANDS: tuple[str, ...] = (
     "backends",
     "inspect",
     "serve",
+    "serve_azureml",
     "score",
     "bench",
     "build",

@@ -131,9 +131,7 @@ def command(
     if not as_zip:
         click.echo("next:")
         cpu = [] if device == "cpu" else ["--device", "cpu"]
-        click.echo(
-            "  " + shell("scorepack", "serve", str(built.path), "--runtime", "azureml", *cpu)
-        )
+        click.echo("  " + shell("scorepack", "serve-azureml", str(built.path), *cpu))
         click.echo(
             "  "
             + shell(

@@ -1,11 +1,12 @@
-"""``scorepack serve PATH``: a model or a scoring package over HTTP.
+"""``scorepack serve PATH``: a model or a scoring package on the embedded server.
 
-PATH is a model (served by the embedded server) or a package made by ``scorepack build``,
-served by the embedded server (``--runtime embedded``, the default) or by Microsoft's
-azmlinfsrv running the package's ``score.py`` as Azure ML does (``--runtime azureml``).
-``--help`` shows the options by the mode they apply to (:mod:`.sections`).
-Several models — ``NAME=PATH ...`` and/or ``--repository DIR`` — are served by the embedded
-server from one repository (``serve_models.py``); ``/score?model=NAME`` picks one.
+PATH is a model or a package made by ``scorepack build``; several models —
+``NAME=PATH ...`` and/or ``--repository DIR`` — are served from one repository
+(``serve_models.py``), and ``/score?model=NAME`` picks one. ``--help`` shows the options
+by the mode they apply to (:mod:`.sections`). A package under Microsoft's azmlinfsrv, as
+Azure ML runs it, is ``scorepack serve-azureml PKG`` (:mod:`.serve_azureml`): a command of
+its own, so that the options it cannot take are not options there at all. The old
+spelling, ``serve PKG --runtime azureml``, still works, with a deprecation note.
 """
 
 from __future__ import annotations
@@ -20,14 +21,23 @@ from click.core import ParameterSource
 from ..codecs import DEFAULT_MAX_BODY_BYTES
 from ..loading import open_package, resolve_backend
 from ..manifest import is_package
-from ..parsing import SERVE_FIELDS, env_name, parse_keys
+from ..parsing import AZUREML_SERVE_FIELDS, SERVE_FIELDS, parse_keys
 from ..repository import MODEL_CONTROL_MODES, ModelSource, Repository
 from ..scorer import Scorer
 from ..server import DEFAULT_HOST, DEFAULT_PORT, serve
 from ..server.grpc_v2 import GrpcOptions
-from .options import create_backend, model_flags, scoring_options
+from ..server.limits import HttpLimits
+from .options import (
+    create_backend,
+    decode_options,
+    model_flags,
+    read_timeout_option,
+    scoring_options,
+)
 from .sections import SectionedCommand
+from .serve_azureml import serve_package_azureml
 from .serve_models import repository_from
+from .settings_options import checked, load_settings, settings_file_option, with_settings
 
 if TYPE_CHECKING:
     from ..settings import ServeSettings
@@ -37,36 +47,40 @@ def _keys(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) 
     return parse_keys(value)
 
 
-class _SettingsOption(click.Option):
-    """A ``serve`` option whose ``SCOREPACK_*`` variable the settings object reads.
-
-    ``--help`` shows the variable, but click leaves it alone: the environment is parsed
-    once, by :class:`~scorepack.settings.ServeSettings`, as under azmlinfsrv.
-    """
-
-    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
-        return None
+#: the options ``serve --runtime azureml`` took before ``serve-azureml`` existed: still
+#: accepted (hidden from --help) so that old command lines keep working
+_LEGACY_AZUREML = ("runtime", "isolated", "threads", "no_env_check", "metrics_port")
 
 
-def _with_settings(command: click.Command) -> click.Command:
-    """Give every ``serve`` option its ``SCOREPACK_*`` variable, shown in ``--help``.
+def _legacy_azureml_options(func: Any) -> Any:
+    for decorator in reversed(
+        (
+            click.option(
+                "--runtime",
+                type=click.Choice(["embedded", "azureml"]),
+                default="embedded",
+                envvar="SCOREPACK_RUNTIME",
+                hidden=True,
+                help="Deprecated: --runtime azureml is `scorepack serve-azureml PKG`.",
+            ),
+            click.option("--isolated", is_flag=True, hidden=True, help="See serve-azureml."),
+            click.option(
+                "--threads", type=click.IntRange(min=1), hidden=True, help="See serve-azureml."
+            ),
+            click.option("--no-env-check", is_flag=True, hidden=True, help="See serve-azureml."),
+            click.option(
+                "--metrics-port",
+                type=click.IntRange(min=0, max=65535),
+                hidden=True,
+                help="See serve-azureml.",
+            ),
+        )
+    ):
+        func = decorator(func)
+    return func
 
-    Options that are settings fields are read by the settings object; any other option
-    (one added later, or by a plugin) keeps click's own reading of the variable.
-    """
-    for param in command.params:
-        if not isinstance(param, click.Option) or param.name is None or param.hidden:
-            continue
-        if param.name in SERVE_FIELDS:
-            param.__class__ = _SettingsOption
-            param.envvar = env_name(param.name)
-        elif not param.envvar and param.name != "settings_file":
-            param.envvar = env_name(param.name)
-        param.show_envvar = True
-    return command
 
-
-@_with_settings
+@with_settings(SERVE_FIELDS)
 @click.command("serve", cls=SectionedCommand)
 @click.argument("models", nargs=-1, metavar="PATH | NAME=PATH...")
 @model_flags
@@ -85,11 +99,11 @@ def _with_settings(command: click.Command) -> click.Command:
     help="explicit: load and unload models through POST /v2/repository/models/NAME/load|unload.",
 )
 @scoring_options
+@decode_options
 @click.option(
     "--host",
     default=DEFAULT_HOST,
     show_default=True,
-    envvar="SCOREPACK_HOST",
     help="Address to bind (0.0.0.0 in a container).",
 )
 @click.option(
@@ -97,7 +111,6 @@ def _with_settings(command: click.Command) -> click.Command:
     type=int,
     default=DEFAULT_PORT,
     show_default=True,
-    envvar="SCOREPACK_PORT",
     help="0 picks a free port.",
 )
 @click.option(
@@ -120,7 +133,6 @@ def _with_settings(command: click.Command) -> click.Command:
     "auth_keys",
     multiple=True,
     callback=_keys,
-    envvar="SCOREPACK_AUTH_KEYS",
     help="A key on the command line, where every local user can read it in the process "
     "list: prefer --auth-key-file or SCOREPACK_AUTH_KEYS (comma-separated).",
 )
@@ -132,41 +144,28 @@ def _with_settings(command: click.Command) -> click.Command:
     help="Seconds in-flight requests get to finish on SIGTERM.",
 )
 @click.option(
+    "--drain-seconds",
+    type=float,
+    help="On SIGTERM, answer /health/ready with 503 for this long while still serving, "
+    "so that a load balancer stops sending before the listener closes; a second signal "
+    "stops at once (default 0).",
+)
+@read_timeout_option
+@click.option(
+    "--max-header-count",
+    type=int,
+    help="Header fields one request may have; more get 431 (default 100).",
+)
+@click.option(
+    "--max-header-bytes",
+    type=int,
+    help="Bytes of all header names and values of one request; more get 431 (default 32768).",
+)
+@click.option(
     "--model-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="SCOREPACK_MODEL_DIR",
     help="For a package: where its model files are, when not in its model/ folder (a "
     "container's mounted model, e.g. /mnt/models).",
-)
-@click.option(
-    "--runtime",
-    type=click.Choice(["embedded", "azureml"]),
-    default="embedded",
-    show_default=True,
-    help="For a package: the embedded server, or azmlinfsrv running its score.py as Azure ML does.",
-)
-@click.option(
-    "--isolated",
-    is_flag=True,
-    help="With --runtime azureml: run in a fresh virtual environment made from the "
-    "package's requirements.txt and wheels.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    help="With --runtime azureml: gunicorn threads (default: the package's setting).",
-)
-@click.option(
-    "--no-env-check",
-    is_flag=True,
-    help="With --runtime azureml: serve even when this environment's versions differ "
-    "from the package's pins.",
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(min=0, max=65535),
-    help="With --runtime azureml: the port of the Prometheus metrics endpoint "
-    "(default: a free one; deployments use 8002). The embedded server has /metrics.",
 )
 @click.option(
     "--cors-origin",
@@ -174,44 +173,44 @@ def _with_settings(command: click.Command) -> click.Command:
     multiple=True,
     callback=_keys,
     help="Let browsers on this origin call the server (CORS); give several, or '*' "
-    "(the variable takes them comma-separated). Off by default. Under azmlinfsrv it "
-    "becomes AML_CORS_ORIGINS.",
+    "(the variable takes them comma-separated). Off by default.",
 )
 @click.option(
     "--otlp-endpoint",
     help="Trace every request with OpenTelemetry and export the spans over OTLP/HTTP to "
     "this URL (e.g. http://collector:4318/v1/traces), or 'console'. Off by default.",
 )
-@click.option(
-    "--settings",
-    "settings_file",
-    type=click.Path(exists=True, dir_okay=False),
-    envvar="SCOREPACK_SETTINGS",
-    show_envvar=True,
-    help="A YAML or JSON file of settings, keyed by the names of the SCOREPACK_* "
-    "variables without the prefix, in lower case (max_batch_size: 16). The command line "
-    "wins over the environment, which wins over the file.",
-)
+@settings_file_option
+@_legacy_azureml_options
 @click.pass_context
 def command(ctx: click.Context, **kw: Any) -> None:
-    """Serve the model or scoring package at PATH over HTTP (POST /score, and V2 under /v2).
+    """Serve the model or scoring package at PATH on the embedded server: POST /score,
+    the Open Inference Protocol (V2) under /v2, and V2 gRPC with --grpc-port.
 
     \b
-    Four modes:
-      scorepack serve MODEL                    a model, on the embedded server
-      scorepack serve PKG                      a built package, on the embedded server
-      scorepack serve PKG --runtime azureml    a built package under azmlinfsrv, as
-                                               Azure ML runs it
-      scorepack serve A=MODEL B=PKG ...        several models (or --repository DIR) on
-                                               the embedded server; /score?model=A
+    Three modes:
+      scorepack serve MODEL                    a model
+      scorepack serve PKG                      a package made by `scorepack build`
+      scorepack serve A=MODEL B=PKG ...        several models (or --repository DIR);
+                                               /score?model=A
 
+    A package under azmlinfsrv, as Azure ML runs it, is `scorepack serve-azureml PKG`.
     The options below are grouped by the modes they apply to. Every option can also come
     from its SCOREPACK_* variable or a --settings file.
     """
+    legacy = {name: kw.pop(name) for name in _LEGACY_AZUREML}
     models, repository_dir = kw.pop("models"), kw.pop("repository_dir")
     model_control = kw.pop("model_control")
     key_file = kw.pop("auth_key_file")
-    settings = _settings(ctx, kw)
+    settings: ServeSettings = load_settings(ctx, kw, _serve_settings_class(), SERVE_FIELDS)
+    if legacy["runtime"] == "azureml":
+        if model_control != "none":
+            raise click.UsageError(
+                "--model-control explicit serves models by name: NAME=PATH (a package too)."
+            )
+        _legacy_azureml(ctx, models, repository_dir, key_file, settings, legacy)
+        return
+    _refuse_legacy(ctx, legacy)
     # the key file's keys join the settings' own (--auth-key, SCOREPACK_AUTH_KEYS)
     settings = settings.model_copy(
         update={"auth_keys": _all_keys(ctx, settings.auth_keys, key_file)}
@@ -226,35 +225,127 @@ def command(ctx: click.Context, **kw: Any) -> None:
         _serve_models(ctx, models, repository_dir, model_control, settings)
         return
     args = _ServeArgs.of(path, settings)
-    if model_control != "none" and (is_package(args.path) or args.runtime != "embedded"):
+    if model_control != "none" and is_package(args.path):
         raise click.UsageError(
             "--model-control explicit serves models by name: NAME=PATH (a package too)."
         )
     if is_package(args.path):
-        _serve_package(ctx, args, settings)
+        _serve_package(args, settings)
         return
     if args.model_dir is not None and ctx.get_parameter_source("model_dir") is (
         ParameterSource.COMMANDLINE
     ):
         raise click.UsageError("--model-dir goes with a package (PATH is a model itself).")
-    if args.runtime == "azureml" or args.isolated or args.threads is not None:
-        raise click.UsageError(
-            "--runtime azureml (and --isolated, --threads) serve a scoring package; build one "
-            f"first: scorepack build {args.path} -o PKG --device cpu"
-        )
-    config = _checked(settings.scoring_config)
+    config = checked(settings.scoring_config)
     spec = resolve_backend(args.path, args.backend)
     instance = create_backend(spec, args.path, args.device, args.backend_options)
-    scorer = Scorer(instance, config)
+    decode = settings.decode_settings()
+    scorer = Scorer(instance, config, decode=decode)
     models_: Scorer | Repository = scorer
     if model_control == "explicit":
         # a repository of one that can unload the model and load a fresh one
         def create() -> Scorer:
             fresh = spec.create(args.path, device=args.device, options=args.backend_options)
-            return Scorer(fresh, config, name=scorer.name)
+            return Scorer(fresh, config, name=scorer.name, decode=decode)
 
         models_ = Repository([ModelSource(scorer.name, None, create)], model_control="explicit")
     _serve_embedded(models_, f"{args.path} with {spec.name}", args)
+
+
+def _serve_settings_class() -> Any:
+    from ..settings import ServeSettings
+
+    return ServeSettings
+
+
+def _refuse_legacy(ctx: click.Context, legacy: dict[str, Any]) -> None:
+    """The old azmlinfsrv options without ``--runtime azureml``: a usage error."""
+    given = [
+        _flag(name)
+        for name in _LEGACY_AZUREML
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)}: a package under azmlinfsrv takes "
+            f"{'this' if len(given) == 1 else 'these'}: scorepack serve-azureml PKG "
+            f"{' '.join(given)} ..."
+        )
+
+
+def _legacy_azureml(
+    ctx: click.Context,
+    models: tuple[str, ...],
+    repository_dir: Path | None,
+    key_file: Path | None,
+    settings: ServeSettings,
+    legacy: dict[str, Any],
+) -> None:
+    """``serve PKG --runtime azureml``, the spelling before ``serve-azureml``: the same
+    server, the same errors as before for the options that do not apply there."""
+    from ..settings import AzureMLServeSettings
+
+    click.echo(
+        "scorepack: warning: `serve PKG --runtime azureml` is deprecated; use "
+        "`scorepack serve-azureml PKG` (it takes the same options, and only those that "
+        "apply under azmlinfsrv).",
+        err=True,
+    )
+    if len(models) != 1 or repository_dir is not None or not Path(models[0]).exists():
+        if not models and repository_dir is None:
+            raise click.UsageError("Give a package: scorepack serve-azureml PKG.")
+        if len(models) == 1 and repository_dir is None and "=" not in models[0]:
+            raise click.UsageError(f"Path {models[0]!r} does not exist.")
+        raise click.UsageError(
+            "Several models are served by the embedded server only (no --runtime azureml, "
+            "--isolated, --threads, --no-env-check or --model-dir)."
+        )
+    path = models[0]
+    if not is_package(path):
+        raise click.UsageError(
+            "--runtime azureml (and --isolated, --threads) serve a scoring package; build one "
+            f"first: scorepack build {path} -o PKG --device cpu"
+        )
+    fixed = settings.package_fixed()
+    if fixed:
+        raise click.UsageError(
+            f"{', '.join(_flag(name) for name in fixed)}: a package fixes its preprocessing, "
+            "labels and outputs; rebuild it with `scorepack build` to change them."
+        )
+    if ctx.get_parameter_source("model_dir") is ParameterSource.COMMANDLINE:
+        raise click.UsageError(
+            "--model-dir goes with the embedded runtime; under --runtime azureml the model "
+            "is laid out where Azure ML puts it."
+        )
+    if settings.grpc_port is not None:
+        raise click.UsageError(
+            "--grpc-port does not apply to --runtime azureml: azmlinfsrv speaks HTTP only. "
+            "Use the embedded runtime for V2 gRPC."
+        )
+    if settings.auth_keys or key_file is not None:
+        raise click.UsageError(
+            "--auth-key does not apply to --runtime azureml: azmlinfsrv checks no keys "
+            "(Azure ML checks them at the endpoint). Use the embedded runtime to test keys."
+        )
+    if settings.backend_options:
+        raise click.UsageError(
+            "-O does not apply to --runtime azureml; rebuild the package with it."
+        )
+    embedded_only = sorted(
+        name
+        for name in settings.given()
+        if name not in AZUREML_SERVE_FIELDS
+        and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    )
+    if embedded_only:
+        raise click.UsageError(
+            f"{', '.join(_flag(name) for name in embedded_only)}: not options of a package "
+            "under azmlinfsrv (scorepack serve-azureml PKG --help lists those)."
+        )
+    values = {k: v for k, v in settings.given().items() if k in AZUREML_SERVE_FIELDS}
+    values.update({k: v for k, v in legacy.items() if k != "runtime" and v not in (None, False)})
+    azureml = checked(lambda: AzureMLServeSettings.load(values))
+    serve_package_azureml(ctx, path, azureml)
 
 
 def _serve_models(
@@ -266,20 +357,20 @@ def _serve_models(
 ) -> None:
     """Several models (NAME=PATH and/or --repository) from one embedded server."""
     args = _ServeArgs.of("", settings)
-    azureml = args.runtime != "embedded" or args.isolated or args.threads is not None
-    if azureml or args.no_env_check or args.model_dir is not None:
+    if args.model_dir is not None:
         raise click.UsageError(
-            "Several models are served by the embedded server only (no --runtime azureml, "
-            "--isolated, --threads, --no-env-check or --model-dir)."
+            "--model-dir goes with one package; with several models, each NAME=PATH names "
+            "its own files."
         )
     repository = repository_from(
         models,
         repository_dir,
-        defaults=_checked(settings.scoring_config),
+        defaults=checked(settings.scoring_config),
         backend=args.backend,
         device=args.device,
         backend_options=args.backend_options,
         model_control=model_control,
+        decode=settings.decode_settings(),
     )
     names = ", ".join(repository.names)
     _serve_embedded(repository, f"{len(repository.names)} models ({names})", args)
@@ -319,37 +410,6 @@ def _all_keys(ctx: click.Context, given: tuple[str, ...], path: Path | None) -> 
     return (read_key_file(path) if path is not None else ()) + given
 
 
-def _settings(ctx: click.Context, kw: dict[str, Any]) -> ServeSettings:
-    """The one settings object: the options given on the command line (popped from
-    ``kw``), over the ``SCOREPACK_*`` variables, over the --settings file."""
-    from ..settings import ServeSettings, SettingsError, flags_of
-
-    file = kw.pop("settings_file")
-    given = {
-        name: kw.pop(name)
-        for name in list(kw)
-        if name in SERVE_FIELDS and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
-    }
-    for name in SERVE_FIELDS & set(kw):  # defaults: the settings object has its own
-        kw.pop(name)
-    try:
-        settings: ServeSettings = ServeSettings.load(
-            given, file=file, flags=flags_of(ctx.command.params)
-        )
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
-    return settings
-
-
-def _checked(make: Any) -> Any:
-    from ..settings import SettingsError
-
-    try:
-        return make()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
 @dataclass(frozen=True)
 class _ServeArgs:
     """The options of ``serve`` beyond the scoring settings, in one place."""
@@ -365,14 +425,11 @@ class _ServeArgs:
     max_body_bytes: int | None
     auth_keys: tuple[str, ...]
     graceful_timeout: float
-    runtime: str
-    isolated: bool
-    threads: int | None
-    no_env_check: bool
     model_dir: Path | None
-    metrics_port: int | None
     cors_origins: tuple[str, ...]
     otlp_endpoint: str | None
+    #: header limits, the read deadline and the drain period
+    limits: HttpLimits
 
     @classmethod
     def of(cls, path: str, settings: ServeSettings) -> _ServeArgs:
@@ -390,24 +447,14 @@ class _ServeArgs:
             graceful_timeout=(
                 settings.graceful_timeout if settings.graceful_timeout is not None else 30.0
             ),
-            runtime=settings.runtime,
-            isolated=settings.isolated,
-            threads=settings.threads,
-            no_env_check=settings.no_env_check,
             model_dir=Path(settings.model_dir) if settings.model_dir is not None else None,
-            metrics_port=settings.metrics_port,
             cors_origins=settings.cors_origins,
             otlp_endpoint=settings.otlp_endpoint,
+            limits=checked(lambda: HttpLimits.from_settings(settings)),
         )
 
 
 def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) -> None:
-    if args.metrics_port is not None:
-        raise click.UsageError(
-            "--metrics-port goes with --runtime azureml; the embedded server serves "
-            "/metrics on its own port."
-        )
-
     def listening(url: str) -> None:
         click.echo(f"scorepack: serving {what} at {url}/score (model loading…)", err=True)
         if args.auth_keys:
@@ -440,10 +487,11 @@ def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) ->
         on_listening=listening,
         grpc=grpc,
         on_grpc_listening=grpc_listening,
+        limits=args.limits,
     )
 
 
-def _serve_package(ctx: click.Context, args: _ServeArgs, settings: ServeSettings) -> None:
+def _serve_package(args: _ServeArgs, settings: ServeSettings) -> None:
     fixed = settings.package_fixed()
     if fixed:
         raise click.UsageError(
@@ -451,76 +499,19 @@ def _serve_package(ctx: click.Context, args: _ServeArgs, settings: ServeSettings
             "labels and outputs; rebuild it with `scorepack build` to change them."
         )
     chosen_device = args.device if "device" in settings.model_fields_set else None
-    if args.runtime == "embedded":
-        if args.isolated or args.threads is not None or args.no_env_check:
-            raise click.UsageError(
-                "--isolated, --threads and --no-env-check go with --runtime azureml."
-            )
-        from ..manifest import load_manifest
+    from ..manifest import load_manifest
 
-        spec = load_manifest(args.path)
-        scorer = open_package(
-            args.path,
-            model_dir=args.model_dir,
-            backend=args.backend,
-            device=chosen_device,
-            options=args.backend_options,
-            config=_checked(lambda: settings.apply(spec.config)),
-        )
-        _serve_embedded(scorer, f"the package {spec.name} ({spec.backend})", args)
-        return
-    if ctx.get_parameter_source("model_dir") is ParameterSource.COMMANDLINE:
-        raise click.UsageError(
-            "--model-dir goes with the embedded runtime; under --runtime azureml the model "
-            "is laid out where Azure ML puts it."
-        )
-    if args.grpc_port is not None:
-        raise click.UsageError(
-            "--grpc-port does not apply to --runtime azureml: azmlinfsrv speaks HTTP only. "
-            "Use the embedded runtime for V2 gRPC."
-        )
-    if args.auth_keys:
-        raise click.UsageError(
-            "--auth-key does not apply to --runtime azureml: azmlinfsrv checks no keys "
-            "(Azure ML checks them at the endpoint). Use the embedded runtime to test keys."
-        )
-    if args.backend_options:
-        raise click.UsageError(
-            "-O does not apply to --runtime azureml; rebuild the package with it."
-        )
-    from ..azureml.host import AzureMLServe, free_port, serve_azureml
-
-    environ = dict(settings.environ())
-    root = ctx.find_root().params
-    environ["SCOREPACK_LOG_FORMAT"] = str(root.get("log_format", "text")).lower()
-    environ["SCOREPACK_LOG_LEVEL"] = str(root.get("log_level", "info")).lower()
-    if args.otlp_endpoint:
-        environ["SCOREPACK_OTLP_ENDPOINT"] = args.otlp_endpoint
-    options = AzureMLServe(
-        package=Path(args.path),
-        host=args.host,
-        port=args.port or free_port(args.host),
+    spec = load_manifest(args.path)
+    scorer = open_package(
+        args.path,
+        model_dir=args.model_dir,
+        backend=args.backend,
         device=chosen_device,
-        threads=args.threads,
-        isolated=args.isolated,
-        check_env=not args.no_env_check,
-        metrics_port=args.metrics_port,
-        cors_origins=args.cors_origins,
-        environ=environ,
+        options=args.backend_options,
+        config=checked(lambda: settings.apply(spec.config)),
+        decode=settings.decode_settings(),
     )
-
-    def started(url: str) -> None:
-        click.echo(
-            f"scorepack: serving {args.path} under azmlinfsrv (Azure ML's inference server) "
-            f"at {url}/score (model loading…)",
-            err=True,
-        )
-
-    code = serve_azureml(
-        options, say=lambda line: click.echo(f"scorepack: {line}", err=True), on_start=started
-    )
-    if code not in (0, -2, -15):
-        raise click.ClickException(f"azmlinfsrv exited with status {code}; its log is above.")
+    _serve_embedded(scorer, f"the package {spec.name} ({spec.backend})", args)
 
 
 def _flag(name: str) -> str:

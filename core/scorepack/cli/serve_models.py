@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ..config import ScoringConfig
+from ..decoding import DecodeSettings
 from ..errors import PackageError
 from ..model_repository import ModelSettings, model_source, scan_repository
 from ..repository import ModelSource, Repository
@@ -47,16 +48,17 @@ def repository_from(
     device: str,
     backend_options: dict[str, Any],
     model_control: str,
+    decode: DecodeSettings | None = None,
 ) -> Repository:
     """The repository for ``serve``'s model entries and repository folder."""
     settings = ModelSettings(backend=backend, device=device, options=backend_options)
     sources: list[ModelSource] = [
-        model_source(name, path, settings=settings, defaults=defaults)
+        model_source(name, path, settings=settings, defaults=defaults, decode=decode)
         for name, path in parse_entries(entries)
     ]
     if repository_dir is not None:
         try:
-            sources += scan_repository(repository_dir, defaults=defaults)
+            sources += scan_repository(repository_dir, defaults=defaults, decode=decode)
         except PackageError as exc:
             raise click.UsageError(exc.message) from exc
     try:

@@ -237,11 +237,11 @@ def _readme(spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, 
         [
             (shell("scorepack", "serve", ".", *cpu), "the embedded server"),
             (
-                shell("scorepack", "serve", ".", "--runtime", "azureml", *cpu),
+                shell("scorepack", "serve-azureml", ".", *cpu),
                 "azmlinfsrv, as on Azure ML",
             ),
             (
-                shell("scorepack", "serve", ".", "--runtime", "azureml", "--isolated"),
+                shell("scorepack", "serve-azureml", ".", "--isolated"),
                 "the same, in a fresh environment" + (" (on a GPU machine)" if gpu else ""),
             ),
         ]
