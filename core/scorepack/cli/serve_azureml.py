@@ -38,11 +38,16 @@ class _AzureMLCommand(SectionedCommand):
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as exc:
-            exc.message += (
+            hint = (
                 " serve-azureml takes only what applies under azmlinfsrv; the embedded "
                 "server's options (keys, gRPC, -O, preprocessing…) are `scorepack serve PKG`'s."
             )
-            raise
+            raise click.NoSuchOption(
+                exc.option_name,
+                message=exc.message + hint,
+                possibilities=exc.possibilities,
+                ctx=exc.ctx,
+            ) from None
 
 
 @with_settings(AZUREML_SERVE_FIELDS)
