@@ -168,6 +168,25 @@ def test_inspect_json_and_preprocessing_options(small_cnn_path: Path) -> None:
     assert plan["mean"] == pytest.approx([0.485, 0.456, 0.406])
 
 
+def test_inspect_takes_a_settings_file_under_its_options(
+    small_cnn_path: Path, tmp_path: Path
+) -> None:
+    # one file for serve and inspect/build alike: keys inspect does not use are fine
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("preset: imagenet\nresize: crop\nport: 0\nauth_keys: [k]\n")
+    result = invoke(
+        "inspect", str(small_cnn_path), "--json", "--settings", str(settings), "--resize", "stretch"
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["image_preprocessing"]
+    assert plan["resize"] == "stretch"  # the command line over the file
+    assert plan["mean"] == pytest.approx([0.485, 0.456, 0.406])  # the file's preset
+    settings.write_text("preset: sideways\n")
+    result = invoke("inspect", str(small_cnn_path), "--settings", str(settings))
+    assert result.exit_code == 2
+    assert f"--preset / SCOREPACK_PRESET / preset in {settings}" in " ".join(result.output.split())
+
+
 def test_inspect_lists_every_input_of_a_multi_input_model(multi_input_path: Path) -> None:
     info = json.loads(invoke("inspect", str(multi_input_path), "--json").stdout)
     inputs = {s["name"]: s["shape"] for s in info["signature"]["inputs"]}

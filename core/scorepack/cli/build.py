@@ -10,6 +10,7 @@ from ..errors import BackendOptionError
 from ..generator.rendering import shell
 from ..generator.spec import DeploymentSettings
 from .options import backend_option, scoring_config, scoring_options
+from .settings_options import settings_file_option
 
 
 @click.command("build")
@@ -54,6 +55,7 @@ from .options import backend_option, scoring_config, scoring_options
     help="Do not resolve the package's environment with pip afterwards (scorepack check).",
 )
 @click.option("--index-url", help="The package index the check resolves against.")
+@settings_file_option
 def command(
     path: str,
     output: str,

@@ -11,6 +11,7 @@ from ..loading import resolve_backend
 from ..postprocess import plan_outputs
 from ..preprocess import plan_image
 from .options import create_backend, model_options, preprocess_config, preprocess_options
+from .settings_options import settings_file_option
 from .table import format_table
 
 
@@ -46,6 +47,7 @@ def inspect_model(
 @model_options
 @preprocess_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_file_option
 def command(
     path: str,
     backend: str | None,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from ..backend import Backend, BackendSpec
 from ..codecs import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS
@@ -258,22 +259,37 @@ _SCORING_NAMES = (
 
 def _config(kw: dict[str, Any]) -> ScoringConfig:
     # one way from flat settings to a ScoringConfig: the settings object's. Click has
-    # already read these commands' variables, so the environment is not read again.
-    from ..settings import ScoringSettings, SettingsError
+    # already read these commands' variables, so the environment is not read again; the
+    # options given (command line or variable) win over a --settings file, which wins
+    # over the defaults
+    from ..settings import ServeSettings, SettingsError, flags_of
 
+    file = kw.pop("settings_file", None)
     values = {name: kw.pop(name) for name in _SCORING_NAMES if name in kw}
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        values = {
+            name: value
+            for name, value in values.items()
+            if ctx.get_parameter_source(name)
+            in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        }
+    flags = flags_of(ctx.command.params) if ctx is not None else {}
     try:
-        settings: ScoringSettings = ScoringSettings.load(values, environ={})
+        # ServeSettings reads the whole file, so one file serves `serve` and `build` alike
+        settings: ServeSettings = ServeSettings.load(values, file=file, environ={}, flags=flags)
         return settings.scoring_config()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from exc
 
 
 def preprocess_config(kw: dict[str, Any]) -> PreprocessConfig:
-    """Build the preprocessing config from the options above (popping them from ``kw``)."""
+    """Build the preprocessing config from the options above (popping them, and
+    ``settings_file`` when there is one, from ``kw``)."""
     return _config(kw).preprocess
 
 
 def scoring_config(kw: dict[str, Any]) -> ScoringConfig:
-    """Build the whole scoring config from the options above (popping them from ``kw``)."""
+    """Build the whole scoring config from the options above (popping them, and
+    ``settings_file`` when there is one, from ``kw``)."""
     return _config(kw)
