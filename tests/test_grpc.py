@@ -241,6 +241,15 @@ def test_errors_are_status_codes(
     np.testing.assert_array_equal(good.as_numpy("y"), [[1, 1]])
 
 
+def test_an_rpc_not_served_is_unimplemented(echo: GrpcServed) -> None:
+    # ModelStatistics is in Triton's service but not served here
+    with raw_stub(echo, "ModelStatistics") as call:
+        with pytest.raises(grpc.RpcError) as excinfo:
+            call(messages.ModelStatisticsRequest(name="echo"), timeout=TIMEOUT)
+    assert excinfo.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    np.testing.assert_array_equal(echo.infer("echo", np.ones((1, 2), np.float32)), [[1, 1]])
+
+
 def test_keys_guard_everything_but_the_probes(tmp_path: Path) -> None:
     with grpc_serving({"echo": EchoBackend(tmp_path / "e.echo")}, auth_keys=("k1",)) as served:
         triton = client(served)
@@ -297,6 +306,7 @@ def test_expired_deadline_leaves_the_queue_before_the_model_call(held: GrpcServe
     # the server gives up on it too (a moment after the client may), while the model thread
     # is still busy with the first request
     wait_for(lambda: _given_up(batcher), "the server to cancel the expired request")
+    wait_for(lambda: held.scorer("slow").stats.cancelled == 1, "the call to be let go")
     backend.gate.set()
     first.result(timeout=TIMEOUT)
     after = held.infer("slow", np.full((1, 2), 2.0, np.float32))
@@ -313,8 +323,10 @@ def test_cancelled_call_leaves_the_queue_before_the_model_call(held: GrpcServed)
     # decoded): otherwise the check below passes on an empty queue and the gate opens early
     wait_for(lambda: len(batcher._queue) >= 1, "the second request queued")
     assert cancelled.cancel()
-    # the server learns of it while the model thread is still busy with the first request
+    # the server learns of it while the model thread is still busy with the first request,
+    # and the call's thread stops waiting for it
     wait_for(lambda: _given_up(batcher), "the server to cancel the queued request")
+    wait_for(lambda: held.scorer("slow").stats.cancelled == 1, "the call to be let go")
     backend.gate.set()
     first.result(timeout=TIMEOUT)
     after = held.infer("slow", np.full((1, 2), 3.0, np.float32))

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -261,21 +262,7 @@ class Scorer:
     ) -> ScoreResult:
         """Score one request, blocking the calling thread (gunicorn threads, scripts)."""
         params = ScoreParams.parse(query)
-        ticket = self.batcher.admit()
-        with ticket:
-            slot = self._slot(self.decoder.acquire(self.batcher.max_rows, ticket.deadline))
-            try:
-                decoded, began, ended = self.decoder.run(
-                    self._decode_timed, self.decode, body, content_type
-                )
-                future = ticket.submit(decoded.inputs, decoded.rows)
-            except BaseException:
-                slot.release()
-                raise
-            slot.release_when_done(future)
-        result = self._wait(future, ticket)
-        if tracing.enabled:
-            tracing.record_scoring(began, ended, result)
+        result = self.run(self.decode, body, content_type)
         return ScoreResult(
             self.output_plan.build(result.outputs, params),
             result.batch_size,
@@ -333,6 +320,41 @@ class Scorer:
                 raise
         except asyncio.CancelledError:
             # the client went away (the host cancelled the request's task)
+            self.stats.cancel()
+            raise
+        if tracing.enabled:
+            tracing.record_scoring(began, ended, result)
+        return result
+
+    def run(
+        self,
+        decode: Callable[..., Decoded],
+        *args: Any,
+        watch: Callable[[Future[BatchResult]], None] | None = None,
+    ) -> BatchResult:
+        """:meth:`run_async`'s blocking twin, for hosts that give each request a thread
+        (gunicorn threads, the gRPC server): the same admission, decode slot, decode pool,
+        batcher and timeout.
+
+        ``watch`` is handed the request's future once it is queued: a host whose client
+        can go away cancels it then, so no model call takes the request, and this raises
+        :class:`concurrent.futures.CancelledError`.
+        """
+        ticket = self.batcher.admit()
+        try:
+            with ticket:
+                slot = self._slot(self.decoder.acquire(self.batcher.max_rows, ticket.deadline))
+                try:
+                    decoded, began, ended = self.decoder.run(self._decode_timed, decode, *args)
+                    future = ticket.submit(decoded.inputs, decoded.rows)
+                except BaseException:
+                    slot.release()
+                    raise
+                slot.release_when_done(future)
+            if watch is not None:
+                watch(future)
+            result = self._wait(future, ticket)
+        except FutureCancelled:
             self.stats.cancel()
             raise
         if tracing.enabled:

@@ -10,7 +10,7 @@ from .datatypes import (
     datatype_of,
     numpy_dtype,
 )
-from .infer import decode_request, infer
+from .infer import decode_request, infer, infer_blocking
 from .metadata import model_metadata, platform_of, tensor_metadata
 from .types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
@@ -27,6 +27,7 @@ __all__ = [
     "datatype_of",
     "decode_request",
     "infer",
+    "infer_blocking",
     "model_metadata",
     "numpy_dtype",
     "platform_of",

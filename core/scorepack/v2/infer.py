@@ -10,10 +10,12 @@ PNG images: each goes through the same decoding and preprocessing as an image po
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 
+from ..batching import BatchResult
 from ..codecs import Decoded, check_tensors, decode_image
 from ..errors import BadRequestError, InvalidTensorError
 from ..scorer import Scorer
@@ -21,7 +23,7 @@ from ..signature import Signature
 from .datatypes import datatype_of
 from .types import InferInput, InferOutput, InferRequest, InferResponse
 
-__all__ = ["RESERVED_PARAMETERS", "decode_request", "infer"]
+__all__ = ["RESERVED_PARAMETERS", "decode_request", "infer", "infer_blocking"]
 
 #: request parameters that steer the transport, not the model: not echoed back
 RESERVED_PARAMETERS = frozenset({"binary_data_output", "binary_data_size", "binary_data"})
@@ -36,27 +38,53 @@ async def infer(
     decode pool once the request is admitted, as ``/score`` decodes its body, so a full
     queue refuses it before any parsing and large bodies never block the event loop.
     """
-    parsed: list[InferRequest] = []
-    wanted: list[str] = []
+    call = _Call(scorer, request)
+    return call.response(await scorer.run_async(call.decode))
 
-    def decode() -> Decoded:
-        parsed.append(request() if callable(request) else request)
-        wanted.extend(_requested_outputs(scorer.signature, parsed[0]))
-        return decode_request(scorer, parsed[0])
 
-    result = await scorer.run_async(decode)
-    request = parsed[0]
-    outputs = [_output(name, result.outputs[name]) for name in wanted]
-    parameters = {k: v for k, v in request.parameters.items() if k not in RESERVED_PARAMETERS}
-    return InferResponse(
-        model_name=scorer.name,
-        model_version=scorer.version,
-        outputs=outputs,
-        id=request.id,
-        parameters=parameters,
-        batch_size=result.batch_size,
-        queue_seconds=result.queue_seconds,
-    )
+def infer_blocking(
+    scorer: Scorer,
+    request: InferRequest | Callable[[], InferRequest],
+    watch: Callable[[Future[BatchResult]], None] | None = None,
+) -> InferResponse:
+    """:func:`infer`'s blocking twin, for a host that gives each request a thread (see
+    :meth:`Scorer.run <scorepack.scorer.Scorer.run>` for ``watch``)."""
+    call = _Call(scorer, request)
+    return call.response(scorer.run(call.decode, watch=watch))
+
+
+class _Call:
+    """One V2 request on its way through a scorer: parsed and decoded in the decode pool,
+    answered from the batch result."""
+
+    __slots__ = ("parsed", "request", "scorer", "wanted")
+
+    def __init__(self, scorer: Scorer, request: InferRequest | Callable[[], InferRequest]) -> None:
+        self.scorer = scorer
+        self.request = request
+        self.parsed: InferRequest | None = None
+        self.wanted: list[str] = []
+
+    def decode(self) -> Decoded:
+        request = self.request() if callable(self.request) else self.request
+        self.parsed = request
+        self.wanted = _requested_outputs(self.scorer.signature, request)
+        return decode_request(self.scorer, request)
+
+    def response(self, result: BatchResult) -> InferResponse:
+        request = self.parsed
+        assert request is not None
+        outputs = [_output(name, result.outputs[name]) for name in self.wanted]
+        parameters = {k: v for k, v in request.parameters.items() if k not in RESERVED_PARAMETERS}
+        return InferResponse(
+            model_name=self.scorer.name,
+            model_version=self.scorer.version,
+            outputs=outputs,
+            id=request.id,
+            parameters=parameters,
+            batch_size=result.batch_size,
+            queue_seconds=result.queue_seconds,
+        )
 
 
 def _requested_outputs(signature: Signature, request: InferRequest) -> list[str]:

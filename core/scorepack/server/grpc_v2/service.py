@@ -6,12 +6,19 @@ RepositoryModelLoad, RepositoryModelUnload); any other RPC of Triton's service a
 UNIMPLEMENTED. Scoring goes through :func:`scorepack.v2.infer` on the same Scorers, so
 requests over gRPC, V2 REST and ``/score`` share one batcher per model.
 
-Deadlines and cancellation: the handler awaits the model's result; when the client
-cancels or its deadline passes, grpc.aio ends the call (CANCELLED, DEADLINE_EXCEEDED) and
-cancels the handler; the await is cancelled with it, and so is the request's place in the
+Each call runs on a thread of the server's pool and blocks there, as a gunicorn thread
+does (:meth:`Scorer.run <scorepack.scorer.Scorer.run>`): on Python's grpcio that costs
+less CPU per call than ``grpc.aio``, whose every completion crosses from gRPC's poller
+thread to the event loop, and every hop to the decode pool and back again
+(``benchmarks/micro/grpc_cpu.py`` measures it).
+
+Deadlines and cancellation: a ModelInfer registers a callback for the end of its call;
+when the client cancels or the deadline passes first, gRPC ends the call
+(CANCELLED, DEADLINE_EXCEEDED) and the callback cancels the request's place in the
 batcher's queue, which no model call then takes (``Batcher._take`` skips cancelled work;
-``_purge`` frees its place when the queue is full). The server's own ``--timeout-ms``
-still bounds calls without a deadline (DEADLINE_EXCEEDED too).
+``_purge`` frees its place when the queue is full), and the waiting thread is let go.
+The server's own ``--timeout-ms`` still bounds calls without a deadline
+(DEADLINE_EXCEEDED too).
 
 Every call is counted in the host's metrics, gets an access line and, with tracing on, a
 span (:mod:`.observe`).
@@ -19,10 +26,10 @@ span (:mod:`.observe`).
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import CancelledError as FutureCancelled
+from concurrent.futures import Future
 from typing import Any
 
 import grpc
@@ -44,11 +51,11 @@ logger = logging.getLogger("scorepack.server.grpc")
 #: the V2 extensions this server speaks (ServerMetadata)
 EXTENSIONS = ("model_repository", "binary_tensor_data")
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Handler = Callable[[Any, grpc.ServicerContext], Any]
 
 
 class InferenceService:
-    """The servicer: one coroutine per RPC over a :class:`~scorepack.repository.Repository`.
+    """The servicer: one blocking method per RPC over a :class:`~scorepack.repository.Repository`.
 
     ``auth_keys`` (Bearer keys, as on HTTP) guard everything but the three probes, which
     stay open as ``/`` and ``/health/ready`` do. Calls are counted into ``requests``, the
@@ -67,7 +74,12 @@ class InferenceService:
         self.observer = CallObserver(requests)
 
     def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler to add to a ``grpc.aio`` server."""
+        """The RPCs as one generic handler (:meth:`method_handlers` is cheaper per call)."""
+        return grpc.method_handlers_generic_handler(SERVICE, self.method_handlers())
+
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """The RPCs by method name, to register with a (thread-pool) ``grpc.server``:
+        registered methods are matched by gRPC's core, not by Python code per call."""
         rpcs: dict[str, tuple[Handler, bool]] = {
             "ServerLive": (self.server_live, False),
             "ServerReady": (self.server_ready, False),
@@ -87,28 +99,30 @@ class InferenceService:
                 request_deserializer=request_type.FromString,
                 response_serializer=response_type.SerializeToString,
             )
-        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+        return handlers
 
     def _wrap(self, name: str, fn: Handler, guarded: bool) -> Handler:
+        auth = self.auth if guarded and self.auth.enabled else None
         observer, path = self.observer, method_path(name)
 
-        async def rpc(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def rpc(request: Any, context: grpc.ServicerContext) -> Any:
             call = observer.begin()
             try:
                 with observer.span(name, context, call):
                     try:
-                        if guarded:
-                            self.auth.check(_metadata(context).get("authorization"))
-                        return await fn(request, context)
-                    except asyncio.CancelledError:
-                        # the client went away or its deadline passed: nobody to answer
+                        if auth is not None:
+                            auth.check(_authorization(context))
+                        return fn(request, context)
+                    except FutureCancelled:
+                        # the client went away or its deadline passed: gRPC answers nobody
                         call.cancelled(context)
-                        raise
+                        context.abort(grpc.StatusCode.CANCELLED, "The call was cancelled.")
                     except Exception as exc:
                         error = grpc_error(exc)
                         call.failed(error)
                         logger.info("grpc %s %s: %s", name, error.code.name, error.message)
-                        await context.abort(error.code, error.message, error.metadata)
+                        context.set_trailing_metadata(error.metadata)
+                        context.abort(error.code, error.message)
             finally:
                 observer.end(call, path, request, context)
 
@@ -117,13 +131,13 @@ class InferenceService:
 
     # --- health and metadata -----------------------------------------------------------
 
-    async def server_live(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def server_live(self, request: Any, context: grpc.ServicerContext) -> Any:
         return messages.ServerLiveResponse(live=True)
 
-    async def server_ready(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def server_ready(self, request: Any, context: grpc.ServicerContext) -> Any:
         return messages.ServerReadyResponse(ready=bool(self.repository.ready))
 
-    async def model_ready(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def model_ready(self, request: Any, context: grpc.ServicerContext) -> Any:
         # an unknown model is NOT_FOUND (as V2 REST's 404); a known one says whether it is
         try:
             scorer = self.repository.get(request.name, request.version or None)
@@ -131,12 +145,12 @@ class InferenceService:
             return messages.ModelReadyResponse(ready=False)
         return messages.ModelReadyResponse(ready=bool(scorer.ready))
 
-    async def server_metadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def server_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         return messages.ServerMetadataResponse(
             name="scorepack", version=__version__, extensions=list(EXTENSIONS)
         )
 
-    async def model_metadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def model_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         scorer = self.repository.get(request.name, request.version or None)
         meta = v2.model_metadata(scorer)
         response = messages.ModelMetadataResponse(
@@ -151,7 +165,7 @@ class InferenceService:
 
     # --- inference -------------------------------------------------------------------
 
-    async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def model_infer(self, request: Any, context: grpc.ServicerContext) -> Any:
         scorer = self.repository.get(request.model_name, request.model_version or None)
         note_scoring(scorer)
         limit = scorer.config.max_body_bytes
@@ -159,7 +173,7 @@ class InferenceService:
         if size > limit:
             raise BodyTooLargeError(limit, size)
         # parsed in the decode pool once admitted, as /score decodes its body
-        result = await v2.infer(scorer, lambda: read_request(request))
+        result = v2.infer_blocking(scorer, lambda: read_request(request), _Watch(context))
         note_result(result)
         response = messages.ModelInferResponse(
             model_name=result.model_name,
@@ -176,7 +190,7 @@ class InferenceService:
 
     # --- model repository ------------------------------------------------------------
 
-    async def repository_index(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def repository_index(self, request: Any, context: grpc.ServicerContext) -> Any:
         response = messages.RepositoryIndexResponse()
         for state in self.repository.models():
             if request.ready and state.state != "READY":
@@ -189,21 +203,32 @@ class InferenceService:
             )
         return response
 
-    async def repository_model_load(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _call(self.repository.load, request.model_name)
+    def repository_model_load(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self.repository.load(request.model_name)
         return messages.RepositoryModelLoadResponse()
 
-    async def repository_model_unload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _call(self.repository.unload, request.model_name)
+    def repository_model_unload(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self.repository.unload(request.model_name)
         return messages.RepositoryModelUnloadResponse()
 
 
-async def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a repository method that may be a coroutine, or blocking (off the loop)."""
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args)
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+class _Watch:
+    """Cancels a queued request when its call ends first (client cancel, deadline)."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context
+
+    def __call__(self, future: Future[Any]) -> None:
+        # the callback also runs when the call ends normally, the future done by then;
+        # False: the call is already over, nobody waits for this request
+        if not self._context.add_callback(future.cancel):
+            future.cancel()
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+def _authorization(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization" and isinstance(value, str):
+            return value
+    return None
