@@ -100,13 +100,18 @@ class GrpcConnection:
     """One gRPC channel (its own HTTP/2 connection) sending one pre-serialised request.
 
     :meth:`send` answers an HTTP-like status (the gRPC code's equivalent: 200 for OK) and
-    the batch size the server reports in its trailing metadata.
+    the batch size the server reports in its trailing metadata. Everything but the call
+    itself is prepared once: the load generator shares the cores with the server it loads.
     """
 
     def __init__(self, load: V2Load, timeout: float) -> None:
-        from ..client_grpc import grpc_infer_request, grpc_target
+        import grpc
+
+        from ..client_grpc import STATUS_BY_CODE, grpc_infer_request, grpc_target
         from ..proto.messages import SERVICE
 
+        self._grpc = grpc
+        self._status_by_code = STATUS_BY_CODE
         self._target = grpc_target(load.url)
         self._request = grpc_infer_request(
             load.model, load.inputs, version=load.version
@@ -118,32 +123,31 @@ class GrpcConnection:
         self._call: Any = None
         self._closing: asyncio.Future[None] | None = None
 
+    def _open(self) -> Any:
+        self._channel = self._grpc.aio.insecure_channel(
+            self._target,
+            options=[
+                # one connection per worker, as the HTTP connections are, rather than
+                # every channel to the same target sharing one
+                ("grpc.use_local_subchannel_pool", 1),
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.max_send_message_length", -1),
+            ],
+        )
+        # no (de)serialiser: the request goes as the bytes built once; the answer is
+        # not parsed, as the HTTP connections read but do not parse their bodies
+        self._call = self._channel.unary_unary(self._path)
+        return self._call
+
     async def send(self) -> tuple[int, int | None]:
-        import grpc
-
-        from ..client_grpc import STATUS_BY_CODE
-
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                self._target,
-                options=[
-                    # one connection per worker, as the HTTP connections are, rather than
-                    # every channel to the same target sharing one
-                    ("grpc.use_local_subchannel_pool", 1),
-                    ("grpc.max_receive_message_length", -1),
-                    ("grpc.max_send_message_length", -1),
-                ],
-            )
-            # no (de)serialiser: the request goes as the bytes built once; the answer is
-            # not parsed, as the HTTP connections read but do not parse their bodies
-            self._call = self._channel.unary_unary(self._path)
-        call = self._call(self._request, metadata=self._metadata, timeout=self._timeout)
+        stub = self._call if self._call is not None else self._open()
+        call = stub(self._request, metadata=self._metadata, timeout=self._timeout)
         try:
             await call
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE and not exc.trailing_metadata():
+        except self._grpc.aio.AioRpcError as exc:
+            if exc.code() == self._grpc.StatusCode.UNAVAILABLE and not exc.trailing_metadata():
                 raise ConnectionError(exc.details()) from None  # no server: a transport error
-            return STATUS_BY_CODE.get(exc.code(), 500), None
+            return self._status_by_code.get(exc.code(), 500), None
         batch = None
         for key, value in await call.trailing_metadata() or ():
             if key == "x-scorepack-batch-size":
@@ -151,7 +155,7 @@ class GrpcConnection:
         return 200, batch
 
     def close(self) -> None:
-        channel, self._channel = self._channel, None
+        channel, self._channel, self._call = self._channel, None, None
         if channel is not None:
             # close() is a coroutine; closing in the background frees the connection
             self._closing = asyncio.ensure_future(channel.close())
