@@ -67,7 +67,8 @@ class GrpcServer:
         self._pool: ThreadPoolExecutor | None = None
         self._server: grpc.Server | None = None
         self._stopped: threading.Event | None = None
-        self._lock = threading.Lock()
+        # reentrant: begin_stop may run in a signal handler while stop() holds it
+        self._lock = threading.RLock()
 
     @property
     def address(self) -> str:
