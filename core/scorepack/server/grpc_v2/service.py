@@ -3,8 +3,8 @@
 The RPCs served are the core set (ServerLive, ServerReady, ModelReady, ServerMetadata,
 ModelMetadata, ModelInfer) and the model repository extension (RepositoryIndex,
 RepositoryModelLoad, RepositoryModelUnload); any other RPC of Triton's service answers
-UNIMPLEMENTED. Scoring goes through :func:`scorepack.v2.infer` on the same Scorers, so
-requests over gRPC, V2 REST and ``/score`` share one batcher per model.
+UNIMPLEMENTED. Scoring goes through :func:`scorepack.v2.infer_blocking` on the same
+Scorers, so requests over gRPC, V2 REST and ``/score`` share one batcher per model.
 
 Each call runs on a thread of the server's pool and blocks there, as a gunicorn thread
 does (:meth:`Scorer.run <scorepack.scorer.Scorer.run>`): on Python's grpcio that costs
