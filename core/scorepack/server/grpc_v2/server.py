@@ -24,17 +24,11 @@ __all__ = ["GrpcServer"]
 
 logger = logging.getLogger("scorepack.server.grpc")
 
-#: the fewest call threads (they are started as calls need them, not up front)
-MIN_THREADS = 64
-
-
-def call_threads(repository: Any) -> int:
-    """Threads enough for every request the models can hold at once (queued, decoding and
-    in a model call: a request beyond that is refused at once and frees its thread)."""
-    held = sum(
-        s.batcher.config.max_queue_size + 2 * s.batcher.max_rows for s in repository.scorers()
-    )
-    return max(MIN_THREADS, held)
+#: the most calls handled at once: threads are started only as calls need them, and this
+#: is enough for every request three models with the default queue (256 requests) and
+#: batch size (32 rows) can hold at once; a request beyond a model's queue is refused at
+#: once and frees its thread
+DEFAULT_THREADS = 1024
 
 
 class GrpcServer:
@@ -43,9 +37,9 @@ class GrpcServer:
     ``max_message_bytes`` bounds a request message (larger ones get RESOURCE_EXHAUSTED
     from gRPC itself before they are read); use the largest ``max_body_bytes`` of the
     models served, each model then checks its own. ``threads`` bounds the calls handled
-    at once (default: :func:`call_threads` for the models loaded at start); more wait
-    for a thread before they are admitted. Calls are counted into ``requests`` (the HTTP
-    app's metrics, when it serves beside one).
+    at once (default :data:`DEFAULT_THREADS`); more wait for a thread before they are
+    admitted. Calls are counted into ``requests`` (the HTTP app's metrics, when it serves
+    beside one).
     """
 
     def __init__(
@@ -63,7 +57,7 @@ class GrpcServer:
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
-        self.threads = threads or call_threads(repository)
+        self.threads = threads or DEFAULT_THREADS
         self._pool: ThreadPoolExecutor | None = None
         self._server: grpc.Server | None = None
         self._stopped: threading.Event | None = None
