@@ -334,6 +334,29 @@ def test_cancelled_call_leaves_the_queue_before_the_model_call(held: GrpcServed)
     assert (9.0, 9.0) not in backend.seen
 
 
+def test_cancelled_call_waiting_to_be_decoded_gives_up_its_place(tmp_path: Path) -> None:
+    # one row a batch: two decode slots, one for the model call, one for the next batch
+    config = scoring_config(warmup=False, max_batch_size=1)
+    with grpc_serving({"slow": SlowBackend(tmp_path / "s.slow")}, config=config) as served:
+        scorer = served.scorer("slow")
+        batcher, stage = scorer.batcher, scorer.decoder
+        first = _hold_the_model(served)
+        second = served.future_infer("slow", np.full((1, 2), 2.0, np.float32))
+        wait_for(lambda: len(batcher._queue) >= 1, "the second request queued")
+        third = served.future_infer("slow", np.full((1, 2), 9.0, np.float32))
+        wait_for(lambda: stage.waiting == 1, "the third request to wait for a decode slot")
+        assert third.cancel()
+        # it leaves while the model is still held: no slot, no place in the queue
+        wait_for(lambda: stage.waiting == 0, "the cancelled request to stop waiting")
+        wait_for(lambda: scorer.stats.cancelled == 1, "the call to be let go")
+        wait_for(lambda: batcher.queue_depth == 1, "its place in the queue to be given up")
+        served.backend("slow").gate.set()
+        first.result(timeout=TIMEOUT)
+        second.result(timeout=TIMEOUT)
+        assert (9.0, 9.0) not in served.backend("slow").seen
+        wait_for(lambda: stage.in_flight == 0, "every decode slot to be given back")
+
+
 def test_full_queue_is_unavailable_with_retry_after(tmp_path: Path) -> None:
     config = scoring_config(warmup=False, max_queue_size=1)
     with grpc_serving({"slow": SlowBackend(tmp_path / "s.slow")}, config=config) as served:

@@ -231,10 +231,22 @@ class DecodeStage:
         if not waiter.cancel():
             self._release()
 
-    def acquire(self, max_batch_size: int, deadline: float) -> Slot | None:
-        """Wait (blocking) for a slot until ``deadline`` (time.monotonic); None on timeout."""
+    def acquire(
+        self,
+        max_batch_size: int,
+        deadline: float,
+        watch: Callable[[Future[None]], None] | None = None,
+    ) -> Slot | None:
+        """Wait (blocking) for a slot until ``deadline`` (time.monotonic); None on timeout.
+
+        ``watch`` is handed the wait, when there is one: a caller whose client can go
+        away cancels it then, giving the place up cleanly, and this raises
+        :class:`concurrent.futures.CancelledError`.
+        """
         waiter = self._try(max_batch_size)
         if waiter is not None:
+            if watch is not None:
+                watch(waiter)
             try:
                 waiter.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:

@@ -330,20 +330,23 @@ class Scorer:
         self,
         decode: Callable[..., Decoded],
         *args: Any,
-        watch: Callable[[Future[BatchResult]], None] | None = None,
+        watch: Callable[[Future[Any]], None] | None = None,
     ) -> BatchResult:
         """:meth:`run_async`'s blocking twin, for hosts that give each request a thread
         (gunicorn threads, the gRPC server): the same admission, decode slot, decode pool,
         batcher and timeout.
 
-        ``watch`` is handed the request's future once it is queued: a host whose client
-        can go away cancels it then, so no model call takes the request, and this raises
+        ``watch`` is handed each future the request waits on (a decode slot, its model
+        call): a host whose client can go away cancels them then, so the request gives
+        up its place and no model call takes it, and this raises
         :class:`concurrent.futures.CancelledError`.
         """
         ticket = self.batcher.admit()
         try:
             with ticket:
-                slot = self._slot(self.decoder.acquire(self.batcher.max_rows, ticket.deadline))
+                slot = self._slot(
+                    self.decoder.acquire(self.batcher.max_rows, ticket.deadline, watch)
+                )
                 try:
                     decoded, began, ended = self.decoder.run(self._decode_timed, decode, *args)
                     future = ticket.submit(decoded.inputs, decoded.rows)

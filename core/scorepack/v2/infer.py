@@ -45,7 +45,7 @@ async def infer(
 def infer_blocking(
     scorer: Scorer,
     request: InferRequest | Callable[[], InferRequest],
-    watch: Callable[[Future[BatchResult]], None] | None = None,
+    watch: Callable[[Future[Any]], None] | None = None,
 ) -> InferResponse:
     """:func:`infer`'s blocking twin, for a host that gives each request a thread (see
     :meth:`Scorer.run <scorepack.scorer.Scorer.run>` for ``watch``)."""
