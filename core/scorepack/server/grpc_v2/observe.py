@@ -74,8 +74,8 @@ class Call:
         """The call is answered with ``error``."""
         self.code, self.status = error.code, error.status
 
-    def cancelled(self, context: grpc.aio.ServicerContext) -> None:
-        """grpc.aio cancelled the handler: the client cancelled, or its deadline passed."""
+    def cancelled(self, context: grpc.ServicerContext) -> None:
+        """The call ended first: the client cancelled, or its deadline passed."""
         remaining = context.time_remaining()
         if remaining is not None and remaining < _DEADLINE_SLACK:
             self.code, self.status = grpc.StatusCode.DEADLINE_EXCEEDED, 504
@@ -116,7 +116,7 @@ class CallObserver:
         call.token = _current.set(call)
         return call
 
-    def span(self, name: str, context: grpc.aio.ServicerContext, call: Call) -> Any:
+    def span(self, name: str, context: grpc.ServicerContext, call: Call) -> Any:
         """A context manager: the call's SERVER span around the block when tracing is on
         and ``name`` is not a probe; one that does nothing otherwise (the common case, so
         it is a shared object, not a generator per call)."""
@@ -124,7 +124,7 @@ class CallObserver:
             return _NO_SPAN
         return _traced(name, context, call)
 
-    def end(self, call: Call, path: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+    def end(self, call: Call, path: str, request: Any, context: grpc.ServicerContext) -> None:
         """The call to ``path`` (:func:`method_path`) ended, answered, failed or cancelled:
         count it and log its line."""
         if call.token is not None:
@@ -162,7 +162,7 @@ class CallObserver:
 
 
 @contextmanager
-def _traced(name: str, context: grpc.aio.ServicerContext, call: Call) -> Iterator[None]:
+def _traced(name: str, context: grpc.ServicerContext, call: Call) -> Iterator[None]:
     attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": name}
     with tracing.server_span(f"{SERVICE}/{name}", _metadata(context), attributes) as span:
         try:
@@ -174,12 +174,12 @@ def _traced(name: str, context: grpc.aio.ServicerContext, call: Call) -> Iterato
 _NO_SPAN = nullcontext()
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
     # what the trace-context propagator reads (traceparent, tracestate); tracing on only
     return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-def _request_id(context: grpc.aio.ServicerContext, request: Any) -> str:
+def _request_id(context: grpc.ServicerContext, request: Any) -> str:
     """The client's ``x-request-id`` metadata, else the request's own ``id`` (ModelInfer),
     else a new id; one that is overlong or not visible ASCII is replaced, as on HTTP."""
     for key, value in context.invocation_metadata() or ():

@@ -4,7 +4,7 @@ It runs beside the HTTP server in the same process, over the same Repository (so
 Scorers and batchers), and is started and stopped with it. Each call blocks one pool
 thread until its answer is ready (:mod:`.service` says why that is cheaper than
 ``grpc.aio`` here). Calls beyond the pool's size wait for a thread before they are
-admitted, so the pool is sized for every request the models can hold at once.
+admitted, so the pool is larger than the requests a few models can hold at once.
 """
 
 from __future__ import annotations
