@@ -191,8 +191,11 @@ def _target(host: str) -> Any:
     model.write_text("a slow echo\n")
     PAYLOAD[0] = (b'{"inputs": {"x": [[1.0, 2.0]]}}', "application/json")
     env = {"PYTHONPATH": os.pathsep.join([str(work / "site"), str(ROOT / "tests")])}
+    # record=false: the fixture otherwise keeps every row it scores (~150 bytes a request),
+    # which the soak measured as the server's RSS growing without end
+    options = ["-O", f"delay={DELAY_S}", "-O", "record=false"]
     return running(
-        [*SCOREPACK, "serve", str(model), "--port", "0", "-O", f"delay={DELAY_S}", *SLOW_ARGS],
+        [*SCOREPACK, "serve", str(model), "--port", "0", *options, *SLOW_ARGS],
         ready_path="/health/ready",
         env=env,
     )
