@@ -79,6 +79,8 @@ def _uvicorn_server(app: ScoringApp, graceful_timeout: float, asgi: Any = None) 
     """uvicorn serving ``asgi`` (``app`` itself, or ``app`` wrapped in middleware)."""
     import uvicorn
 
+    from .protocol import HttpProtocol
+
     class DrainingServer(uvicorn.Server):
         """uvicorn's server, except that with a drain period (``SCOREPACK_DRAIN_SECONDS``)
         the first SIGTERM turns readiness to 503 while requests are still served, so that
@@ -101,6 +103,7 @@ def _uvicorn_server(app: ScoringApp, graceful_timeout: float, asgi: Any = None) 
         lifespan="on",
         log_config=None,
         access_log=False,  # the app logs one line per request itself
+        http=HttpProtocol,  # a reset connection is let go at once (see protocol.py)
         timeout_graceful_shutdown=int(graceful_timeout),
         timeout_keep_alive=30,
     )
