@@ -238,7 +238,9 @@ class BackgroundServer:
 
     def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> BackgroundServer:
         """Start serving; by default wait until the model is ready too."""
-        self._grpc = start_grpc(self.app.repository, *self._grpc_start, self.app.metrics.requests)
+        self._grpc = start_grpc(
+            self.app.repository, *self._grpc_start, requests=self.app.metrics.requests
+        )
         self._thread = threading.Thread(
             target=self._server.run,  # type: ignore[attr-defined]
             kwargs={"sockets": [self._sock]},
