@@ -166,7 +166,25 @@ def _arm_echo(
     }
 
 
+def _model_echo(
+    response: dict[str, Any], sent: SentRequest, names: dict[str, str], azure: RecordedAzure
+) -> dict[str, Any]:
+    """The v1 model service's answer to a registration: the recorded model under the name
+    and tags sent, version 1 (a package of several models registers each by its name)."""
+    sent_body = sent.json()
+    name = sent_body["name"]
+    body = {
+        **response["body"],
+        "id": f"{name}:1",
+        "name": name,
+        "version": 1,
+        "kvTags": sent_body.get("kvTags", {}),
+    }
+    return {"status": response.get("status", 200), "body": body}
+
+
 RESPONDERS = {
+    "model_echo": _model_echo,
     "artifact_batch": _artifact_batch,
     "blob_put": _blob_put,
     "blob_head": _blob_head,

@@ -126,3 +126,66 @@ def make_package(root: Path, spec: PackageSpec | None = None, *, targets: bool =
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text, encoding="utf-8")
     return root
+
+
+#: the models of the package of several (tests/deploy_packages.make_several_package)
+SEVERAL = ("cnn", "resnet")
+
+
+def several_spec() -> PackageSpec:
+    """A package of two GPU TensorFlow models, ``cnn`` and ``resnet``, as
+    ``scorepack build cnn=... resnet=...`` resolves it (named for the recordings)."""
+    from scorepack.generator.several import join
+
+    models = [
+        make_spec(name="cnn", model_files=("saved_model.pb", "variables/variables.index")),
+        make_spec(name="resnet"),
+    ]
+    joined = join(models, "resnet50-demo")
+    return replace(joined, scorepack_version="0.1.0", wheels=make_spec().wheels)
+
+
+def make_several_package(root: Path) -> tuple[Path, PackageSpec]:
+    """A package of several models, laid out as ``scorepack build`` writes one: the files
+    deploy reads, each model's files in model/NAME/ and its manifest in models/NAME/, and
+    the Azure ML targets' own rendered files. Returns the package and its spec (hashes in)."""
+    from scorepack.manifest import dump_manifest, sha256_file
+    from scorepack.targets.azureml_v1 import AzureMLV1Target
+    from scorepack.targets.azureml_v2 import AzureMLV2Target
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "score.py").write_text(SCORE_PY, encoding="utf-8")
+    (root / "environment.yml").write_text(ENVIRONMENT_YML, encoding="utf-8")
+    (root / "README.md").write_text("# two models\n", encoding="utf-8")
+    (root / ".amlignore").write_text("model/\n*.zip\n", encoding="utf-8")
+    wheels = root / "wheels"
+    wheels.mkdir(exist_ok=True)
+    for name in (SCOREPACK_WHEEL, BACKEND_WHEEL):
+        (wheels / name).write_bytes(_wheel(name))
+    spec = several_spec()
+    for number, model in enumerate(spec.models):
+        for name in model.model_files:
+            path = root / "model" / model.name / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"{model.name}:{name}:{number}".encode() * 16)
+    hashes = {f"model/{n}": sha256_file(root / "model" / n) for n in spec.model_files}
+    hashes.update({w: sha256_file(root / w) for w in spec.wheels})
+    models = tuple(
+        replace(
+            m,
+            file_hashes={f"model/{n}": hashes[f"model/{m.name}/{n}"] for n in m.model_files},
+        )
+        for m in spec.models
+    )
+    spec = replace(spec, file_hashes=hashes, models=models)
+    (root / "scorepack.yaml").write_text(dump_manifest(spec), encoding="utf-8")
+    for model in spec.models:
+        folder = root / "models" / model.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "scorepack.yaml").write_text(dump_manifest(model), encoding="utf-8")
+    for target in (AzureMLV1Target(), AzureMLV2Target()):
+        for rel, text in target.render(spec).items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    return root, spec

@@ -27,7 +27,15 @@ from azure_http import (
     install,
     v1_auth,
 )
-from deploy_packages import BACKEND_WHEEL, GPU_IMAGE, SCOREPACK_WHEEL, make_package, make_spec
+from deploy_packages import (
+    BACKEND_WHEEL,
+    GPU_IMAGE,
+    SCOREPACK_WHEEL,
+    SEVERAL,
+    make_package,
+    make_several_package,
+    make_spec,
+)
 from scorepack.errors import DeployError
 from scorepack.hookspecs import hookimpl
 from scorepack.plugins import make_plugin_manager, set_plugin_manager
@@ -762,3 +770,117 @@ def test_a_package_from_scorepack_build_dry_runs_with_both_sdks(
     code = {f["path"] for f in uploads["code_and_build_context"]}
     assert {"score.py", "scorepack.yaml", "environment.yml", "deploy/azureml-v2/Dockerfile"} <= code
     assert not [p for p in code if p.startswith("model/")]
+
+
+# --- a package of several models ------------------------------------------------------------
+
+
+def test_v1_deploy_of_several_models_registers_each_and_deploys_them_together(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, workspace_config: Path, v1: AzureMLV1Target
+) -> None:
+    package, spec = make_several_package(tmp_path / "resnet50-demo")
+    azure = install(monkeypatch, "v1_models_several", *V1_DEPLOY)
+    progress: list[str] = []
+    result = v1.deploy(
+        package, spec, DeployOptions(workspace_config=workspace_config), progress.append
+    )
+    _checked(azure)
+    assert (result.service_name, result.scoring_uri) == ("resnet50-demo", URI_V1)
+
+    # SDK v1: each model/NAME folder is a registered model NAME with its own tags
+    registered = [r.json() for r in azure.find("POST", r"/models$")]
+    assert [m["name"] for m in registered] == list(SEVERAL)
+    assert all(m["kvTags"]["backend"] == "tensorflow" for m in registered)
+    assert "Registered model cnn version 1" in progress
+    assert "Registered model resnet version 1" in progress
+    # each folder went up byte for byte, under its own name (azureml-core mounts it at
+    # $AZUREML_MODEL_DIR/NAME/VERSION/NAME, where the entry script looks)
+    for model in spec.models:
+        uploaded = {
+            url.split(f"/{model.name}/", 1)[1]: data
+            for url, data in azure.blobs.items()
+            if f"/{model.name}/" in url and not url.endswith((".whl", ".tar.gz"))
+        }
+        assert uploaded == {
+            name: (package / "model" / model.name / name).read_bytes() for name in model.model_files
+        }
+
+    # one service serving both registrations
+    create = azure.one("POST", r"/services$").json()
+    assert create["environmentImageRequest"]["modelIds"] == ["cnn:1", "resnet:1"]
+    # the source directory carries each model's manifest, never the model files
+    source = next(data for url, data in azure.blobs.items() if url.endswith(".tar.gz"))
+    names = tarfile.open(fileobj=io.BytesIO(source)).getnames()
+    assert {f"resnet50-demo/models/{n}/scorepack.yaml" for n in SEVERAL} <= set(names)
+    assert not [n for n in names if n.startswith("resnet50-demo/model/")]
+
+    # the generated deploy.py registers the same two models
+    script = (package / "deploy" / "azureml-v1" / "deploy.py").read_text()
+    assert 'for info in inference["models"]' in script
+    inference = json.loads(
+        (package / "deploy" / "azureml-v1" / "inference_config.json").read_text()
+    )
+    assert [(m["name"], m["path"]) for m in inference["models"]] == [
+        ("cnn", "model/cnn"),
+        ("resnet", "model/resnet"),
+    ]
+
+
+def test_v2_deploy_of_several_models_registers_one_model_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, workspace_config: Path, v2: AzureMLV2Target
+) -> None:
+    package, spec = make_several_package(tmp_path / "resnet50-demo")
+    azure = install(monkeypatch, *V2_DEPLOY)
+    progress: list[str] = []
+    result = v2.deploy(
+        package, spec, DeployOptions(workspace_config=workspace_config), progress.append
+    )
+    _checked(azure)
+    assert (result.service_name, result.scoring_uri) == ("resnet50-demo", URI_V2)
+
+    # SDK v2: model/ is one model asset holding every model's folder, uploaded once
+    versions = azure.find("PUT", r"/models/[^/]+/versions/[^/]+$")
+    assert [r.path.rsplit("/models/", 1)[1] for r in versions] == ["resnet50-demo/versions/1"]
+    assert versions[0].json()["properties"]["modelUri"].endswith("/model")
+    model = {
+        url.split("/model/", 1)[1]: data
+        for url, data in azure.blobs.items()
+        if "/LocalUpload/" in url and "/model/" in url
+    }
+    assert model == {name: (package / "model" / name).read_bytes() for name in spec.model_files}
+    assert {name.split("/", 1)[0] for name in model} == set(SEVERAL)
+    # the code upload carries the models' manifests and the entry script, not their files
+    code = {url.split("/resnet50-demo/", 1)[1] for url in azure.blobs if "/tmp-codes-" in url}
+    assert {"score.py", "scorepack.yaml", *(f"models/{n}/scorepack.yaml" for n in SEVERAL)} <= code
+    assert not [p for p in code if p.startswith("model/")]
+    body = azure.one("PUT", r"/onlineEndpoints/resnet50-demo/deployments/blue$").json()
+    assert body["properties"]["model"].endswith("/models/resnet50-demo/versions/1")
+    # scorepack's own server serves one model a package: not offered for several
+    assert not (package / "deploy" / "azureml-v2" / "deployment-scorepack.yml").exists()
+    with pytest.raises(DeployError, match="several models deploys under azmlinfsrv"):
+        v2.deploy(
+            package,
+            spec,
+            DeployOptions(workspace_config=workspace_config, runtime="scorepack"),
+            progress.append,
+        )
+
+
+def test_v1_dry_run_of_several_models_writes_one_registration_each(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, v1: AzureMLV1Target
+) -> None:
+    package, spec = make_several_package(tmp_path / "resnet50-demo")
+    azure = install(monkeypatch)
+    out = tmp_path / "dry"
+    v1.deploy(package, spec, DeployOptions(dry_run=True, dry_run_dir=out), lambda _: None)
+    assert azure.sent == []
+    registrations = [json.loads(p.read_text()) for p in sorted(out.glob("*-model-register.json"))]
+    assert [(r["model_name"], len(r["files"])) for r in registrations] == [
+        ("cnn", 2),
+        ("resnet", 3),
+    ]
+    service = json.loads(next(out.glob("*-service-create.json")).read_text())
+    assert service["body"]["environmentImageRequest"]["modelIds"] == [
+        "cnn:<new version>",
+        "resnet:<new version>",
+    ]

@@ -194,6 +194,8 @@ def test_the_runtime_answers_408_when_a_body_stalls_under_another_worker() -> No
     from scorepack.errors import RequestTimeoutError
 
     class _Scorer:
+        name, version, started = "stub", None, True
+
         class config:
             max_body_bytes = 1000
 

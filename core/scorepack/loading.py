@@ -84,6 +84,13 @@ def open_package(
     package's backend is not installed.
     """
     spec = load_manifest(package)
+    if spec.models:
+        names = ", ".join(m.name for m in spec.models)
+        raise PackageError(
+            f"The package {spec.name!r} holds several models ({names}): serve them all with "
+            f"`scorepack serve {package}`, or open one with "
+            f"open_package('{package}/models/NAME', model_dir='{package}/model/NAME')."
+        )
     if backend and backend != spec.backend:
         raise PackageError(
             f"The package {spec.name!r} is built for the {spec.backend} backend, not {backend}."

@@ -12,13 +12,18 @@ Layout of a package (paths relative to the package directory)::
     labels.txt       class labels, one a line (when the package has labels)
     model/           the model files (registered as the Azure ML model)
     wheels/          scorepack and the backend plugin, so the image needs nothing else
+
+A package of several models (format 2) keeps each model's files in ``model/NAME/`` and
+each model's own manifest (format 1: backend, signature, scoring, labels) in
+``models/NAME/``; its top manifest lists them under ``models`` and carries what they
+share (environment, wheels, deployment), with every file of ``model/`` and its sha256.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ __all__ = [
     "FORMAT_VERSION",
     "LABELS_FILE",
     "MANIFEST_FILE",
+    "MODELS_DIR",
     "MODEL_DIR",
     "dump_manifest",
     "is_package",
@@ -51,8 +57,11 @@ MANIFEST_FILE = "scorepack.yaml"
 LABELS_FILE = "labels.txt"
 #: the model's folder inside the package, and the folder name Azure ML registers it under
 MODEL_DIR = "model"
-#: bumped when a reader of an older version could not understand a newer manifest
-FORMAT_VERSION = 1
+#: bumped when a reader of an older version could not understand a newer manifest:
+#: 2 is a package of several models (a package of one is still written as 1)
+FORMAT_VERSION = 2
+#: where a package of several models keeps each model's own manifest: models/NAME/
+MODELS_DIR = "models"
 
 _HEADER = (
     "# scorepack package manifest, written by `scorepack build`. The generated score.py and\n"
@@ -87,9 +96,9 @@ def manifest_data(spec: PackageSpec) -> dict[str, Any]:
     """The manifest as plain data (lists and dicts only, in a stable order)."""
     labels = spec.config.postprocess.labels
     model_prefix = f"{MODEL_DIR}/"
-    return _plain(
+    data = _plain(
         {
-            "format": FORMAT_VERSION,
+            "format": 2 if spec.models else 1,
             "name": spec.name,
             "device": spec.device,
             "python": spec.python_version,
@@ -136,6 +145,16 @@ def manifest_data(spec: PackageSpec) -> dict[str, Any]:
             "deployment": asdict(spec.deployment),
         }
     )
+    if spec.models:
+        data["models"] = [
+            {
+                "name": m.name,
+                "package": f"{MODELS_DIR}/{m.name}",
+                "model_dir": f"{MODEL_DIR}/{m.name}",
+            }
+            for m in spec.models
+        ]
+    return data
 
 
 def dump_manifest(spec: PackageSpec) -> str:
@@ -183,13 +202,25 @@ def load_manifest(package: str | Path) -> PackageSpec:
         raise PackageError(f"{path} cannot be read: {exc}") from exc
     labels = _read_labels(root, data)
     try:
-        return spec_from_data(data, labels=labels)
+        spec = spec_from_data(data, labels=labels)
+        if isinstance(data, dict) and data.get("models"):
+            spec = replace(spec, models=tuple(_sub_spec(root, e) for e in data["models"]))
+        return spec
     except PackageError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PackageError(
             f"{path} is malformed ({type(exc).__name__}: {exc}); rebuild the package."
         ) from exc
+
+
+def _sub_spec(root: Path, entry: Mapping[str, Any]) -> PackageSpec:
+    """One model of a package of several: its own manifest in ``models/NAME/``."""
+    name = str(entry["name"])
+    sub = load_manifest(root / str(entry.get("package", f"{MODELS_DIR}/{name}")))
+    if sub.name != name or sub.models:
+        raise PackageError(f"{root / MODELS_DIR / name} does not hold model {name!r}'s manifest.")
+    return sub
 
 
 def _read_labels(root: Path, data: Any) -> tuple[str, ...] | None:

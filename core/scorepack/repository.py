@@ -25,7 +25,13 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .errors import ModelControlError, ModelLoadError, ModelNotFoundError, NotReadyError
+from .errors import (
+    BadRequestError,
+    ModelControlError,
+    ModelLoadError,
+    ModelNotFoundError,
+    NotReadyError,
+)
 from .scorer import Scorer
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "ModelSource",
     "ModelState",
     "Repository",
+    "score_target",
     "version_key",
 ]
 
@@ -308,6 +315,32 @@ class Repository:
         scorer, slot.scorer, slot.reason = slot.scorer, None, reason
         if scorer is not None and scorer.started:
             scorer.close(0)
+
+
+def score_target(repository: Repository, query: dict[str, str]) -> Scorer:
+    """The scorer an Azure ML ``/score`` request names: ``?model=NAME&version=V``, both
+    taken out of ``query`` (the rest are scoring parameters).
+
+    The one rule of ``/score`` for the embedded server and for a package under azmlinfsrv:
+    with one model the name may be left out; with several it is required (400 naming the
+    models). An unknown model or version is :class:`~scorepack.errors.ModelNotFoundError`
+    (404, naming what is served); a version that is not loaded is
+    :class:`~scorepack.errors.NotReadyError` (503). A loaded scorer is returned even before
+    it is ready: its own admission answers, as with one model it always has.
+    """
+    name, version = query.pop("model", None), query.pop("version", None)
+    names = repository.names
+    if name is None:
+        if len(names) > 1:
+            raise BadRequestError(
+                f"This server scores several models ({', '.join(names)}): name one with "
+                "/score?model=NAME."
+            )
+        name = names[0]
+    scorer = repository.find(name, version)
+    if scorer is None:
+        raise NotReadyError(f"The model {name!r} is not loaded.")
+    return scorer
 
 
 def _label(name: str, version: str | None) -> str:

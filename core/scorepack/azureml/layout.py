@@ -22,7 +22,7 @@ from ..errors import PackageError
 from ..generator.spec import PackageSpec
 from ..manifest import MODEL_DIR
 
-__all__ = ["MODEL_VERSION", "locate_model_dir", "make_model_dir"]
+__all__ = ["MODEL_VERSION", "locate_model_dir", "locate_models", "make_model_dir"]
 
 #: the version a locally laid out model gets (Azure ML numbers registrations from 1)
 MODEL_VERSION = "1"
@@ -67,6 +67,50 @@ def locate_model_dir(
         f"{MODEL_DIR}/{spec.model_files[0]} and the other model files). It holds: "
         f"{', '.join(seen) or 'nothing'}. Register the package's {MODEL_DIR}/ folder as the model."
     )
+
+
+def locate_models(
+    spec: PackageSpec,
+    package: Path,
+    environ: Mapping[str, str],
+    *,
+    explicit: str | Path | None = None,
+) -> dict[str, Path]:
+    """Each model's folder, by name, for a package of several models (see the module);
+    ``explicit`` (the settings' ``model_dir``) is the folder holding them, ``NAME/`` each."""
+    azure = environ.get("AZUREML_MODEL_DIR")
+    found = {}
+    for model in spec.models:
+        if explicit:
+            candidates = [Path(explicit) / model.name]
+        elif not azure:
+            candidates = [package / MODEL_DIR / model.name]
+        else:
+            base = Path(azure)
+            registered = base / model.name
+            versions = sorted(
+                (p for p in registered.iterdir() if p.is_dir()) if registered.is_dir() else (),
+                key=lambda p: (p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name),
+                reverse=True,
+            )
+            candidates = [
+                base / MODEL_DIR / model.name,  # SDK v2: one folder holding every model
+                *(v / model.name for v in versions),  # SDK v1: NAME/VERSION/NAME
+                # a deployment of this package's v2 model among others: PKG/VERSION/model/NAME
+                *sorted(base.glob(f"*/*/{MODEL_DIR}/{model.name}")),
+            ]
+        hit = next((c for c in candidates if _holds_model(c, model)), None)
+        if hit is None:
+            where = str(explicit or azure or package / MODEL_DIR)
+            raise PackageError(
+                f"The files of model {model.name!r} are not where this package of several "
+                f"models looks for them under {where} (tried "
+                f"{', '.join(str(c) for c in candidates[:4]) or 'nothing'}). Deploy it with "
+                "its deployment files: SDK v2 registers model/ as one model, SDK v1 each "
+                "model/NAME as model NAME."
+            )
+        found[model.name] = hit
+    return found
 
 
 def make_model_dir(spec: PackageSpec, package: Path, root: Path) -> Path:

@@ -37,7 +37,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,14 +51,16 @@ from ..errors import (
     RequestTimeoutError,
     ScorepackError,
 )
+from ..generator.spec import PackageSpec
 from ..loading import open_package
-from ..manifest import load_manifest
+from ..manifest import MODELS_DIR, load_manifest
+from ..repository import ModelSource, Repository, score_target
 from ..scorer import Scorer, ScoreResult
 from ..server.errors import error_reply
 from ..telemetry import tracing
 from ..telemetry.logs import configure_azureml_logging, log_access
 from ..telemetry.metrics import Metrics
-from .layout import locate_model_dir
+from .layout import locate_model_dir, locate_models
 from .settings import ReadLimits, apply_settings, package_settings
 
 __all__ = ["AzureMLRuntime", "current", "init", "run"]
@@ -79,21 +81,43 @@ class Request(Protocol):
 
 
 class AzureMLRuntime:
-    """Answers azmlinfsrv's requests with one scorer (already started), counting them in
-    its own metrics registry."""
+    """Answers azmlinfsrv's requests with one scorer, or a repository of several (each
+    already started), counting them in its own metrics registry.
+
+    With several models a request names its model as on the embedded server:
+    ``/score?model=NAME`` (:func:`~scorepack.repository.score_target`).
+    """
 
     def __init__(
         self,
-        scorer: Scorer,
+        scorer: Scorer | Repository,
         read_timeout_s: float | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        self.scorer = scorer
+        served: tuple[Scorer, ...]
+        if isinstance(scorer, Repository):
+            self.repository = scorer
+            self.repository.start()  # takes the given scorers as they are (started)
+            served = tuple(
+                s
+                for name in self.repository.names
+                for version in self.repository.versions(name)
+                if (s := self.repository.find(name, version)) is not None
+            )
+        else:
+            self.repository = Repository.of(scorer)
+            self.repository.start()
+            served = (scorer,)
+        #: the scorer of a one-model package (None for a package of several)
+        self.scorer: Scorer | None = served[0] if len(served) == 1 else None
         #: seconds a body may stall before the request is answered 408
         self.read_timeout_s = (
             ReadLimits().read_timeout_s if read_timeout_s is None else read_timeout_s
         )
-        self.metrics = metrics or Metrics(lambda: (scorer,))
+        #: the largest body any model takes (the worker reads a body before its model is
+        #: known; each model's own limit is checked again when it is read)
+        self.max_body_bytes = max(s.config.max_body_bytes for s in served)
+        self.metrics = metrics or Metrics(lambda: served)
         #: the metrics HTTP server, when one was started (see :func:`init`)
         self.metrics_server: Any = None
 
@@ -104,25 +128,24 @@ class AzureMLRuntime:
             with tracing.server_span(
                 f"{request.method} /score", request.headers, {"http.request.method": request.method}
             ) as span:
-                response, status, result = self._run(request)
+                response, status, result, scorer = self._run(request)
                 tracing.finish_server_span(
                     span,
                     status,
                     **{
-                        "scorepack.model": self.scorer.name,
+                        "scorepack.model": scorer.name if scorer else None,
                         "scorepack.batch_size": result.batch_size if result else None,
                     },
                 )
         else:
-            response, status, result = self._run(request)
+            response, status, result, scorer = self._run(request)
         seconds = time.monotonic() - started
-        scorer = self.scorer
         self.metrics.requests.record(
             "/score",
             status,
             seconds,
-            model=scorer.name,
-            version=scorer.version or "",
+            model=scorer.name if scorer else "",
+            version=(scorer.version or "") if scorer else "",
             protocol="azureml",
         )
         log_access(
@@ -132,38 +155,40 @@ class AzureMLRuntime:
             status,
             seconds,
             protocol="azureml",
-            model=scorer.name,
-            version=scorer.version,
+            model=scorer.name if scorer else None,
+            version=scorer.version if scorer else None,
             batch_size=result.batch_size if result else None,
             queue_seconds=result.queue_seconds if result else None,
         )
         return response
 
-    def _run(self, request: Request) -> tuple[Any, int, ScoreResult | None]:
+    def _run(self, request: Request) -> tuple[Any, int, ScoreResult | None, Scorer | None]:
+        scorer = None
         try:
             if request.method != "POST":
                 raise MethodNotAllowedError(request.method, "/score", ["POST"])
+            query = request.args.to_dict()
+            scorer = score_target(self.repository, query)
             check_content_encoding(request.headers.get("Content-Encoding"))
-            body = self._read_body(request)
-            result = self.scorer.handle(
-                body, request.headers.get("Content-Type"), request.args.to_dict()
-            )
+            body = self._read_body(request, scorer.config.max_body_bytes)
+            result = scorer.handle(body, request.headers.get("Content-Type"), query)
         except Exception as exc:
             reply = error_reply(exc)
             return (
                 _response(reply.status, encode_json(reply.body), reply.headers),
                 reply.status,
                 None,
+                scorer,
             )
         response = _response(
             200, encode_json(result.body), {"x-scorepack-batch-size": str(result.batch_size)}
         )
-        return response, 200, result
+        return response, 200, result, scorer
 
     def close(self) -> None:
-        """Stop the metrics server (if any) and the scorer."""
+        """Stop the metrics server (if any) and the scorers."""
         self._stop_metrics_server()
-        self.scorer.close()
+        self.repository.close()
 
     def _stop_metrics_server(self) -> None:
         server, self.metrics_server = self.metrics_server, None
@@ -193,8 +218,9 @@ class AzureMLRuntime:
         logger.info("metrics at http://%s:%d/metrics", addr, bound)
         return bound
 
-    def _read_body(self, request: Request) -> bytes:
-        limit = self.scorer.config.max_body_bytes
+    def _read_body(self, request: Request, limit: int | None = None) -> bytes:
+        # the model's own limit (default: the largest of the package's models)
+        limit = self.max_body_bytes if limit is None else limit
         declared = request.content_length
         if declared is not None and declared > limit:
             # refuse before reading a byte of it, as the embedded server does
@@ -275,14 +301,17 @@ def init(
     *,
     backend: str | None = None,
     backend_module: str | None = None,
+    models: tuple[str, ...] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> AzureMLRuntime:
     """Load the package whose ``score.py`` is ``entry_script``; ready when this returns.
 
     The manifest sits next to the entry script; the model is found under
     ``AZUREML_MODEL_DIR`` (see :func:`~.layout.locate_model_dir`) and checked against its
-    sha256 before it loads. ``SCOREPACK_DEVICE`` and the ``SCOREPACK_*`` scoring variables
-    override the package's settings. Errors are raised: azmlinfsrv logs them and stops.
+    sha256 before it loads. A package of several models (its entry script passes
+    ``models``) loads each of them (:func:`~.layout.locate_models`), each with its own
+    batcher. ``SCOREPACK_DEVICE`` and the ``SCOREPACK_*`` scoring variables override the
+    package's settings. Errors are raised: azmlinfsrv logs them and stops.
     """
     global _runtime
     env = os.environ if environ is None else environ
@@ -293,41 +322,101 @@ def init(
         configure_azureml_logging(settings.log_format, settings.log_level)
     except (ValueError, AttributeError) as exc:
         raise PackageError(f"SCOREPACK_LOG_FORMAT/SCOREPACK_LOG_LEVEL: {exc}") from exc
-    if backend_module:
-        try:
-            importlib.import_module(backend_module)
-        except ImportError as exc:
-            raise PackageError(
-                f"The backend plugin {backend_module!r} cannot be imported ({exc}). Install the "
-                "package's requirements.txt, which includes its wheel."
-            ) from exc
     package = Path(entry_script).resolve().parent
     spec = load_manifest(package)
-    model_dir = locate_model_dir(spec, package, env, explicit=settings.model_dir)
-    config = apply_settings(settings, spec.config)
+    names = tuple(m.name for m in spec.models)
+    if models is not None and tuple(models) != names:
+        raise PackageError(
+            f"score.py serves the models {', '.join(models)}, but {package / 'scorepack.yaml'} "
+            f"lists {', '.join(names) or 'one model'}; rebuild the package."
+        )
+    if spec.models and models is None:
+        raise PackageError(
+            f"{package} is a package of several models; its score.py is not the one "
+            "scorepack build wrote. Rebuild the package."
+        )
+    # the backend plugins first, so that a missing wheel is named clearly
+    modules: list[str | None] = [m.backend_module for m in spec.models] or [backend_module]
+    for module in modules:
+        _import_backend(module)
     limits = ReadLimits.from_settings(settings)
     device = settings.device or spec.device
-    logger.info("loading %s (%s, %s) from %s", spec.name, spec.backend, device, model_dir)
-    scorer = open_package(
-        package,
-        model_dir=model_dir,
-        backend=backend,
-        device=device,
-        config=config,
-        decode=settings.decode_settings(),
-    )
-    scorer.start(wait=True)
+    served: Scorer | Repository
+    if spec.models:
+        served = _open_models(spec, package, env, device, settings)
+    else:
+        model_dir = locate_model_dir(spec, package, env, explicit=settings.model_dir)
+        config = apply_settings(settings, spec.config)
+        logger.info("loading %s (%s, %s) from %s", spec.name, spec.backend, device, model_dir)
+        scorer = open_package(
+            package,
+            model_dir=model_dir,
+            backend=backend,
+            device=device,
+            config=config,
+            decode=settings.decode_settings(),
+        )
+        scorer.start(wait=True)
+        served = scorer
     if settings.otlp_endpoint:
         tracing.configure(settings.otlp_endpoint.strip(), service_name=spec.name)
-    made = AzureMLRuntime(scorer, read_timeout_s=limits.read_timeout_s)
+    made = AzureMLRuntime(served, read_timeout_s=limits.read_timeout_s)
     with _lock:
         previous, _runtime = _runtime, made
     if previous is not None:
         previous.close()
     if settings.metrics_port:  # unset or 0: no metrics server
         made.serve_metrics(settings.metrics_port, settings.metrics_addr.strip() or "0.0.0.0")
-    atexit.register(scorer.close, 10.0)
+    atexit.register(served.close, 10.0)
     return made
+
+
+def _import_backend(module: str | None) -> None:
+    if not module:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise PackageError(
+            f"The backend plugin {module!r} cannot be imported ({exc}). Install the "
+            "package's requirements.txt, which includes its wheel."
+        ) from exc
+
+
+def _open_models(
+    spec: PackageSpec, package: Path, env: Mapping[str, str], device: str, settings: Any
+) -> Repository:
+    """Every model of a package of several, loaded and warmed up, in one repository."""
+    folders = locate_models(spec, package, env, explicit=settings.model_dir)
+    scorers: list[Scorer] = []
+    try:
+        for model in spec.models:
+            logger.info(
+                "loading %s (%s, %s) from %s",
+                model.name,
+                model.backend,
+                device,
+                folders[model.name],
+            )
+            scorer = open_package(
+                package / MODELS_DIR / model.name,
+                model_dir=folders[model.name],
+                device=device,
+                config=apply_settings(settings, model.config),
+                name=model.name,
+                decode=settings.decode_settings(),
+            )
+            scorers.append(scorer)
+            scorer.start(wait=True)
+    except BaseException:
+        for scorer in scorers:
+            scorer.close(0)
+        raise
+    return Repository([ModelSource(s.name, None, _given(s)) for s in scorers])
+
+
+def _given(scorer: Scorer) -> Callable[[], Scorer]:
+    return lambda: scorer
 
 
 def run(request: Request) -> Any:

@@ -66,7 +66,7 @@ def _max_body_bytes(before_init: int) -> int:
 
     made = runtime.current()
     if made is not None:
-        return made.scorer.config.max_body_bytes
+        return made.max_body_bytes
     return before_init
 
 

@@ -1,7 +1,13 @@
-"""``scorepack build MODEL -o PKG``: a self-contained scoring package for Azure ML."""
+"""``scorepack build MODEL -o PKG``: a self-contained scoring package for Azure ML.
+
+Several models for one Azure ML deployment: ``scorepack build A=MODEL B=MODEL -o PKG`` or
+``--repository DIR`` (laid out as for ``scorepack serve --repository``); see
+:mod:`scorepack.generator.several`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,8 +19,48 @@ from .options import backend_option, scoring_config, scoring_options
 from .settings_options import settings_file_option
 
 
+def _models(paths: tuple[str, ...], repository_dir: Path | None) -> tuple[str, list[Any] | None]:
+    """One model's PATH (as always), or the entries of a package of several models."""
+    from ..errors import PackageError
+    from ..generator.several import ModelEntry, repository_entries
+
+    if len(paths) == 1 and repository_dir is None and "=" not in paths[0]:
+        if not Path(paths[0]).exists():
+            raise click.BadParameter(f"Path {paths[0]!r} does not exist.", param_hint="PATH")
+        return paths[0], None
+    if not paths and repository_dir is None:
+        raise click.UsageError("Give a model: scorepack build PATH -o PKG (or NAME=PATH ...).")
+    entries: list[Any] = []
+    for entry in paths:
+        name, sep, where = entry.partition("=")
+        if not sep or not name or not where:
+            raise click.UsageError(
+                f"{entry!r}: with several models, name each one: NAME=PATH (e.g. resnet=model/)."
+            )
+        if not Path(where).exists():
+            raise click.UsageError(f"{entry!r}: {where} does not exist.")
+        entries.append(ModelEntry(name, Path(where)))
+    if repository_dir is not None:
+        try:
+            entries += repository_entries(repository_dir)
+        except PackageError as exc:
+            raise click.UsageError(exc.message) from exc
+    if len(entries) < 2:
+        raise click.UsageError(
+            "A package of several models needs two or more; for one, give its PATH alone."
+        )
+    return "", entries
+
+
 @click.command("build")
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("paths", metavar="PATH | NAME=PATH...", nargs=-1)
+@click.option(
+    "--repository",
+    "repository_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Package every model of this folder (repo/NAME/ with an optional "
+    "model-settings.yaml, as `scorepack serve --repository` reads it) for one deployment.",
+)
 @click.option(
     "-o",
     "--out",
@@ -37,7 +83,11 @@ from .settings_options import settings_file_option
     help="CUDA major of a GPU package, where the framework offers more than one "
     "(torch and onnxruntime: 12 or 13) [default: the known-good default].",
 )
-@click.option("--name", help="The package's name (and the Azure ML model's); default: PATH's name.")
+@click.option(
+    "--name",
+    help="The package's name (and the Azure ML model's); default: PATH's name, or "
+    "'models' for several.",
+)
 @backend_option
 @scoring_options
 @click.option(
@@ -57,7 +107,8 @@ from .settings_options import settings_file_option
 @click.option("--index-url", help="The package index the check resolves against.")
 @settings_file_option
 def command(
-    path: str,
+    paths: tuple[str, ...],
+    repository_dir: Path | None,
     output: str,
     backend: str | None,
     device: str,
@@ -72,18 +123,27 @@ def command(
     **kw: Any,
 ) -> None:
     """Build a scoring package for the model at PATH: entry script, manifest, model,
-    pinned environments, wheels and deployment files."""
+    pinned environments, wheels and deployment files.
+
+    \b
+    Several models in one package, for one Azure ML deployment (/score?model=NAME):
+      scorepack build resnet=resnet50.onnx cnn=cnn/ -o PKG
+      scorepack build --repository repo/ -o PKG
+    """
     from ..generator import build_package
 
+    path, several = _models(paths, repository_dir)
     config = scoring_config(kw)
     concurrency = max(DeploymentSettings.max_concurrent_requests, threads)
     deployment = DeploymentSettings(threads=threads, max_concurrent_requests=concurrency)
     click.echo(
-        f"scorepack: building a {device} package for {path} (loading the model once)…", err=True
+        f"scorepack: building a {device} package for {path or 'several models'} (loading "
+        "each model once)…",
+        err=True,
     )
     try:
         built = build_package(
-            path,
+            several if several is not None else path,
             output,
             as_zip=as_zip,
             force=force,
@@ -99,11 +159,12 @@ def command(
         raise click.UsageError(exc.message) from exc
     spec = built.spec
     click.echo(f"scorepack: wrote {built.path} ({len(built.files)} files)", err=True)
-    framework = f"{spec.framework} {spec.framework_version}"
-    click.echo(f"  model:    {spec.name}, {spec.backend} backend, {framework}")
-    click.echo(
-        f"  device:   {spec.device}; signature inputs {', '.join(spec.signature.input_names)}"
-    )
+    for model in spec.models or (spec,):
+        framework = f"{model.framework} {model.framework_version}"
+        click.echo(f"  model:    {model.name}, {model.backend} backend, {framework}")
+        click.echo(
+            f"  device:   {model.device}; signature inputs {', '.join(model.signature.input_names)}"
+        )
     click.echo(f"  wheels:   {', '.join(w.split('/')[-1] for w in spec.wheels)}")
     if spec.requirements.cuda is not None:
         env = spec.requirements.cuda

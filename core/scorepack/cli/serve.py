@@ -502,6 +502,9 @@ def _serve_package(args: _ServeArgs, settings: ServeSettings) -> None:
     from ..manifest import load_manifest
 
     spec = load_manifest(args.path)
+    if spec.models:
+        _serve_several(spec, args, settings, chosen_device)
+        return
     scorer = open_package(
         args.path,
         model_dir=args.model_dir,
@@ -512,6 +515,40 @@ def _serve_package(args: _ServeArgs, settings: ServeSettings) -> None:
         decode=settings.decode_settings(),
     )
     _serve_embedded(scorer, f"the package {spec.name} ({spec.backend})", args)
+
+
+def _serve_several(
+    spec: Any, args: _ServeArgs, settings: ServeSettings, device: str | None
+) -> None:
+    """A package of several models on the embedded server: one repository entry each."""
+    from ..manifest import MODEL_DIR, MODELS_DIR
+
+    if args.backend or args.backend_options:
+        raise click.UsageError(
+            "--backend and -O do not apply to a package of several models: each model keeps "
+            "its own; rebuild the package to change them."
+        )
+    package = Path(args.path)
+    files = Path(args.model_dir) if args.model_dir is not None else package / MODEL_DIR
+
+    def source(model: Any) -> ModelSource:
+        config = checked(lambda: settings.apply(model.config))
+
+        def create() -> Scorer:
+            return open_package(
+                package / MODELS_DIR / model.name,
+                model_dir=files / model.name,
+                device=device,
+                config=config,
+                name=model.name,
+                decode=settings.decode_settings(),
+            )
+
+        return ModelSource(model.name, None, create, origin=str(files / model.name))
+
+    repository = Repository([source(m) for m in spec.models])
+    names = ", ".join(repository.names)
+    _serve_embedded(repository, f"the package {spec.name} ({names})", args)
 
 
 def _flag(name: str) -> str:

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +56,7 @@ def registered_targets() -> dict[str, Any]:
 
 
 def build_package(
-    model: str | Path,
+    model: str | Path | Sequence[Any],
     output: str | Path,
     *,
     as_zip: bool = False,
@@ -65,10 +65,22 @@ def build_package(
     **options: Any,
 ) -> BuiltPackage:
     """Build the scoring package for ``model`` in ``output`` (see :func:`resolve_spec` for
-    ``options``); every registered deploy target's files are included by default."""
+    ``options``); every registered deploy target's files are included by default.
+
+    ``model`` is a path, or a list of :class:`~.several.ModelEntry` (or ``(name, path)``
+    pairs) for a package of several models (see :func:`~.several.resolve_models`).
+    """
     from .resolve import resolve_spec
     from .write import write_package
 
+    if not isinstance(model, str | Path):
+        from .several import ModelEntry, resolve_models
+
+        entries = [e if isinstance(e, ModelEntry) else ModelEntry(e[0], Path(e[1])) for e in model]
+        spec = resolve_models(entries, **options)
+        chosen = registered_targets() if targets is None else targets
+        sources = {e.name: e.path for e in entries}
+        return write_package(spec, sources, output, targets=chosen, as_zip=as_zip, force=force)
     spec = resolve_spec(model, **options)
     chosen = registered_targets() if targets is None else targets
     return write_package(spec, model, output, targets=chosen, as_zip=as_zip, force=force)

@@ -18,7 +18,14 @@ import yaml
 from ..azureml.settings import server_environment
 from ..cuda import service_variables
 from ..errors import PackageError
-from ..manifest import LABELS_FILE, MANIFEST_FILE, MODEL_DIR, dump_manifest, labels_text
+from ..manifest import (
+    LABELS_FILE,
+    MANIFEST_FILE,
+    MODEL_DIR,
+    MODELS_DIR,
+    dump_manifest,
+    labels_text,
+)
 from ..openapi import SWAGGER_FILES
 from ..postprocess import plan_outputs
 from ..preprocess import plan_image
@@ -83,6 +90,8 @@ def render(spec: PackageSpec, targets: Mapping[str, Any] | None = None) -> dict[
     ``targets`` maps names to :class:`~scorepack.targets.DeployTarget` objects (by
     default none); their files may not collide with the package's or each other's.
     """
+    if spec.models:
+        return _render_several(spec, targets or {})
     target_files = render_targets(spec, targets or {})
     files: dict[str, str] = {
         "score.py": _score_py(spec),
@@ -118,6 +127,117 @@ def render_targets(spec: PackageSpec, targets: Mapping[str, Any]) -> dict[str, s
             owners[path] = f"deploy target {name!r}"
             files[path] = text
     return files
+
+
+# --- several models ----------------------------------------------------------------------
+
+
+def _render_several(spec: PackageSpec, targets: Mapping[str, Any]) -> dict[str, str]:
+    """A package of several models: its own files, each model's manifest (and labels) in
+    ``models/NAME/``, and the files of the deploy targets that serve several models (the
+    Azure ML ones; others say ``several_models = False`` or nothing)."""
+    chosen = {n: t for n, t in targets.items() if getattr(t, "several_models", False)}
+    target_files = render_targets(spec, chosen)
+    files: dict[str, str] = {
+        "score.py": _template("score_models.py.tmpl").substitute(
+            name_literal=repr(spec.name),
+            model_lines="\n".join(
+                f"    {m.name}: {m.backend} backend ({m.framework} {m.framework_version})"
+                for m in spec.models
+            ),
+            scorepack_version=spec.scorepack_version,
+            device=spec.device,
+            models_literal=repr(tuple(m.name for m in spec.models)),
+        ),
+        MANIFEST_FILE: dump_manifest(spec),
+        "environment.yml": _environment_yml(spec),
+        "requirements.txt": _requirements_txt(spec),
+        ".amlignore": _template("amlignore.tmpl").substitute(),
+    }
+    for model in spec.models:
+        files[f"{MODELS_DIR}/{model.name}/{MANIFEST_FILE}"] = dump_manifest(model)
+        if model.config.postprocess.labels is not None:
+            files[f"{MODELS_DIR}/{model.name}/{LABELS_FILE}"] = labels_text(
+                model.config.postprocess.labels
+            )
+    files["README.md"] = _readme_several(spec, [*files, "README.md"], target_files)
+    files.update(target_files)
+    return files
+
+
+def _readme_several(
+    spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, str]
+) -> str:
+    rows = [(f"`{p}`", _DESCRIPTIONS[p]) for p in paths if p in _DESCRIPTIONS]
+    for model in spec.models:
+        rows.append(
+            (
+                f"`{MODEL_DIR}/{model.name}/`, `{MODELS_DIR}/{model.name}/`",
+                f"model {model.name}: its files ({len(model.model_files)}); its manifest "
+                "(backend, signature, scoring settings, labels)",
+            )
+        )
+    if spec.wheels:
+        rows.append(("`wheels/`", ", ".join(f"`{w.rsplit('/', 1)[-1]}`" for w in spec.wheels)))
+    rows += [(f"`{path}`", "deployment file") for path in target_files]
+    model_rows = [
+        (
+            f"`{m.name}`",
+            m.backend,
+            f"{m.framework} {m.framework_version}",
+            ", ".join(f"`{s.name}` {s.dtype} `{s.shape_text()}`" for s in m.signature.inputs),
+            ", ".join(f"`{s.name}`" for s in m.signature.outputs),
+            str(m.config.batching.max_batch_size),
+        )
+        for m in spec.models
+    ]
+    gpu = spec.device == "cuda"
+    cpu = ["--device", "cpu"] if gpu else []
+    first = spec.models[0].name
+    url = f"http://127.0.0.1:5001/score?model={first}"
+    return _template("README_models.md.tmpl").substitute(
+        name=spec.name,
+        count=len(spec.models),
+        device_text="a CUDA GPU" if gpu else "the CPU",
+        scorepack_version=spec.scorepack_version,
+        python_version=spec.python_version,
+        model_rows=_table(model_rows),
+        file_rows=_table(rows),
+        gpu_note=" (`--device cpu` runs this GPU package on a machine without a GPU)"
+        if gpu
+        else "",
+        local_commands=_commented(
+            [
+                (shell("scorepack", "serve", ".", *cpu), "the embedded server"),
+                (
+                    shell("scorepack", "serve", ".", "--runtime", "azureml", *cpu),
+                    "azmlinfsrv, as on Azure ML",
+                ),
+            ]
+        ),
+        score_commands="\n".join(
+            [
+                shell("curl", "--data-binary", "@image.jpg", "-H", "Content-Type: image/jpeg", url),
+                shell("scorepack", "score", url, "image.jpg"),
+            ]
+        ),
+        deploy_commands="\n".join(
+            [
+                shell(
+                    "scorepack",
+                    "deploy",
+                    ".",
+                    "--workspace-config",
+                    "config.json",
+                    "--compute",
+                    spec.deployment.compute_name,
+                    "--sdk",
+                    "v2",
+                ),
+                shell("scorepack", "delete", ".", "--workspace-config", "config.json"),
+            ]
+        ),
+    )
 
 
 # --- score.py ----------------------------------------------------------------------------

@@ -58,7 +58,11 @@ class DeploymentSettings:
 
 @dataclass(frozen=True)
 class PackageSpec:
-    """A resolved scoring package: model, backend, environment, scoring and deployment."""
+    """A resolved scoring package: model, backend, environment, scoring and deployment.
+
+    A package of several models (:attr:`models`) keeps each model's backend, signature
+    and scoring settings in that model's own spec.
+    """
 
     name: str
     backend: str
@@ -88,3 +92,12 @@ class PackageSpec:
     runtime_requirements: tuple[str, ...] = ()
     #: seconds the build took to load the model (on its CPU); sizes the startup probes
     load_seconds: float | None = None
+    #: a package of several models (one Azure ML deployment): each model's own spec, its
+    #: files under ``model/NAME/``; empty for a package of one model. This spec then holds
+    #: what they share: name, device, environment, wheels and deployment settings.
+    models: tuple[PackageSpec, ...] = ()
+
+    @property
+    def several(self) -> bool:
+        """True for a package of several models."""
+        return bool(self.models)

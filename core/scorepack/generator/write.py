@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import PackageError
 from ..manifest import MODEL_DIR, sha256_file
 from .rendering import render
+from .several import distributions
 from .spec import PackageSpec
 from .wheels import build_wheel
 
@@ -40,7 +41,7 @@ class BuiltPackage:
 
 def write_package(
     spec: PackageSpec,
-    model: str | Path,
+    model: str | Path | Mapping[str, str | Path],
     output: str | Path,
     *,
     targets: Mapping[str, Any] | None = None,
@@ -50,7 +51,9 @@ def write_package(
     """Copy the model, build the wheels, render and write every file.
 
     ``output`` is the package directory, or with ``as_zip`` the archive (``.zip`` is added
-    when missing). An existing non-empty destination is an error unless ``force``.
+    when missing). An existing non-empty destination is an error unless ``force``. For a
+    package of several models (``spec.models``), ``model`` maps each model's name to its
+    path.
     """
     destination = Path(output)
     if as_zip and destination.suffix != ".zip":
@@ -59,14 +62,40 @@ def write_package(
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        hashes = _copy_model(Path(model), spec.model_files, staging / MODEL_DIR)
+        if spec.models:
+            if not isinstance(model, Mapping):
+                raise PackageError("A package of several models needs each model's path.")
+            hashes = _copy_models(spec, model, staging / MODEL_DIR)
+        else:
+            if isinstance(model, Mapping):
+                raise PackageError("A package of one model is built from one path.")
+            hashes = _copy_model(Path(model), spec.model_files, staging / MODEL_DIR)
         wheels = []
-        for dist in _distributions(spec):
+        wheel_hashes = {}
+        for dist in distributions(spec):
             wheel = build_wheel(dist, staging / WHEELS_DIR)
             relative = f"{WHEELS_DIR}/{wheel.name}"
             wheels.append(relative)
-            hashes[relative] = sha256_file(wheel)
-        final = replace(spec, wheels=tuple(wheels), file_hashes=hashes)
+            wheel_hashes[relative] = sha256_file(wheel)
+        hashes.update(wheel_hashes)
+        final = replace(
+            spec,
+            wheels=tuple(wheels),
+            file_hashes=hashes,
+            # each model's own manifest: its files' hashes relative to its own model folder
+            models=tuple(
+                replace(
+                    m,
+                    wheels=tuple(wheels),
+                    file_hashes={
+                        f"{MODEL_DIR}/{f}": hashes[f"{MODEL_DIR}/{m.name}/{f}"]
+                        for f in m.model_files
+                    }
+                    | wheel_hashes,
+                )
+                for m in spec.models
+            ),
+        )
         files = render(final, targets)
         for relative, text in files.items():
             path = staging / relative
@@ -89,11 +118,18 @@ def _check_destination(destination: Path, force: bool) -> None:
     raise PackageError(f"{destination} already exists; choose another output or pass --force.")
 
 
-def _distributions(spec: PackageSpec) -> list[str]:
-    dists = ["scorepack"]
-    if spec.backend_distribution and spec.backend_distribution != "scorepack":
-        dists.append(spec.backend_distribution)
-    return dists
+def _copy_models(
+    spec: PackageSpec, sources: Mapping[str, str | Path], target: Path
+) -> dict[str, str]:
+    """Each model's files into ``model/NAME/``; the sha256 of each copy, by package path."""
+    hashes = {}
+    for model in spec.models:
+        if model.name not in sources:
+            raise PackageError(f"No path was given for model {model.name!r}.")
+        copied = _copy_model(Path(sources[model.name]), model.model_files, target / model.name)
+        for path, digest in copied.items():
+            hashes[f"{MODEL_DIR}/{model.name}/{path.split('/', 1)[1]}"] = digest
+    return hashes
 
 
 def _copy_model(source: Path, names: tuple[str, ...], target: Path) -> dict[str, str]:

@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..codecs import check_content_encoding, encode_json
-from ..errors import BadRequestError, NotFoundError, NotReadyError
+from ..errors import NotFoundError, NotReadyError
 from ..openapi import SWAGGER_VERSIONS, ApiFacts, api_document
-from ..repository import READY, Repository
+from ..repository import READY, Repository, score_target
 from ..scorer import Scorer
 from ..telemetry.metrics import Metrics
 from .auth import KeyCheck
@@ -75,19 +75,7 @@ class AzureMLRoutes:
 
     def _scorer(self, query: dict[str, str]) -> Scorer:
         """The scorer ``?model=NAME&version=V`` names (taken out of ``query``)."""
-        name, version = query.pop("model", None), query.pop("version", None)
-        names = self.repository.names
-        if name is None:
-            if len(names) > 1:
-                raise BadRequestError(
-                    f"This server scores several models ({', '.join(names)}): name one with "
-                    "/score?model=NAME."
-                )
-            name = names[0]
-        scorer = self.repository.find(name, version)
-        if scorer is None:
-            raise NotReadyError(f"The model {name!r} is not loaded.")
-        return scorer  # not ready yet: its own admission answers, as it always has
+        return score_target(self.repository, query)
 
     async def score(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))

@@ -48,6 +48,8 @@ class AzureMLV1Target:
 
     name = "azureml-v1"
     description = "Azure ML SDK v1 (azureml-core): AKS web service on a GPU cluster"
+    #: a package of several models registers each of them and deploys them together
+    several_models = True
 
     def __init__(self, auth: Any = None, poll_interval_s: float = 15.0) -> None:
         self.auth = auth
@@ -72,6 +74,8 @@ class AzureMLV1Target:
                 scorepack_version=spec.scorepack_version or "unknown",
                 service_name_literal=name,
                 compute_name_literal=settings.compute_name,
+                register_models=_REGISTER_SEVERAL if spec.models else _REGISTER_ONE,
+                deployed_models="models" if spec.models else "[model]",
             ),
             f"{DEPLOY_DIR}/README.md": render_template(
                 "azureml_v1_README.md.tmpl",
@@ -125,11 +129,15 @@ class AzureMLV1Target:
 
         staging = Path(tempfile.mkdtemp(prefix="scorepack-azureml-v1-"))
         try:
-            progress(
-                f"Registering model {inference['model']['name']} ({len(files.model_files())} files)"
-            )
-            model = sdk.register_model(workspace, files, inference["model"])
-            progress(f"Registered model {model.name} version {model.version}")
+            models = []
+            for registration in v1config.registrations(inference):
+                count = len(
+                    [p for p in (files.root / registration["path"]).rglob("*") if p.is_file()]
+                )
+                progress(f"Registering model {registration['name']} ({count} files)")
+                model = sdk.register_model(workspace, files, registration)
+                progress(f"Registered model {model.name} version {model.version}")
+                models.append(model)
             wheels = files.local_wheels()
             if wheels:
                 progress(f"Uploading {len(wheels)} wheel(s) as private pip packages")
@@ -141,7 +149,7 @@ class AzureMLV1Target:
                 f"Deploying service {name} on {settings.compute_name} (builds the image first)"
             )
             service = sdk.deploy_service(
-                workspace, name, model, inference_config, deploy_kwargs, compute
+                workspace, name, models, inference_config, deploy_kwargs, compute
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -243,15 +251,23 @@ class AzureMLV1Target:
                 body,
                 note="ComputeTarget.create: only when the compute does not exist",
             )
-        out.write(
-            "model-register",
-            {
-                "call": "Model.register(workspace, model_path='model', model_name=...)",
-                "model_name": inference["model"]["name"],
-                "tags": inference["model"]["tags"],
-                "files": [file_record(p, files.root) for p in files.model_files()],
-            },
-        )
+        registrations = v1config.registrations(inference)
+        for registration in registrations:
+            folder = files.root / registration["path"]
+            out.write(
+                "model-register",
+                {
+                    "call": (
+                        f"Model.register(workspace, model_path={registration['path']!r}, "
+                        "model_name=...)"
+                    ),
+                    "model_name": registration["name"],
+                    "tags": registration["tags"],
+                    "files": [
+                        file_record(p, files.root) for p in sorted(folder.rglob("*")) if p.is_file()
+                    ],
+                },
+            )
         wheels = files.local_wheels()
         out.write(
             "private-wheels",
@@ -291,7 +307,7 @@ class AzureMLV1Target:
                 body = dc._build_create_payload(
                     name,
                     {
-                        "modelIds": [f"{inference['model']['name']}:<new version>"],
+                        "modelIds": [f"{r['name']}:<new version>" for r in registrations],
                         "environment": env_dict,
                         "assets": "<entry script and source directory, uploaded as artifacts>",
                     },
@@ -349,6 +365,20 @@ class AzureMLV1Target:
                 )
             else:
                 progress(f"No compute named {settings.compute_name}; nothing to delete")
+
+
+#: deploy.py's registration: the package's model/ folder as one model
+_REGISTER_ONE = """\
+        model_info = inference["model"]
+        model = Model.register(ws, model_path=model_info["path"], model_name=model_info["name"],
+                               tags=model_info["tags"], description="Registered by scorepack")
+"""
+#: a package of several models: each model/NAME folder registered as model NAME
+_REGISTER_SEVERAL = """\
+        models = [Model.register(ws, model_path=info["path"], model_name=info["name"],
+                                 tags=info["tags"], description="Registered by scorepack")
+                  for info in inference["models"]]
+"""
 
 
 def keys_hint(name: str, config: WorkspaceConfig) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "environment_name",
     "inference_configuration",
     "provisioning_configuration",
+    "registrations",
 ]
 
 #: package entries left out of the source directory Azure ML uploads with the entry script:
@@ -101,5 +102,19 @@ def inference_configuration(
                 server_environment(settings) | service_variables(spec.requirements.cuda)
             ),
         },
-        "model": {"name": model_name(spec), "path": "model", "tags": package_tags(spec)},
+        **(
+            {
+                "models": [
+                    {"name": model_name(m), "path": f"model/{m.name}", "tags": package_tags(m)}
+                    for m in spec.models
+                ]
+            }
+            if spec.models
+            else {"model": {"name": model_name(spec), "path": "model", "tags": package_tags(spec)}}
+        ),
     }
+
+
+def registrations(inference: dict[str, Any]) -> list[dict[str, Any]]:
+    """The models an inference configuration registers: one, or each of several."""
+    return list(inference.get("models") or [inference["model"]])

@@ -251,7 +251,7 @@ def build_inference_config(source: Path, entry_script: str, environment: Any) ->
 def deploy_service(
     workspace: Any,
     name: str,
-    model: Any,
+    models: Any,
     inference_config: Any,
     deploy_kwargs: Mapping[str, Any],
     compute: Any,
@@ -265,7 +265,7 @@ def deploy_service(
         return Model.deploy(
             workspace=workspace,
             name=name,
-            models=[model],
+            models=list(models) if isinstance(models, list | tuple) else [models],
             inference_config=inference_config,
             deployment_config=deployment_config,
             deployment_target=compute,

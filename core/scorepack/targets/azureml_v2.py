@@ -53,6 +53,9 @@ class AzureMLV2Target:
     description = (
         "Azure ML SDK v2 (azure-ai-ml): Kubernetes online endpoint on an attached GPU AKS cluster"
     )
+    #: a package of several models registers model/ as one model folder holding them all
+    #: (served by azmlinfsrv; ``--runtime scorepack`` serves one model a package)
+    several_models = True
 
     def __init__(
         self,
@@ -104,12 +107,12 @@ class AzureMLV2Target:
         endpoint, deployment = self.documents(spec, settings, name)
         resources = v2config.resources(spec, settings)["requests"]
         version = spec.scorepack_version or "unknown"
-        _, scorepack_deployment = self.documents(spec, settings, name, "scorepack")
-        return {
-            ENDPOINT_FILE: endpoint,
-            DEPLOYMENT_FILE: deployment,
-            v2config.SCOREPACK_DEPLOYMENT: scorepack_deployment,
-            v2config.SCOREPACK_DOCKERFILE: container.dockerfile(spec, with_model=False),
+        files = {ENDPOINT_FILE: endpoint, DEPLOYMENT_FILE: deployment}
+        if not spec.models:
+            _, scorepack_deployment = self.documents(spec, settings, name, "scorepack")
+            files[v2config.SCOREPACK_DEPLOYMENT] = scorepack_deployment
+            files[v2config.SCOREPACK_DOCKERFILE] = container.dockerfile(spec, with_model=False)
+        return files | {
             v2config.DOCKERFILE: render_template(
                 "azureml_v2_Dockerfile.tmpl",
                 package_name=spec.name,
@@ -154,6 +157,11 @@ class AzureMLV2Target:
         if options.runtime not in ("azmlinfsrv", "scorepack"):
             raise DeployError(f"Unknown runtime {options.runtime!r}: azmlinfsrv or scorepack.")
         custom = options.runtime == "scorepack"
+        if custom and spec.models:
+            raise DeployError(
+                "--runtime scorepack serves one model a package; a package of several models "
+                "deploys under azmlinfsrv (leave --runtime out)."
+            )
         dockerfile = v2config.SCOREPACK_DOCKERFILE if custom else v2config.DOCKERFILE
         files = PackageFiles(package).check(dockerfile, ".amlignore")
         settings = deploy_settings(spec, options)
