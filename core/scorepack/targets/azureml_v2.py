@@ -136,6 +136,7 @@ class AzureMLV2Target:
                     ).items()
                 ),
                 base_image=base_image(spec),
+                runtime_rows=_SEVERAL_ROW if spec.models else _RUNTIME_ROWS,
             ),
         }
 
@@ -325,6 +326,16 @@ class AzureMLV2Target:
                 f"Detached {settings.compute_name}. The AKS cluster itself still runs and costs "
                 f"money: delete it with `az aks delete --ids {cluster or '<cluster resource id>'}`"
             )
+
+
+_RUNTIME_ROWS = """\
+| `deployment-scorepack.yml` | the same deployment with scorepack's own server instead of azmlinfsrv: a custom container (`inference_config` routes: liveness `/v2/health/live`, readiness `/v2/health/ready`, scoring `/score` on port 8080), the model mounted at `/mnt/models`; `scorepack deploy PKG --runtime scorepack` |
+| `scorepack.Dockerfile` | its image: the package's container image (`../../Dockerfile`) without the model, which Azure ML mounts |
+"""  # noqa: E501
+#: a package of several models: ``../../model`` holds every model's folder
+_SEVERAL_ROW = """\
+| (several models) | `../../model` is registered as one model holding every model's folder (`model/NAME/`); `score.py` serves each at `/score?model=NAME` |
+"""  # noqa: E501
 
 
 def _uploads(files: PackageFiles) -> dict[str, Any]:
