@@ -26,7 +26,8 @@ import numpy as np
 import orjson
 
 from .codecs import sniff
-from .errors import BadRequestError, RemoteError
+from .errors import BadRequestError, InvalidTensorError, RemoteError
+from .v2.datatypes import DATATYPES, array_from_bytes, array_to_bytes, datatype_of
 
 __all__ = [
     "PROTOCOLS",
@@ -41,42 +42,25 @@ __all__ = [
 #: ``scorepack score/bench --protocol``: Azure ML's /score, V2 REST, V2 gRPC
 PROTOCOLS = ("score", "v2", "grpc")
 
-#: V2 datatype → NumPy dtype (BYTES: object arrays of bytes)
-_DTYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-_DATATYPE_OF = {(d.kind, d.itemsize): name for name, d in _DTYPES.items()}
-
 
 def array_datatype(array: np.ndarray) -> str:
     """The V2 datatype of an array (object and string arrays are BYTES)."""
-    if array.dtype.kind in "OSU":
-        return "BYTES"
-    key = (array.dtype.kind, array.dtype.itemsize)
-    if key not in _DATATYPE_OF:
-        raise BadRequestError(f"No V2 datatype for NumPy dtype {array.dtype}.")
-    return _DATATYPE_OF[key]
+    try:
+        return datatype_of(array.dtype)
+    except ValueError:
+        raise BadRequestError(f"No V2 datatype for NumPy dtype {array.dtype}.") from None
 
 
 def numpy_dtype(datatype: str) -> np.dtype[Any]:
-    """The NumPy dtype of a V2 datatype (BYTES: object)."""
-    if datatype == "BYTES":
-        return np.dtype(object)
-    try:
-        return _DTYPES[datatype]
-    except KeyError:
-        raise BadRequestError(f"Unknown V2 datatype {datatype!r}.") from None
+    """The NumPy dtype of a V2 datatype (BYTES: object), from the server's own table
+    (:data:`scorepack.v2.datatypes.DATATYPES`).
+
+    BF16 is refused here: NumPy has no bfloat16, and a client handing back float32 where a
+    server said BF16 would hide the conversion (the server widens BF16 inputs itself).
+    """
+    if datatype == "BF16" or datatype not in DATATYPES:
+        raise BadRequestError(f"Unknown V2 datatype {datatype!r}.")
+    return DATATYPES[datatype]
 
 
 @dataclass(frozen=True)
@@ -191,40 +175,22 @@ def _as_bytes(value: Any) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-def _encode_bytes_tensor(array: np.ndarray) -> bytes:
-    parts = []
-    for item in array.reshape(-1):
-        data = _as_bytes(item)
-        parts.append(len(data).to_bytes(4, "little"))
-        parts.append(data)
-    return b"".join(parts)
-
-
 def _tensor_bytes(array: np.ndarray, datatype: str) -> bytes:
-    if datatype == "BYTES":
-        return _encode_bytes_tensor(array)
-    return np.ascontiguousarray(array, dtype=numpy_dtype(datatype).newbyteorder("<")).tobytes()
+    """An input's raw bytes (BYTES length-prefixed), as the server reads them."""
+    numpy_dtype(datatype)  # the client's refusals first (BF16)
+    return array_to_bytes(array, datatype)
 
 
-def _decode_bytes_tensor(raw: bytes, shape: list[int]) -> np.ndarray:
-    items = []
-    offset = 0
-    while offset < len(raw):
-        length = int.from_bytes(raw[offset : offset + 4], "little")
-        offset += 4
-        items.append(raw[offset : offset + length])
-        offset += length
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array.reshape(shape)
-
-
-def decode_raw(raw: bytes, datatype: str, shape: list[int]) -> np.ndarray:
-    """Raw V2 tensor bytes (binary extension, or gRPC raw contents) as an array."""
-    if datatype == "BYTES":
-        return _decode_bytes_tensor(raw, shape)
-    dtype = numpy_dtype(datatype).newbyteorder("<")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+def decode_raw(raw: bytes, datatype: str, shape: list[int], name: str = "") -> np.ndarray:
+    """Raw V2 tensor bytes (binary extension, or gRPC raw contents) as an array; bytes
+    that do not fit the datatype and shape are a :class:`BadRequestError`."""
+    numpy_dtype(datatype)
+    try:
+        return array_from_bytes(name, datatype, shape, raw)
+    except InvalidTensorError as exc:
+        raise BadRequestError(
+            f"The answer's tensor {name!r} cannot be decoded: {exc.message}"
+        ) from None
 
 
 # --- REST -------------------------------------------------------------------------------
@@ -375,7 +341,7 @@ def _rest_result(response: httpx.Response, elapsed_ms: float) -> V2Result:
         if size is not None:
             raw = content[offset : offset + int(size)]
             offset += int(size)
-            outputs[out["name"]] = decode_raw(raw, out["datatype"], shape)
+            outputs[out["name"]] = decode_raw(raw, out["datatype"], shape, out["name"])
         else:
             dtype = numpy_dtype(out["datatype"])
             data = out.get("data", [])
