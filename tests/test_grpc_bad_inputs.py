@@ -17,6 +17,7 @@ import pytest
 
 from grpc_helpers import GrpcServed, grpc_serving, raw_stub
 from images import encode, image, jpeg, png, truncated_jpeg, truncated_png, with_declared_size
+from scorepack.v2 import datatype_of
 from serving_helpers import scoring_config
 
 pytest.importorskip("onnxruntime")
@@ -63,7 +64,7 @@ def _pair_request(
         tensors["b"] = b
     tensors.update(renamed)
     for name, array in tensors.items():
-        datatype = {"f": "FP32", "i": "INT64"}[array.dtype.kind]
+        datatype = datatype_of(array.dtype)
         request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
         request.raw_input_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
     return request
@@ -176,7 +177,17 @@ def test_wrong_shape(served: GrpcServed, a: np.ndarray) -> None:
 
 
 def test_wrong_datatype(served: GrpcServed) -> None:
-    refused(served, _pair_request(GOOD_A, np.ones((1, 3), np.float32)), INVALID, "'b'")
+    # FP32 for the INT64 input, FP64 for the FP32 one: refused as Triton refuses them
+    words = ("FP32", "INT64", "unexpected datatype")
+    refused(served, _pair_request(GOOD_A, np.ones((1, 3), np.float32)), INVALID, "'b'", *words)
+    refused(
+        served,
+        _pair_request(np.ones((1, 3), np.float64), GOOD_B),
+        INVALID,
+        "'a'",
+        "FP64",
+        "unexpected datatype",
+    )
 
 
 def test_inputs_that_disagree_on_the_batch(served: GrpcServed) -> None:

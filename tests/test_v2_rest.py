@@ -181,18 +181,59 @@ def test_binary_in_binary_out(served: httpx.Client) -> None:
     }
 
 
-def test_fp16_bytes_and_uint8_through_the_echo_of_types(served: httpx.Client) -> None:
-    # FP16 input for a float32 model: widened by the same cast /score applies to JSON
+def test_a_datatype_other_than_the_models_is_refused_as_triton_does(
+    served: httpx.Client,
+) -> None:
+    # FP16 for a float32 input, UINT8 for an int64 one: Triton answers 400 "unexpected
+    # datatype" rather than casting, and so does scorepack, in binary and in JSON
     f = np.array([[0.5, 2.0]], dtype=np.float16)
     i = np.array([[1, 2, 3]], dtype=np.uint8)
     b = np.array([[True]])
     body, headers = binary_request(
-        [("f", "FP16", [1, 2], f), ("i", "UINT8", [1, 3], i), ("b", "BOOL", [1, 1], b)]
+        [
+            ("f", "FP16", [1, 2], f),
+            ("i", "INT64", [1, 3], i.astype(np.int64)),
+            ("b", "BOOL", [1, 1], b),
+        ]
+    )
+    reply = served.post("/v2/models/types/infer", content=body, headers=headers)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert all(w in error for w in ("'f'", "FP16", "FP32", "unexpected datatype")), error
+    document = {
+        "inputs": [
+            {"name": "f", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 2.0]},
+            {"name": "i", "datatype": "UINT8", "shape": [1, 3], "data": [1, 2, 3]},
+            {"name": "b", "datatype": "BOOL", "shape": [1, 1], "data": [True]},
+        ]
+    }
+    reply = served.post("/v2/models/types/infer", json=document)
+    assert reply.status_code == 400, reply.text
+    assert "'i'" in reply.json()["error"] and "INT64" in reply.json()["error"]
+    # the model's own datatypes, in binary: served
+    body, headers = binary_request(
+        [
+            ("f", "FP32", [1, 2], f.astype(np.float32)),
+            ("i", "INT64", [1, 3], i.astype(np.int64)),
+            ("b", "BOOL", [1, 1], b),
+        ]
     )
     reply = served.post("/v2/models/types/infer", content=body, headers=headers)
     assert reply.status_code == 200, reply.text
     outs = {o["name"]: o["data"] for o in reply.json()["outputs"]}
     assert outs["twice"] == [1.0, 4.0] and outs["total"] == [6]
+    # the one documented exception: BF16 where the model takes FP32 (NumPy has no
+    # bfloat16; the value widens to float32 exactly)
+    body, headers = binary_request(
+        [
+            ("f", "BF16", [1, 2], np.array([[0.5, 2.0]], np.float32)),
+            ("i", "INT64", [1, 3], i.astype(np.int64)),
+            ("b", "BOOL", [1, 1], b),
+        ]
+    )
+    reply = served.post("/v2/models/types/infer", content=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"][0]["data"] == [1.0, 4.0]
 
 
 def test_image_as_bytes_and_as_a_raw_body(served: httpx.Client) -> None:

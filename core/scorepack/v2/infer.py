@@ -1,10 +1,14 @@
 """V2 inference over a :class:`~scorepack.scorer.Scorer`: the same admission, decoding
 limits, validation, batcher and error table as ``/score``.
 
-Inputs are checked against the model's signature exactly as ``/score``'s JSON tensors are.
-An image model also takes its image input as ``BYTES`` elements holding encoded JPEG or
-PNG images: each goes through the same decoding and preprocessing as an image posted to
-``/score`` (pixel limit included) and becomes one row.
+Inputs are checked against the model's signature exactly as ``/score``'s JSON tensors are,
+and, as Triton does, each input's datatype must be the one the model's metadata states: an
+INT64 tensor for an FP32 input is a 400 ("unexpected datatype"), never a silent cast. Two
+exceptions, both lossless: an image model also takes its image input as ``BYTES`` elements
+holding encoded JPEG or PNG images (each goes through the same decoding and preprocessing
+as an image posted to ``/score``, pixel limit included, and becomes one row); and ``BF16``
+is taken where the model takes ``FP32``, since NumPy has no bfloat16 and a BF16 value
+widens to float32 exactly (see :mod:`~scorepack.v2.datatypes`).
 """
 
 from __future__ import annotations
@@ -19,11 +23,17 @@ from ..batching import BatchResult
 from ..codecs import Decoded, check_tensors, decode_image
 from ..errors import BadRequestError, InvalidTensorError
 from ..scorer import Scorer
-from ..signature import Signature
+from ..signature import Signature, TensorSpec
 from .datatypes import datatype_of
 from .types import InferInput, InferOutput, InferRequest, InferResponse
 
-__all__ = ["RESERVED_PARAMETERS", "decode_request", "infer", "infer_blocking"]
+__all__ = [
+    "RESERVED_PARAMETERS",
+    "decode_request",
+    "expected_datatype",
+    "infer",
+    "infer_blocking",
+]
 
 #: request parameters that steer the transport, not the model: not echoed back
 RESERVED_PARAMETERS = frozenset({"binary_data_output", "binary_data_size", "binary_data"})
@@ -123,7 +133,11 @@ def decode_request(scorer: Scorer, request: InferRequest) -> Decoded:
         )
     plan = scorer.image_plan
     image = seen.get(plan.input) if plan is not None else None
-    if image is None or not _is_encoded_image(image, signature):
+    encoded = image is not None and _is_encoded_image(image, signature)
+    for item in seen.values():
+        if not (encoded and item is image):
+            _check_datatype(item, signature)
+    if image is None or not encoded:
         return check_tensors({n: i.data for n, i in seen.items()}, signature)
     images = _decode_images(scorer, image)
     rest = {n: i.data for n, i in seen.items() if n != image.name}
@@ -146,6 +160,29 @@ def decode_request(scorer: Scorer, request: InferRequest) -> Decoded:
             f"{image.name!r}, {decoded.rows} row(s) in the others."
         )
     return Decoded({**decoded.inputs, **images.inputs}, images.rows)
+
+
+def expected_datatype(spec: TensorSpec) -> str | None:
+    """The V2 datatype an input must have: the one model metadata states (None when the
+    model's dtype has no V2 name: such an input is then only checked by value)."""
+    try:
+        return datatype_of(spec.dtype)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_datatype(item: InferInput, signature: Signature) -> None:
+    if item.name not in signature.input_names:
+        return  # an unknown input: check_tensors names the model's inputs
+    spec = signature.input(item.name)
+    want = expected_datatype(spec)
+    if want is None or item.datatype == want or (item.datatype == "BF16" and want == "FP32"):
+        return
+    raise InvalidTensorError(
+        f"Input {item.name!r} has datatype {item.datatype}, but the model takes {want} "
+        f"({spec.dtype}): unexpected datatype; send {want}.",
+        item.name,
+    )
 
 
 def _is_encoded_image(item: InferInput, signature: Signature) -> bool:
