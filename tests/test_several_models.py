@@ -25,6 +25,7 @@ from packages import AzmlinfsrvServer, backend_params, tiny_model
 from scorepack.azureml import runtime
 from scorepack.azureml.layout import locate_models, make_model_dir
 from scorepack.cli import build_cli
+from scorepack.client import ScoringClient
 from scorepack.errors import PackageError
 from scorepack.loading import open_package
 from scorepack.manifest import load_manifest
@@ -234,5 +235,11 @@ def test_the_embedded_server_serves_the_package_with_the_same_selection(package:
             assert len(got.json()["predictions"][0]["top_k"]) == classes
         unknown = score(server.url, "?model=nope")
         assert unknown.status_code == 404 and "cnn, tiny" in unknown.json()["error"]["message"]
+        # scorepack's own client: the model in the URL, or given (scorepack score --model)
+        with ScoringClient(f"{server.url}/score?model=tiny") as client:
+            assert len(client.score(jpeg(30, 30, seed=5)).body["predictions"][0]["top_k"]) == 2
+        with ScoringClient(server.url, model="cnn") as client:
+            answer = client.score(jpeg(30, 30, seed=5), top_k=1)
+            assert len(answer.body["predictions"][0]["top_k"]) == 1
         # and over V2 under the same names
         assert httpx.get(f"{server.url}/v2/models", timeout=30).json() == {"models": list(NAMES)}

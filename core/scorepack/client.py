@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -49,7 +49,10 @@ class ScoreResponse:
 
 
 class ScoringClient:
-    """Posts images or JSON tensors to a scoring URL and returns parsed answers."""
+    """Posts images or JSON tensors to a scoring URL and returns parsed answers.
+
+    ``model`` (and ``version``) pick the model on a server of several: ``/score?model=NAME``.
+    """
 
     def __init__(
         self,
@@ -58,9 +61,18 @@ class ScoringClient:
         key: str | None = None,
         timeout: float = 60.0,
         http: httpx.Client | None = None,
+        model: str | None = None,
+        version: str | None = None,
     ) -> None:
         self.url = scoring_url(url)
         base = urlsplit(self.url)
+        # the URL's own query (/score?model=NAME on a server of several models) goes with
+        # every request: httpx would replace it with the scoring parameters
+        self._query = dict(parse_qsl(base.query))
+        if model:
+            self._query["model"] = model
+        if version:
+            self._query["version"] = version
         self.base_url = urlunsplit((base.scheme, base.netloc, "", "", ""))
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = http or httpx.Client(timeout=timeout)
@@ -76,7 +88,7 @@ class ScoringClient:
     ) -> ScoreResponse:
         """Score image bytes, JSON bytes, or a file; raise RemoteError on an error status."""
         body = data if isinstance(data, bytes) else Path(data).read_bytes()
-        params: dict[str, str] = {}
+        params: dict[str, str] = dict(self._query)
         if top_k is not None:
             params["top_k"] = str(top_k)
         if raw:

@@ -49,8 +49,13 @@ def _summary(name: str, response: Any) -> str:
     help="score: Azure ML's POST /score; v2: Open Inference Protocol REST; grpc: its gRPC "
     "service (URL host:port). Default: grpc for a grpc:// URL, else score.",
 )
-@click.option("--model", help="v2/grpc: the model (default: the one the server serves).")
-@click.option("--model-version", help="v2/grpc: the model version (default: the server's).")
+@click.option(
+    "--model",
+    help="The model (default: the one the server serves); /score sends it as ?model=NAME.",
+)
+@click.option(
+    "--model-version", help="The model version (default: the server's); /score: ?version=V."
+)
 def command(
     url: str,
     files: tuple[str, ...],
@@ -68,10 +73,11 @@ def command(
     if protocol != "score":
         _score_v2(url, files, protocol, key, timeout, model, model_version, top_k, as_json)
         return
-    if model or model_version:
-        raise click.UsageError("--model and --model-version go with --protocol v2 or grpc.")
     results = []
-    with ScoringClient(url, key=key, timeout=timeout) as client:
+    # /score on a server of several models: /score?model=NAME[&version=V]
+    with ScoringClient(
+        url, key=key, timeout=timeout, model=model, version=model_version
+    ) as client:
         for name in files:
             try:
                 response = client.score(Path(name), top_k=top_k, raw=raw)
