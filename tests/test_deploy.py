@@ -884,3 +884,48 @@ def test_v1_dry_run_of_several_models_writes_one_registration_each(
         "cnn:<new version>",
         "resnet:<new version>",
     ]
+
+
+class _OneModelTarget:
+    """A deploy target that serves one model a package (it says nothing of several)."""
+
+    name = "one-model"
+    description = "serves one model"
+
+    def render(self, spec: Any) -> dict[str, str]:
+        return {}
+
+    def deploy(self, *args: Any) -> Any:
+        raise AssertionError("a package of several models reached a one-model target")
+
+
+class _OneModelPlugin:
+    @hookimpl
+    def register_deploy_targets(self, register: Any) -> None:
+        register(_OneModelTarget())
+
+
+def test_cli_deploys_several_models_only_to_targets_that_serve_them(
+    monkeypatch: pytest.MonkeyPatch,
+    v1: AzureMLV1Target,
+    v2: AzureMLV2Target,
+    tmp_path: Path,
+    workspace_config: Path,
+) -> None:
+    from scorepack.cli import build_cli
+
+    pm = make_plugin_manager(entry_points=False, defaults=False)
+    pm.register(_FakeAzureTargets(v1, v2), name="fake-azure")
+    pm.register(_OneModelPlugin(), name="one-model")
+    set_plugin_manager(pm)
+    cli = build_cli()
+    package, _ = make_several_package(tmp_path / "resnet50-demo")
+    azure = install(monkeypatch)
+    result = _run(cli, "deploy", str(package), "--target", "one-model", "--dry-run")
+    assert result.exit_code == 2
+    assert "package of several models" in result.output and "serves one" in result.output
+    # a damaged model file of one of them is refused before any request, as for one model
+    (package / "model" / "cnn" / "saved_model.pb").write_bytes(b"tampered")
+    result = _run(cli, "deploy", str(package), "--workspace-config", str(workspace_config))
+    assert result.exit_code == 1 and "does not match the package manifest" in result.output
+    assert azure.sent == []

@@ -246,6 +246,12 @@ def command(
     """
     spec = load_package(package)
     target = resolve_target(sdk, target_name)
+    if spec.models and not getattr(target, "several_models", False):
+        raise click.UsageError(
+            f"{package} is a package of several models; the {target.name} target serves one "
+            "model a package. Deploy it with Azure ML (--sdk v1 or v2), or serve the models "
+            "with `scorepack serve --repository` in an image of your own."
+        )
     if runtime != "azmlinfsrv" and target.name != "azureml-v2":
         raise click.UsageError(
             f"--runtime {runtime} goes with Azure ML SDK v2 (--sdk v2); {target.name} always "
