@@ -65,7 +65,72 @@ def cuda_multi_input_spec() -> Any:
     return replace(spec, config=config)
 
 
-CASES = {"cpu-labels": sample_spec, "cuda-multi-input": cuda_multi_input_spec}
+def several_models_spec() -> Any:
+    """A CPU package of two models: flowers (labels, top 3) and digits (no labels, top 1,
+    batches of 4), as ``scorepack build flowers=... digits=...`` resolves it."""
+    from scorepack.generator.several import join
+
+    flowers = sample_spec()
+    digits = sample_spec(
+        name="digits",
+        model_files=("model.onnx",),
+        model_entry="model.onnx",
+        backend="onnx",
+        backend_distribution="scorepack-onnx",
+        backend_module="scorepack_onnx",
+        backend_options={},
+        framework="onnxruntime",
+        framework_version="1.32.0",
+        requirements=Requirements(pip=("onnxruntime==1.32.0",)),
+        signature=Signature(
+            inputs=(TensorSpec("pixels", "float32", (None, 1, 28, 28)),),
+            outputs=(TensorSpec("logits", "float32", (None, 10)),),
+        ),
+        file_hashes={"model/model.onnx": "6" * 64},
+    )
+    config = digits.config
+    digits = replace(
+        digits,
+        config=replace(
+            config,
+            postprocess=replace(config.postprocess, labels=None, top_k=1),
+            batching=replace(config.batching, max_batch_size=4),
+        ),
+    )
+    joined = join([flowers, digits], "garden")
+    hashes = {
+        f"model/{m.name}/{name}": digest[0] * 64
+        for m in (flowers, digits)
+        for name, digest in ((n, m.file_hashes[f"model/{n}"]) for n in m.model_files)
+    }
+    wheels = (*flowers.wheels, "wheels/scorepack_onnx-0.1.0-py3-none-any.whl")
+    wheel_hashes = {w: str(7 + i) * 64 for i, w in enumerate(wheels)}
+    # as write_package leaves them: every manifest lists the wheels, each model its own files
+    models = tuple(
+        replace(
+            m,
+            wheels=wheels,
+            file_hashes={f"model/{n}": m.file_hashes[f"model/{n}"] for n in m.model_files}
+            | wheel_hashes,
+        )
+        for m in joined.models
+    )
+    # what the build environment would pin, fixed so that the golden files stay put
+    return replace(
+        joined,
+        scorepack_version="0.1.0",
+        runtime_requirements=flowers.runtime_requirements,
+        wheels=wheels,
+        file_hashes=hashes | wheel_hashes,
+        models=models,
+    )
+
+
+CASES = {
+    "cpu-labels": sample_spec,
+    "cuda-multi-input": cuda_multi_input_spec,
+    "several-models": several_models_spec,
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -372,3 +437,17 @@ def test_a_regular_install_is_repacked_into_an_installable_wheel(
     import base64
 
     assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() in runtime_line
+
+
+def test_a_package_of_several_models_reads_back_as_rendered(tmp_path: Path) -> None:
+    spec = several_models_spec()
+    for path, text in render(spec).items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text, encoding="utf-8")
+    loaded = load_manifest(tmp_path)
+    assert loaded.models == spec.models  # backend, signature, scoring, labels, hashes
+    assert loaded == spec
+    # a reader of format 1 only would refuse it rather than take it for one model
+    data = yaml.safe_load((tmp_path / MANIFEST_FILE).read_text())
+    assert data["format"] == 2 and "signature" not in data and "scoring" not in data
+    assert load_manifest(tmp_path / "models" / "digits").config.postprocess.top_k == 1

@@ -146,6 +146,9 @@ def manifest_data(spec: PackageSpec) -> dict[str, Any]:
         }
     )
     if spec.models:
+        # each model's signature, scoring settings and labels are in its own manifest
+        for key in ("signature", "scoring", "labels"):
+            del data[key]
         data["models"] = [
             {
                 "name": m.name,
@@ -268,7 +271,8 @@ def spec_from_data(data: Any, *, labels: tuple[str, ...] | None = None) -> Packa
         backend_distribution=str(backend.get("distribution", "")),
         model_files=tuple(model_files),
         model_entry=str(model.get("entry", ".")),
-        signature=Signature.from_dict(data["signature"]),
+        # a package of several models has none of its own (each model's manifest has one)
+        signature=Signature.from_dict(data.get("signature") or {}),
         config=ScoringConfig.from_dict(data.get("scoring") or {}, labels=labels),
         device=str(data.get("device", "cpu")),
         requirements=Requirements(

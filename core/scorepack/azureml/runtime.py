@@ -163,7 +163,8 @@ class AzureMLRuntime:
         return response
 
     def _run(self, request: Request) -> tuple[Any, int, ScoreResult | None, Scorer | None]:
-        scorer = None
+        # a one-model package counts every answer against its model, as it always has
+        scorer = self.scorer
         try:
             if request.method != "POST":
                 raise MethodNotAllowedError(request.method, "/score", ["POST"])

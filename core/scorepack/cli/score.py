@@ -75,9 +75,7 @@ def command(
         return
     results = []
     # /score on a server of several models: /score?model=NAME[&version=V]
-    with ScoringClient(
-        url, key=key, timeout=timeout, model=model, version=model_version
-    ) as client:
+    with ScoringClient(url, key=key, timeout=timeout, model=model, version=model_version) as client:
         for name in files:
             try:
                 response = client.score(Path(name), top_k=top_k, raw=raw)

@@ -280,9 +280,10 @@ def _requirements_txt(spec: PackageSpec) -> str:
         device=spec.device,
         python_version=spec.python_version,
         install_lines="\n".join(install),
-        framework=spec.framework,
-        framework_version=spec.framework_version,
-        backend=spec.backend,
+        framework_text=f"{spec.framework} {spec.framework_version}".strip(),
+        backend_text=f"the {spec.backend} backends"
+        if spec.models
+        else f"the {spec.backend} backend",
         framework_lines="\n".join(spec.requirements.pip) or "# (none)",
         runtime_lines="\n".join(spec.runtime_requirements) or "# (none)",
         wheel_lines="\n".join(f"./{w}" for w in spec.wheels) or "# (none)",
