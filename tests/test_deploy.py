@@ -814,16 +814,36 @@ def test_v1_deploy_of_several_models_registers_each_and_deploys_them_together(
     assert {f"resnet50-demo/models/{n}/scorepack.yaml" for n in SEVERAL} <= set(names)
     assert not [n for n in names if n.startswith("resnet50-demo/model/")]
 
-    # the generated deploy.py registers the same two models
-    script = (package / "deploy" / "azureml-v1" / "deploy.py").read_text()
-    assert 'for info in inference["models"]' in script
-    inference = json.loads(
-        (package / "deploy" / "azureml-v1" / "inference_config.json").read_text()
-    )
+
+def test_v1_generated_deploy_script_registers_several_models_the_same_way(
+    monkeypatch: pytest.MonkeyPatch, workspace_config: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("azureml.core")
+    import azureml.core.workspace
+
+    package, _ = make_several_package(tmp_path / "resnet50-demo")
+    inference = json.loads((package / "deploy/azureml-v1/inference_config.json").read_text())
     assert [(m["name"], m["path"]) for m in inference["models"]] == [
         ("cnn", "model/cnn"),
         ("resnet", "model/resnet"),
     ]
+    azure = install(monkeypatch, "v1_models_several", *V1_DEPLOY)
+    monkeypatch.setattr(azureml.core.workspace, "InteractiveLoginAuthentication", v1_auth)
+    monkeypatch.chdir(tmp_path)
+    script = package / "deploy" / "azureml-v1" / "deploy.py"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [str(script), "--workspace-config", str(workspace_config), "--poll-seconds", "0"],
+    )
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    runpy.run_path(str(script), run_name="__main__")
+    _checked(azure)
+    assert f"Scoring URI: {URI_V1}" in out.getvalue()
+    assert [r.json()["name"] for r in azure.find("POST", r"/models$")] == list(SEVERAL)
+    create = azure.one("POST", r"/services$").json()
+    assert create["environmentImageRequest"]["modelIds"] == ["cnn:1", "resnet:1"]
 
 
 def test_v2_deploy_of_several_models_registers_one_model_folder(
