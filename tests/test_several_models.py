@@ -243,3 +243,28 @@ def test_the_embedded_server_serves_the_package_with_the_same_selection(package:
             assert len(answer.body["predictions"][0]["top_k"]) == 1
         # and over V2 under the same names
         assert httpx.get(f"{server.url}/v2/models", timeout=30).json() == {"models": list(NAMES)}
+
+
+def test_build_says_what_is_wrong_with_the_models_it_is_given(
+    package: Path, tmp_path: Path
+) -> None:
+    cli = build_cli()
+    out = str(tmp_path / "out")
+    model = str(package / "model" / "tiny" / "model.onnx")
+    cases = [
+        (["build", f"a={model}", "-o", out], "needs two or more"),
+        (["build", f"a={model}", "b", "-o", out], "name each one: NAME=PATH"),
+        (["build", f"a={model}", f"b={tmp_path}/nothing", "-o", out], "does not exist"),
+        (["build", f"a={model}", f"b={package}", "-o", out], "is a scoring package"),
+        (["build", f"a={model}", f"a={model}", "-o", out], "Two models are named 'a'"),
+        (["build", f"a={model}", f"b={model}", "--name", "a", "-o", out], "both named 'a'"),
+    ]
+    versions = tmp_path / "repo" / "m" / "1"
+    versions.mkdir(parents=True)
+    shutil.copyfile(model, versions / "model.onnx")
+    cases.append((["build", "--repository", str(tmp_path / "repo"), "-o", out], "version folders"))
+    for args, words in cases:
+        result = CliRunner().invoke(cli, [*args, "--device", "cpu", "--no-check"])
+        assert result.exit_code != 0, args
+        assert words in result.output + str(result.exception), (args, result.output)
+    assert not (tmp_path / "out").exists()

@@ -113,6 +113,8 @@ def resolve_models(
     ``backend``, ``options`` and ``config`` are the defaults of every model; an entry's
     own settings win. All models run on one ``device``.
     """
+    from ..manifest import is_package
+
     if len(entries) < 2:
         raise PackageError("A package of several models needs at least two models.")
     seen: set[str] = set()
@@ -124,6 +126,11 @@ def resolve_models(
             )
         if entry.name in seen:
             raise PackageError(f"Two models are named {entry.name!r}.")
+        if is_package(entry.path):
+            raise PackageError(
+                f"{entry.path} ({entry.name}) is a scoring package; a package of several "
+                "models is built from the models themselves."
+            )
         seen.add(entry.name)
         if entry.device and entry.device != device:
             raise PackageError(
