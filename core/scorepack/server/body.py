@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from contextlib import aclosing
 from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
@@ -47,21 +46,37 @@ async def read_body(request: Request, limit: int, timeout_s: float | None = None
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(limit, int(declared))
+    # straight from ``receive`` rather than through Request.stream() and a wait_for per
+    # chunk: wait_for makes a task for each message, and this runs for every request.
+    # One timer, pushed back as each chunk arrives, bounds the wait for the next one.
+    receive = request.receive
+    if timeout_s is None:
+        return await _read(receive, limit, None)
+    try:
+        async with asyncio.timeout(timeout_s) as deadline:
+            return await _read(receive, limit, (deadline, timeout_s))
+    except TimeoutError:
+        raise RequestTimeoutError(timeout_s) from None
+
+
+async def _read(receive: Receive, limit: int, idle: tuple[asyncio.Timeout, float] | None) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async with aclosing(request.stream()) as stream:
-        while True:
-            try:
-                chunk = await asyncio.wait_for(anext(stream), timeout_s)
-            except StopAsyncIteration:
-                break
-            except asyncio.TimeoutError:
-                raise RequestTimeoutError(timeout_s or 0.0) from None
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()  # http.disconnect: what Request.stream() raises
+        chunk = message.get("body", b"")
+        if chunk:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLargeError(limit)
             chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if idle is not None:
+            deadline, seconds = idle
+            deadline.reschedule(asyncio.get_running_loop().time() + seconds)
 
 
 async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
@@ -74,21 +89,44 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     it in ``scorepack_cancelled_requests_total``). Call it once the body has been read: ``receive``
     then answers only ``http.disconnect``.
     """
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_disconnected(receive))
+    # the work runs in this task; a watcher task cancels it if the client leaves. (The
+    # work in a task of its own and asyncio.wait over both costs a second task, a future
+    # and more switches, for every request.)
+    current = asyncio.current_task()
+    assert current is not None, "unless_disconnected runs in a task"
+    state = _Watch(current)
+    watcher = asyncio.ensure_future(_watch(receive, state))
     try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except BaseException:
+        if not state.gone:
+            raise  # the work's own error, or a cancel from elsewhere (shutdown)
+        # the watcher's cancel, answered here; whatever the work ended with, nobody is
+        # left to tell
+        current.uncancel()
+        raise ClientDisconnect() from None
     finally:
-        if not watch.done():
-            watch.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
+        state.done = True
+        watcher.cancel()
+
+
+class _Watch:
+    __slots__ = ("done", "gone", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.done = False
+        self.gone = False
+
+
+async def _watch(receive: Receive, state: _Watch) -> None:
     try:
-        await task
-    except (asyncio.CancelledError, Exception):  # it ended as it was cancelled: nobody to tell
+        await _disconnected(receive)
+    except Exception:  # a receive that fails has lost its client too
         pass
-    raise ClientDisconnect()
+    if not state.done:
+        state.gone = True
+        state.task.cancel()
 
 
 async def _disconnected(receive: Receive) -> None:
