@@ -72,6 +72,11 @@ def _threads_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def _rows_per_call(batch_sizes: dict[int, int]) -> float:
+    calls = sum(requests / size for size, requests in batch_sizes.items() if size)
+    return sum(batch_sizes.values()) / calls if calls else 0.0
+
+
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -110,6 +115,9 @@ def measure(
         "total_ms": 1000 * (server + client) / done,
         "rps": result.requests / wall,
         "batch_sizes": result.batch_sizes,
+        # rows per model call, from the batch each request says it rode in (a call of
+        # n rows answers n requests): fragmented batches cost model calls
+        "rows_per_call": _rows_per_call(result.batch_sizes),
         "server_threads_ms": {k: v for k, v in sorted(threads.items()) if v > 0},
     }
 
@@ -210,10 +218,20 @@ def main() -> None:
                 if args.threads:
                     print(f"    server threads: {run['server_threads_ms']}", file=sys.stderr)
     print(f"\n{args.model}, c={args.concurrency}: CPU ms per request (median of {args.rounds})")
-    print(f"{'server':12} {'protocol':9} {'server':>8} {'client':>8} {'total':>8}")
+    print(
+        f"{'server':12} {'protocol':9} {'server':>8} {'client':>8} {'total':>8} "
+        f"{'rows/call':>9} {'req/s':>7}"
+    )
     for (label, protocol), done in runs.items():
-        row = [sorted(r[k] for r in done)[len(done) // 2] for k in ("server_ms", "client_ms")]
-        print(f"{label:12} {protocol:9} {row[0]:8.3f} {row[1]:8.3f} {sum(row):8.3f}")
+        server, client, rows, rps = (
+            sorted(r[k] for r in done)[len(done) // 2]
+            for k in ("server_ms", "client_ms", "rows_per_call", "rps")
+        )
+        print(
+            f"{label:12} {protocol:9} {server:8.3f} {client:8.3f} {server + client:8.3f} "
+            f"{rows:9.2f} {rps:7.0f}"
+        )
+    print("(req/s means something only on a quiet machine; the CPU columns anywhere)")
     if args.json:
         print(json.dumps({f"{k[0]} {k[1]}": v for k, v in runs.items()}, indent=1))
 

@@ -160,7 +160,8 @@ class DecodeStage:
 
     ``acquire`` / ``acquire_async`` wait for a decode slot until a deadline; ``run`` /
     ``run_async`` call a decode function on a decode thread. Works from threads and from
-    any number of event loops at once (the HTTP server and the gRPC server have their own).
+    any number of event loops at once (the HTTP server's loop and the gRPC server's call
+    threads share one stage).
     """
 
     def __init__(self, settings: DecodeSettings | None = None, *, name: str = "model") -> None:
