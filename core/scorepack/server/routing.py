@@ -10,11 +10,12 @@ how its errors are written: Azure ML's ``{"error": {"code", "message"}}`` or V2'
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Router
 from starlette.routing import Route as _StarletteRoute
-from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import MethodNotAllowedError, NotFoundError
@@ -68,12 +69,60 @@ async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     raise NotFoundError(f"No route {path}. Score with POST /score.")
 
 
+#: (method, root path, path) → route decisions a router remembers; more are decided afresh
+_KNOWN_MAX = 1024
+
+
+class _RememberingRouter(Router):
+    """Starlette's router, remembering which route it chose for each method and path.
+
+    Starlette tries the routes in order for every request, each a regular expression and
+    a new scope; a server answers the same few paths over and over. The choice depends
+    only on the method and the path (every route here is a plain :class:`Route`), so it
+    is made once, as Starlette makes it (the first full match, else the first route whose
+    path matches with another method), and looked up after that. Paths no route matches
+    (the 404s) are never remembered.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known: dict[tuple[str, str, str], tuple[BaseRoute, Scope]] = {}
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().app(scope, receive, send)
+            return
+        key = (scope["method"], scope.get("root_path", ""), scope["path"])
+        known = self._known.get(key)
+        if known is None:
+            known = self._choose(scope)
+            if known is None:
+                await super().app(scope, receive, send)  # the default: 404
+                return
+            if len(self._known) < _KNOWN_MAX:
+                self._known[key] = known
+        route, child_scope = known
+        scope.update(child_scope)
+        scope["path_params"] = dict(child_scope["path_params"])
+        await route.handle(scope, receive, send)
+
+    def _choose(self, scope: Scope) -> tuple[BaseRoute, Scope] | None:
+        partial = None
+        for route in self.routes:
+            match, child_scope = route.matches(scope)
+            if match == Match.FULL:
+                return route, child_scope
+            if match == Match.PARTIAL and partial is None:
+                partial = (route, child_scope)
+        return partial
+
+
 def make_router(routes: Sequence[Route], lifespan: Callable[..., object]) -> Router:
     """A router over ``routes``: unknown paths raise NotFoundError, and no redirects
     between ``/x`` and ``/x/`` (a client posting to the wrong one should hear so)."""
-    return Router(
+    return _RememberingRouter(
         list(routes),
         redirect_slashes=False,
         default=_not_found,
-        lifespan=lifespan,  # type: ignore[arg-type]
+        lifespan=lifespan,
     )
