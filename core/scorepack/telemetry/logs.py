@@ -22,6 +22,7 @@ __all__ = [
     "LOG_FORMATS",
     "AccessLine",
     "JsonFormatter",
+    "TextFormatter",
     "access_logging",
     "configure_azureml_logging",
     "configure_logging",
@@ -91,21 +92,45 @@ def log_access(
     """Log one access line (nothing is built when the access logger is off)."""
     if not access_logger.isEnabledFor(logging.INFO):
         return
-    access_logger.info(
-        AccessLine(
-            request_id,
-            method,
-            path,
-            status,
-            seconds * 1000.0,
-            protocol,
-            model,
-            version,
-            batch_size,
-            None if queue_seconds is None else queue_seconds * 1000.0,
-            grpc_status,
-        )
+    line = AccessLine(
+        request_id,
+        method,
+        path,
+        status,
+        seconds * 1000.0,
+        protocol,
+        model,
+        version,
+        batch_size,
+        None if queue_seconds is None else queue_seconds * 1000.0,
+        grpc_status,
     )
+    # the record made directly rather than through .info(): that looks up the calling
+    # file and line by walking the stack, for every request, and an access line always
+    # comes from here
+    access_logger.handle(
+        access_logger.makeRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, line, (), None)
+    )
+
+
+class TextFormatter(logging.Formatter):
+    """logging's own text formatter, except that the date and time of a second are
+    formatted once (``time.strftime`` on every line was about 1 µs of an access line's 7
+    µs). The text is the same."""
+
+    _second: tuple[int, Any, str] | None = None
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, converter = int(record.created), self.converter
+        cached = self._second
+        if cached is None or cached[0] != second or cached[1] is not converter:
+            text = time.strftime(self.default_time_format, converter(record.created))
+            self._second = cached = (second, converter, text)
+        if self.default_msec_format:
+            return self.default_msec_format % (cached[2], record.msecs)
+        return cached[2]
 
 
 class JsonFormatter(logging.Formatter):
@@ -139,7 +164,7 @@ def formatter(log_format: str, text_format: str = TEXT_FORMAT) -> logging.Format
     if log_format == "json":
         return JsonFormatter()
     if log_format == "text":
-        return logging.Formatter(text_format)
+        return TextFormatter(text_format)
     raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
 
 
