@@ -144,10 +144,15 @@ class ScoringApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
-        # one pass over the raw headers (names are lower case in ASGI): this runs for
-        # every request, so it stays cheaper than building a Headers mapping
+        # one pass over the raw headers (names are lower case in ASGI), which also sizes
+        # them for the limits: this runs for every request, so it stays cheaper than
+        # building a Headers mapping
         request_id = length = encoding = b""
-        for name, value in scope["headers"]:
+        headers = scope["headers"]
+        count = size = 0
+        for name, value in headers:
+            count += 1
+            size += len(name) + len(value)
             if name == b"x-request-id":
                 request_id = value
             elif name == b"content-length":
@@ -159,7 +164,7 @@ class ScoringApp:
         refusal: HeadersTooLargeError | None = None
         try:
             # refused before routing: too many or too large headers, an overlong id (431)
-            self.limits.check_headers(scope["headers"])
+            self.limits.check_header_sizes(count, size)
             request_id = checked_request_id(request_id)
         except HeadersTooLargeError as exc:
             request_id, refusal = str(uuid.uuid4()).encode(), exc

@@ -73,6 +73,11 @@ class HttpLimits:
         for name, value in headers:
             count += 1
             size += len(name) + len(value)
+        self.check_header_sizes(count, size)
+
+    def check_header_sizes(self, count: int, size: int) -> None:
+        """:meth:`check_headers` for headers already counted: ``count`` fields holding
+        ``size`` bytes of names and values."""
         if count > self.max_header_count:
             raise HeadersTooLargeError(
                 f"The request has {count} header fields; the limit is {self.max_header_count} "
