@@ -77,6 +77,32 @@ def test_routes(tmp_path: Path) -> None:
         assert value(metrics, "scorepack_model_ready", model="m") == 1
 
 
+def test_routes_answer_alike_every_time_they_are_asked(tmp_path: Path) -> None:
+    # the router remembers its choice per method and path: asked again and again, in
+    # turns, each request must land where it did the first time, with its own path
+    # parameters, and unknown paths must stay 404s
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [5, 6]}]}
+    with serving(EchoBackend(tmp_path / "m.echo")) as served:
+        for _ in range(3):
+            assert post_x(served, [1.0, 2.0]).json()["outputs"] == {"y": [[1.0, 2.0]]}
+            assert served.client.get("/score").status_code == 405
+            assert served.client.head("/").status_code == 200
+            infer = served.client.post("/v2/models/m/infer", json=body)
+            assert infer.status_code == 200, infer.text
+            assert infer.json()["model_name"] == "m"
+            other = served.client.post("/v2/models/other/infer", json=body)
+            assert other.status_code == 404, other.text
+            assert "other" in other.json()["error"]
+            assert served.client.get("/nowhere").status_code == 404
+        metrics = scrape(served.client)
+        assert value(metrics, "scorepack_requests_total", route="/score", status="200") == 3
+        assert value(metrics, "scorepack_requests_total", route="/score", status="405") == 3
+        infer_route = "/v2/models/{name}/infer"
+        assert value(metrics, "scorepack_requests_total", route=infer_route, status="200") == 3
+        assert value(metrics, "scorepack_requests_total", route=infer_route, status="404") == 3
+        assert value(metrics, "scorepack_requests_total", route="other", status="404") == 3
+
+
 def test_keys_are_required_when_set(tmp_path: Path) -> None:
     with serving(EchoBackend(tmp_path / "m.echo"), auth_keys=("k1", "k2")) as served:
         body = b'{"inputs": {"x": [[1, 2]]}}'
