@@ -106,7 +106,7 @@ class ScoringApp:
         #: this app's own registry (several apps in one process never collide)
         self.metrics = Metrics(self._served)
         score, *azureml = AzureMLRoutes(self.repository, self.auth, self.metrics, self).routes()
-        infer, infer_version, *v2 = V2Routes(self.repository, self.auth).routes()
+        infer, infer_version, *v2 = V2Routes(self.repository, self.auth, self).routes()
         # the router tries routes in order: the scoring routes first, probes after
         routes = [score, infer, infer_version, *azureml, *v2]
         self.router = make_router(routes, lifespan=self._lifespan)

@@ -1,4 +1,22 @@
-"""Reading request bodies within a limit, and knowing whether one was read to its end."""
+"""The one body discipline every route that reads a request body follows.
+
+:class:`BodyReader` is shared by ``/score`` and the V2 REST routes (inference and the
+repository extension), so a body is refused or read the same way whichever route it is
+sent to:
+
+* ``Content-Encoding`` other than ``identity`` is 415 before a byte is read (a compressed
+  body could expand past the body limit once decoded; scorepack reads bodies as sent);
+* a declared ``Content-Length`` over the route's limit is 413 before a byte is read, and a
+  chunked body is cut off at the chunk that crosses it;
+* a body that stops arriving for the server's read timeout (``SCOREPACK_READ_TIMEOUT_S``)
+  is 408 — uvicorn itself would wait for ever;
+* once the body is in, the scoring work is awaited *unless the client disconnects*: then
+  it is cancelled, and its queued work is dropped before any model call (counted in
+  ``scorepack_cancelled_requests_total``).
+
+:class:`BodyTracker` wraps ``receive`` for the app, so it knows whether a reply leaves the
+body unread (and must close the connection).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +27,11 @@ from typing import TypeVar
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive
 
+from ..codecs import check_content_encoding
 from ..errors import BodyTooLargeError, RequestTimeoutError
+from .routing import ServerState
 
-__all__ = ["BodyTracker", "read_body", "unless_disconnected"]
+__all__ = ["BodyReader", "BodyTracker", "read_body", "unless_disconnected"]
 
 T = TypeVar("T")
 
@@ -35,14 +55,40 @@ class BodyTracker:
         return message
 
 
+class BodyReader:
+    """The body discipline of the routes of one server (see the module docstring).
+
+    ``server`` gives the read timeout (its ``limits.read_timeout_s``, read at each request);
+    without one (routes used on their own) a body may take as long as it likes.
+    """
+
+    def __init__(self, server: ServerState | None = None) -> None:
+        self.server = server
+
+    @property
+    def read_timeout_s(self) -> float | None:
+        return self.server.limits.read_timeout_s if self.server is not None else None
+
+    async def read(self, request: Request, limit: int) -> bytes:
+        """The whole body (at most ``limit`` bytes), or the error that refuses it."""
+        return await read_body(request, limit, self.read_timeout_s)
+
+    async def unless_disconnected(self, request: Request, work: Awaitable[T]) -> T:
+        """Await ``work`` (after :meth:`read`) unless the client leaves first; then it is
+        cancelled and Starlette's ``ClientDisconnect`` raised (nobody is left to answer)."""
+        return await unless_disconnected(request.receive, work)
+
+
 async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
-    """The whole body, refusing one over ``limit`` bytes as early as it can tell.
+    """The whole body, refusing a compressed one (415) and one over ``limit`` bytes (413)
+    as early as it can tell.
 
     A declared ``Content-Length`` over the limit is refused before a byte is read; a
     chunked body is cut off at the chunk that crosses it. A body that stops arriving for
     ``timeout_s`` is a 408 (uvicorn itself would wait for ever). A client that
     disconnects raises Starlette's ``ClientDisconnect``.
     """
+    check_content_encoding(request.headers.get("content-encoding"))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(limit, int(declared))

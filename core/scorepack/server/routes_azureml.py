@@ -16,33 +16,23 @@ the models or the queue.
 
 from __future__ import annotations
 
-from typing import Protocol
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..codecs import check_content_encoding, encode_json
+from ..codecs import encode_json
 from ..errors import NotFoundError, NotReadyError
 from ..openapi import SWAGGER_VERSIONS, ApiFacts, api_document
 from ..repository import READY, Repository, score_target
 from ..scorer import Scorer
 from ..telemetry.metrics import Metrics
 from .auth import KeyCheck
-from .body import read_body, unless_disconnected
-from .limits import HttpLimits
+from .body import BodyReader
 from .observe import note_result, note_scoring
-from .routing import Route
+from .routing import Route, ServerState
 
 __all__ = ["AzureMLRoutes", "ServerState"]
-
-
-class ServerState(Protocol):
-    """What the routes read of the server they run in."""
-
-    limits: HttpLimits
-    draining: bool
-
 
 _JSON = "application/json"
 
@@ -61,6 +51,8 @@ class AzureMLRoutes:
         self.auth = auth
         self.prometheus = metrics
         self.server = server
+        #: the body discipline /score shares with the V2 routes
+        self.body = BodyReader(server)
 
     def routes(self) -> list[Route]:
         """``/score`` first: the app puts it ahead of every other route."""
@@ -79,17 +71,14 @@ class AzureMLRoutes:
 
     async def score(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
-        check_content_encoding(request.headers.get("content-encoding"))
         # parse_qsl drops blank values (``?top_k=``), as the server always has
         query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
         scorer = self._scorer(query)
         note_scoring(request.scope, scorer, "azureml")
-        timeout = self.server.limits.read_timeout_s if self.server is not None else None
-        body = await read_body(request, scorer.config.max_body_bytes, timeout)
+        body = await self.body.read(request, scorer.config.max_body_bytes)
         # a client that leaves while its request is queued costs no model call
-        result = await unless_disconnected(
-            request.receive,
-            scorer.handle_async(body, request.headers.get("content-type"), query),
+        result = await self.body.unless_disconnected(
+            request, scorer.handle_async(body, request.headers.get("content-type"), query)
         )
         note_result(request.scope, result)
         return Response(

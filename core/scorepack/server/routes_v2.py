@@ -11,7 +11,11 @@
     POST /v2/repository/models/{name}/load|unload       --model-control explicit only
 
 Errors are ``{"error": "message"}`` with the status from the one error table. Inference
-shares ``/score``'s limits, validation, batcher and decoding (``scorepack.v2``).
+shares ``/score``'s limits, validation, batcher and decoding (``scorepack.v2``), and its
+body discipline (:class:`~.body.BodyReader`: 415 for a compressed body, 413 over the body
+limit, 408 for a body that stops arriving, and a client that leaves while queued costs no
+model call). While the server drains (``SCOREPACK_DRAIN_SECONDS``, after SIGTERM)
+``/v2/health/ready`` answers 503, as ``/health/ready`` does.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ from ..v2.rest import (
 from ..v2.types import InferRequest
 from ..version import __version__
 from .auth import KeyCheck
-from .body import read_body
+from .body import BodyReader
 from .observe import note_result, note_scoring
-from .routing import Route
+from .routing import Route, ServerState
 
 __all__ = ["V2Routes"]
 
@@ -51,6 +55,8 @@ _JSON_TYPES = {
     "application/x-www-form-urlencoded",
 }
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+#: bytes of a repository request's JSON options (they hold a few flags)
+_OPTIONS_LIMIT = 64 * 1024
 
 
 def _json(document: Any, status: int = 200) -> Response:
@@ -60,9 +66,14 @@ def _json(document: Any, status: int = 200) -> Response:
 class V2Routes:
     """The V2 REST endpoints over a repository."""
 
-    def __init__(self, repository: Repository, auth: KeyCheck) -> None:
+    def __init__(
+        self, repository: Repository, auth: KeyCheck, server: ServerState | None = None
+    ) -> None:
         self.repository = repository
         self.auth = auth
+        self.server = server
+        #: the body discipline shared with /score
+        self.body = BodyReader(server)
 
     def routes(self) -> list[Route]:
         model = "/v2/models/{name}"
@@ -91,7 +102,7 @@ class V2Routes:
         params = request.path_params
         scorer = self.repository.get(params["name"], params.get("version"))
         note_scoring(request.scope, scorer, "v2")
-        body = await read_body(request, scorer.config.max_body_bytes)
+        body = await self.body.read(request, scorer.config.max_body_bytes)
         length = header_length(request.headers.get(HEADER_LENGTH), len(body))
         if length is None:
             content_type = request.headers.get("content-type", "")
@@ -111,7 +122,8 @@ class V2Routes:
             parsed.append(got)
             return got
 
-        response = await infer(scorer, parse)
+        # a client that leaves while its request is queued costs no model call
+        response = await self.body.unless_disconnected(request, infer(scorer, parse))
         note_result(request.scope, response)  # batch size and queue wait for the access line
         content, json_length = encode_infer_response(response, parsed[0])
         # as /score: the rows of the model call the request rode in (bench counts them)
@@ -132,6 +144,8 @@ class V2Routes:
         return _json({"live": True})
 
     async def ready(self, request: Request) -> Response:
+        if self.server is not None and self.server.draining:
+            raise NotReadyError("The server is shutting down.")
         if self.repository.ready:
             return _json({"ready": True})
         waiting = [
@@ -181,7 +195,7 @@ class V2Routes:
 
     async def index(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
-        body = await read_body(request, 64 * 1024)
+        body = await self.body.read(request, _OPTIONS_LIMIT)
         ready_only = False
         if body.strip():
             options = _options(body)
@@ -199,14 +213,15 @@ class V2Routes:
     async def load(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
         name = request.path_params["name"]
-        await read_body(request, 64 * 1024)  # parameters (config overrides) are not supported
+        # parameters (config overrides) are not supported: read, refused if too large
+        await self.body.read(request, _OPTIONS_LIMIT)
         await asyncio.get_running_loop().run_in_executor(None, self.repository.load, name)
         return _json({"name": name, "load": True})
 
     async def unload(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
         name = request.path_params["name"]
-        await read_body(request, 64 * 1024)
+        await self.body.read(request, _OPTIONS_LIMIT)
         await asyncio.get_running_loop().run_in_executor(None, self.repository.unload, name)
         return _json({"name": name, "unload": True})
 

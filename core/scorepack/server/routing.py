@@ -10,7 +10,7 @@ how its errors are written: Azure ML's ``{"error": {"code", "message"}}`` or V2'
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,12 +19,21 @@ from starlette.routing import Route as _StarletteRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import MethodNotAllowedError, NotFoundError
+from .limits import HttpLimits
 
-__all__ = ["ERROR_STYLE", "Endpoint", "Route", "make_router"]
+__all__ = ["ERROR_STYLE", "Endpoint", "Route", "ServerState", "make_router"]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 #: the scope key naming the error body style of the route that answers: "azureml" or "v2"
 ERROR_STYLE = "scorepack.errors"
+
+
+class ServerState(Protocol):
+    """What the routes read of the server they run in: its limits (the body reader's
+    read timeout) and whether it is draining (readiness answers 503 meanwhile)."""
+
+    limits: HttpLimits
+    draining: bool
 
 
 class Route(_StarletteRoute):

@@ -103,7 +103,9 @@ def _uvicorn_server(app: ScoringApp, graceful_timeout: float, asgi: Any = None) 
         lifespan="on",
         log_config=None,
         access_log=False,  # the app logs one line per request itself
-        http=HttpProtocol,  # a reset connection is let go at once (see protocol.py)
+        # httptools, as uvicorn picks it; a reset connection is let go at once, and a
+        # request it cannot parse gets a JSON 400 (see protocol.py)
+        http=HttpProtocol,
         timeout_graceful_shutdown=int(graceful_timeout),
         timeout_keep_alive=30,
     )
@@ -144,7 +146,14 @@ def serve(
         ).start()
     if on_listening is not None:
         on_listening(url_of(sock))
-    grpc_server = start_grpc(repository, host, grpc, auth_keys, requests=app.metrics.requests)
+    grpc_server = start_grpc(
+        repository,
+        host,
+        grpc,
+        auth_keys,
+        requests=app.metrics.requests,
+        draining=lambda: app.draining,
+    )
     if grpc_server is not None and on_grpc_listening is not None:
         on_grpc_listening(grpc_server.address)
     # on a signal gRPC stops taking calls at once, as uvicorn does; those in flight finish
@@ -238,8 +247,12 @@ class BackgroundServer:
 
     def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> BackgroundServer:
         """Start serving; by default wait until the model is ready too."""
+        app = self.app
         self._grpc = start_grpc(
-            self.app.repository, *self._grpc_start, requests=self.app.metrics.requests
+            app.repository,
+            *self._grpc_start,
+            requests=app.metrics.requests,
+            draining=lambda: app.draining,
         )
         self._thread = threading.Thread(
             target=self._server.run,  # type: ignore[attr-defined]

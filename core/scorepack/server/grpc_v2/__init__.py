@@ -8,6 +8,7 @@ grpcio is missing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +49,11 @@ def start_grpc(
     options: GrpcOptions | None,
     auth_keys: tuple[str, ...],
     requests: RequestStats | None = None,
+    draining: Callable[[], bool] | None = None,
 ) -> GrpcServer | None:
     """Start the gRPC server beside the HTTP one (bound before this returns), or None;
-    its calls are counted into ``requests`` (the HTTP app's metrics)."""
+    its calls are counted into ``requests`` (the HTTP app's metrics). ``draining`` is the
+    HTTP server's drain state: ServerReady follows its readiness."""
     if options is None:
         return None
     return grpc_server(
@@ -60,4 +63,5 @@ def start_grpc(
         max_message_bytes=options.max_message_bytes,
         auth_keys=auth_keys,
         requests=requests,
+        draining=draining,
     ).start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,7 +40,8 @@ class GrpcServer:
     models served, each model then checks its own. ``threads`` bounds the calls handled
     at once (default :data:`DEFAULT_THREADS`); more wait for a thread before they are
     admitted. Calls are counted into ``requests`` (the HTTP app's metrics, when it serves
-    beside one).
+    beside one). ``draining`` (the HTTP server's state after SIGTERM) turns ServerReady
+    false while calls are still served.
     """
 
     def __init__(
@@ -52,8 +54,11 @@ class GrpcServer:
         auth_keys: tuple[str, ...] = (),
         requests: RequestStats | None = None,
         threads: int | None = None,
+        draining: Callable[[], bool] | None = None,
     ) -> None:
-        self.service = InferenceService(repository, auth_keys=auth_keys, requests=requests)
+        self.service = InferenceService(
+            repository, auth_keys=auth_keys, requests=requests, draining=draining
+        )
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes

@@ -59,7 +59,10 @@ class InferenceService:
 
     ``auth_keys`` (Bearer keys, as on HTTP) guard everything but the three probes, which
     stay open as ``/`` and ``/health/ready`` do. Calls are counted into ``requests``, the
-    HTTP app's when both serve (one ``/metrics`` for both).
+    HTTP app's when both serve (one ``/metrics`` for both). ``draining`` tells whether the
+    server is draining after SIGTERM (``SCOREPACK_DRAIN_SECONDS``): ServerReady then
+    answers ``ready=false``, as ``/v2/health/ready`` answers 503, while calls are still
+    served.
     """
 
     def __init__(
@@ -68,10 +71,12 @@ class InferenceService:
         *,
         auth_keys: tuple[str, ...] = (),
         requests: RequestStats | None = None,
+        draining: Callable[[], bool] | None = None,
     ) -> None:
         self.repository = repository
         self.auth = KeyCheck(auth_keys)
         self.observer = CallObserver(requests)
+        self.draining = draining
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The RPCs as one generic handler (:meth:`method_handlers` is cheaper per call)."""
@@ -135,6 +140,8 @@ class InferenceService:
         return messages.ServerLiveResponse(live=True)
 
     def server_ready(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if self.draining is not None and self.draining():
+            return messages.ServerReadyResponse(ready=False)
         return messages.ServerReadyResponse(ready=bool(self.repository.ready))
 
     def model_ready(self, request: Any, context: grpc.ServicerContext) -> Any:
