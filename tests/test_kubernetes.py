@@ -208,6 +208,45 @@ def test_cpu_pods_ask_for_no_gpu() -> None:
     assert "nodeSelector" not in pod and "tolerations" not in pod
 
 
+def _slow_spec() -> Any:
+    """The GPU package with a 2-minute request timeout."""
+    spec = gpu_spec()
+    batching = replace(spec.config.batching, timeout_ms=120_000)
+    return replace(spec, config=replace(spec.config, batching=batching))
+
+
+@pytest.mark.parametrize("make", [gpu_spec, cpu_spec, _slow_spec], ids=["gpu", "cpu", "slow"])
+def test_pods_drain_before_they_stop_and_get_time_to_finish(make: Any) -> None:
+    from scorepack.server.limits import HttpLimits
+
+    spec = make()
+    request_s = spec.config.batching.timeout_ms / 1000
+    files = _documents(KubernetesTarget().render(spec))
+    pod = files["deploy/kubernetes/deployment.yaml"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # the variable the server reads, with a value it takes
+    drain = HttpLimits.from_env(env).drain_s
+    assert drain == km.DRAIN_S > 0
+    # readiness fails (and whatever routes by it stops sending) well inside the drain
+    ready = container["readinessProbe"]
+    assert ready["httpGet"]["path"] == "/v2/health/ready"
+    assert ready["periodSeconds"] * ready["failureThreshold"] + ready["timeoutSeconds"] < drain
+    # the pod is not killed before the preStop pause, the drain and the slowest request
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + request_s + 10
+    # KServe: the same drain and readiness; Knative makes the revision timeout the pods'
+    # grace period (its webhook refuses terminationGracePeriodSeconds itself)
+    kserve = _documents(KServeTarget().render(spec))
+    runtime = kserve["deploy/kserve/servingruntime.yaml"]["spec"]["containers"][0]
+    assert {"name": "SCOREPACK_DRAIN_SECONDS", "value": str(km.DRAIN_S)} in runtime["env"]
+    assert runtime["readinessProbe"] == {**ready, "httpGet": runtime["readinessProbe"]["httpGet"]}
+    predictor = kserve["deploy/kserve/inferenceservice.yaml"]["spec"]["predictor"]
+    assert "terminationGracePeriodSeconds" not in predictor
+    assert predictor["timeout"] == pod["terminationGracePeriodSeconds"]
+    assert predictor["timeout"] >= drain + request_s + 10
+
+
 def test_settings_from_the_command_line_are_checked() -> None:
     spec = gpu_spec()
     with pytest.raises(DeployError, match="valid Kubernetes name"):

@@ -60,15 +60,17 @@ def serving_runtime(spec: PackageSpec, settings: km.KubeSettings) -> dict[str, A
         "env": [
             {"name": "SCOREPACK_MODEL_DIR", "value": MODEL_DIR},
             {"name": "SCOREPACK_PORT", "value": str(HTTP_PORT)},
+            *km.drain_env(),
         ],
         "ports": [{"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "resources": km.resources(settings),
-        # Knative probes the container port itself; liveness waits out the model's load
+        # Knative probes the container port itself; liveness waits out the model's load;
+        # readiness fails well inside the drain that follows SIGTERM
         "readinessProbe": {
             "httpGet": {"path": READY_PATH, "port": HTTP_PORT},
-            "periodSeconds": km.PROBE_PERIOD_S,
-            "timeoutSeconds": 5,
-            "failureThreshold": 3,
+            "periodSeconds": km.READY_PERIOD_S,
+            "timeoutSeconds": 2,
+            "failureThreshold": km.READY_FAILURES,
         },
         "livenessProbe": {
             "httpGet": {"path": LIVE_PATH, "port": HTTP_PORT},
@@ -125,6 +127,9 @@ def inference_service(spec: PackageSpec, settings: km.KubeSettings) -> dict[str,
                 "maxReplicas": settings.max_replicas,
                 "scaleMetric": "concurrency",
                 "scaleTarget": spec.config.batching.max_batch_size,
+                # Knative's revision timeout, which it also makes the pods'
+                # terminationGracePeriodSeconds (its webhook refuses that field itself)
+                "timeout": km.termination_grace_s(spec),
                 "model": {
                     "modelFormat": {"name": spec.backend, "version": _format_version(spec)},
                     "protocolVersion": "v2",

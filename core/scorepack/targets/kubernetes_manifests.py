@@ -33,6 +33,7 @@ __all__ = [
     "INFLIGHT_METRIC",
     "KubeSettings",
     "deployment",
+    "drain_env",
     "gpu_scheduling",
     "horizontal_pod_autoscaler",
     "kube_name",
@@ -42,6 +43,7 @@ __all__ = [
     "pod_disruption_budget",
     "resources",
     "service",
+    "termination_grace_s",
     "to_yaml",
 ]
 
@@ -55,8 +57,18 @@ CONTAINER_NAME = "scorepack"
 PROBE_PERIOD_S = 10
 #: seconds a stopping pod keeps its endpoints' traffic draining before the server stops
 PRE_STOP_SLEEP_S = 5
-#: the server's own grace for in-flight requests (``serve --graceful-timeout``) plus margins
-TERMINATION_GRACE_S = 45
+#: seconds the server answers readiness 503 after SIGTERM before its listener closes, while
+#: still serving (``SCOREPACK_DRAIN_SECONDS``): whatever routes by readiness (ingress
+#: controllers, cloud load balancers' health checks) stops sending first
+DRAIN_S = 10
+#: readiness is probed often enough to fail well inside the drain: 2 misses 2 s apart
+READY_PERIOD_S = 2
+READY_FAILURES = 2
+#: ``serve --graceful-timeout``'s default: in-flight requests finish within it once the
+#: listener has closed
+GRACEFUL_TIMEOUT_S = 30
+#: on top of everything the pod waits for when it stops, for the unload and the exit
+TERMINATION_MARGIN_S = 15
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -222,11 +234,12 @@ def probes(spec: PackageSpec, port: str | int = "http") -> dict[str, Any]:
             "timeoutSeconds": 5,
             "failureThreshold": math.ceil(budget / PROBE_PERIOD_S),
         },
+        # fails within READY_PERIOD_S x READY_FAILURES of the drain beginning
         "readinessProbe": {
             "httpGet": _http_get(READY_PATH, port),
-            "periodSeconds": PROBE_PERIOD_S,
-            "timeoutSeconds": 5,
-            "failureThreshold": 3,
+            "periodSeconds": READY_PERIOD_S,
+            "timeoutSeconds": 2,
+            "failureThreshold": READY_FAILURES,
         },
         "livenessProbe": {
             "httpGet": _http_get(LIVE_PATH, port),
@@ -235,6 +248,20 @@ def probes(spec: PackageSpec, port: str | int = "http") -> dict[str, Any]:
             "failureThreshold": 6,
         },
     }
+
+
+def drain_env() -> list[dict[str, str]]:
+    """The container's ``SCOREPACK_DRAIN_SECONDS``: on SIGTERM readiness turns 503 first."""
+    return [{"name": "SCOREPACK_DRAIN_SECONDS", "value": str(DRAIN_S)}]
+
+
+def termination_grace_s(spec: PackageSpec) -> int:
+    """Seconds Kubernetes gives a stopping pod before SIGKILL: the preStop pause, the
+    drain, then the longer of the request timeout and serve's graceful timeout for the
+    requests in flight to finish, and a margin."""
+    request_s = math.ceil(spec.config.batching.timeout_ms / 1000)
+    in_flight_s = max(request_s, GRACEFUL_TIMEOUT_S)
+    return PRE_STOP_SLEEP_S + DRAIN_S + in_flight_s + TERMINATION_MARGIN_S
 
 
 def prometheus_annotations() -> dict[str, str]:
@@ -271,6 +298,7 @@ def deployment(spec: PackageSpec, settings: KubeSettings) -> dict[str, Any]:
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
+        "env": drain_env(),
         "resources": resources(settings),
         **probes(spec),
         # endpoints are removed asynchronously: keep serving a moment before SIGTERM
@@ -279,7 +307,7 @@ def deployment(spec: PackageSpec, settings: KubeSettings) -> dict[str, Any]:
     }
     pod_spec: dict[str, Any] = {
         "securityContext": pod_security(),
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
+        "terminationGracePeriodSeconds": termination_grace_s(spec),
         **gpu_scheduling(spec, settings),
         "containers": [container],
     }
