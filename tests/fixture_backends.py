@@ -5,7 +5,8 @@
   (or :attr:`SlowBackend.load_gate`) to keep the model thread busy in ``predict`` (or in
   ``load``) until they open it, so what happens meanwhile can be checked structurally,
   without timing. The ``delay`` option makes every call sleep, for a process boundary
-  (``scorepack serve``), where no gate can reach.
+  (``scorepack serve``), where no gate can reach; the ``hold`` option is a gate across
+  one: every call waits while that file exists (a ``marker`` line says it has begun).
 * :class:`ErrorBackend` is an echo that fails a whole call when any row is "poisoned"
   (``x[:, 0] < 0``), the way a framework fails a batch because of one bad row.
 * :class:`TypesBackend` takes and gives several dtypes (float32, int64, bool, strings), for
@@ -52,6 +53,7 @@ class EchoBackend(Backend):
         "marker": "a file every predict call appends its row count to",
         "record": "keep every call's rows in calls/seen (default true); false for long "
         "runs served as a process, where nobody reads them and they grow with every request",
+        "hold": "a file: every predict call waits (after the marker) while it exists",
     }
 
     def __init__(self, path: str | Path, **kwargs: Any) -> None:
@@ -86,6 +88,11 @@ class EchoBackend(Backend):
         if marker:
             with open(marker, "a", encoding="utf-8") as fh:
                 fh.write(f"{x.shape[0]}\n")
+        hold = self.options.get("hold")
+        if hold:
+            deadline = time.monotonic() + GATE_TIMEOUT
+            while Path(hold).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
         time.sleep(float(self.options.get("delay", 0)))
         return {"y": x.copy()}
 

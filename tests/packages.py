@@ -147,7 +147,8 @@ def free_port() -> int:
 
 
 class AzmlinfsrvServer:
-    """``scorepack serve-azureml PKG`` in a subprocess on 127.0.0.1.
+    """``scorepack serve-azureml PKG`` in a subprocess on 127.0.0.1 (or azmlinfsrv over
+    ``entry_script``, through scorepack's launcher).
 
     Its output goes to a log file (read by :attr:`log`); :meth:`stop` sends SIGTERM (the
     CLI passes it to gunicorn, which stops gracefully) and kills what is left after a while.
@@ -157,15 +158,20 @@ class AzmlinfsrvServer:
     command: tuple[str, ...] = ("serve-azureml",)
 
     def __init__(
-        self, package: Path, *args: str, log: Path, env: dict[str, str] | None = None
+        self,
+        package: Path,
+        *args: str,
+        log: Path,
+        env: dict[str, str] | None = None,
+        entry_script: Path | None = None,
     ) -> None:
         self.package = package
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         self._log = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [
+        if entry_script is None:
+            command = [
                 sys.executable,
                 "-m",
                 "scorepack",
@@ -176,7 +182,25 @@ class AzmlinfsrvServer:
                 "--port",
                 str(self.port),
                 *args,
-            ],
+            ]
+        else:
+            # azmlinfsrv itself over a test's own entry script (``env`` must carry the
+            # server's variables, as server_environment() gives them)
+            command = [
+                sys.executable,
+                "-m",
+                "scorepack.azureml.launch",
+                "--host",
+                "127.0.0.1",
+                "--",
+                "--entry_script",
+                str(entry_script),
+                "--port",
+                str(self.port),
+                *args,
+            ]
+        self.proc = subprocess.Popen(
+            command,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env or child_env(),

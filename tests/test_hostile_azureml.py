@@ -7,15 +7,20 @@ log, and after each a good request still succeeds.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from hostile import (
     BROKEN_FRAMING,
+    address,
     broken,
     exchange,
     read_response,
@@ -24,9 +29,10 @@ from hostile import (
     timed_get,
 )
 from images import jpeg
-from packages import AzmlinfsrvServer, backend_params, child_env, package_for
+from packages import AzmlinfsrvServer, backend_params, child_env, free_port, package_for
 from scorepack.batching import BatchingConfig
 from scorepack.config import ScoringConfig
+from serving_helpers import wait_for
 
 pytest.importorskip("azureml_inference_server_http")
 pytest.importorskip("azureml.contrib.services")
@@ -235,3 +241,156 @@ def test_every_405_says_what_is_allowed(azml: AzmlinfsrvServer) -> None:
         assert got.headers["allow"] == allow, (method, path)
         assert got.json()["error"]["code"] == "method_not_allowed"
     good_request(azml.url)
+
+
+# --- a client that leaves while its request is served -------------------------------------
+
+LEAVER_ROW = [7.0, 7.0]
+
+#: azmlinfsrv's entry script for the echo fixture backend, held by a file (TEST_HOLD)
+ENTRY_SCRIPT = """
+import os
+
+from azureml.contrib.services.aml_request import rawhttp
+
+from fixture_backends import EchoBackend
+from scorepack.azureml import runtime
+from scorepack.batching import BatchingConfig
+from scorepack.config import ScoringConfig
+from scorepack.scorer import Scorer
+
+
+def init():
+    options = {"marker": os.environ["TEST_MARKER"], "hold": os.environ["TEST_HOLD"]}
+    backend = EchoBackend(os.environ["TEST_MODEL"], options=options)
+    batching = BatchingConfig(max_batch_size=1, max_delay_ms=0)
+    scorer = Scorer(backend, ScoringConfig(warmup=False, batching=batching))
+    made = runtime.use(runtime.AzureMLRuntime(scorer.start(wait=True)))
+    made.serve_metrics(int(os.environ["SCOREPACK_METRICS_PORT"]), "127.0.0.1")
+
+
+@rawhttp
+def run(request):
+    return runtime.run(request)
+"""
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split() if path.exists() else []
+
+
+def test_a_client_that_leaves_while_queued_costs_no_model_call(tmp_path: Path) -> None:
+    """Under the real azmlinfsrv and scorepack's worker: the worker sees the socket close
+    while a thread waits on the request, and the runtime drops its queued work before any
+    model call, counted in scorepack_cancelled_requests_total."""
+    from metrics_helpers import parse, value
+    from scorepack.azureml.settings import server_environment
+    from scorepack.generator.spec import DeploymentSettings
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "score.py").write_text(ENTRY_SCRIPT, encoding="utf-8")
+    model, marker, hold = tmp_path / "model.echo", tmp_path / "calls.txt", tmp_path / "hold"
+    model.write_text("echo\n")
+    metrics_port = free_port()
+    env = child_env(
+        **{
+            **server_environment(DeploymentSettings(threads=4)),
+            "SCOREPACK_METRICS_PORT": str(metrics_port),
+        },
+        AML_APP_ROOT=str(app),
+        PYTHONPATH=str(Path(__file__).parent),
+        TEST_MODEL=str(model),
+        TEST_MARKER=str(marker),
+        TEST_HOLD=str(hold),
+    )
+    log = tmp_path / "azmlinfsrv.log"
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def metric(name: str, **labels: str) -> float:
+        return value(parse(httpx.get(metrics_url, timeout=30).text), name, **labels)
+
+    row = {"inputs": {"x": [[1.0, 2.0]]}}
+    with (
+        AzmlinfsrvServer(app, log=log, env=env, entry_script=app / "score.py") as azml,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        hold.touch()
+        held = pool.submit(httpx.post, azml.url + "/score", json=row, timeout=120)
+        wait_for(lambda: len(_lines(marker)) == 1, "the model call to begin", 60)
+        body = json.dumps({"inputs": {"x": [LEAVER_ROW]}}).encode()
+        leaver = socket.create_connection(address(azml.url), timeout=30)
+        leaver.sendall(request(azml.url, body=body, headers={"Content-Type": "application/json"}))
+        wait_for(lambda: metric("scorepack_queue_depth") == 1, "the request to queue", 60)
+        leaver.close()
+        wait_for(
+            lambda: metric("scorepack_cancelled_requests_total") == 1, "the cancel to land", 60
+        )
+        hold.unlink()
+        assert held.result(60).status_code == 200
+        after = httpx.post(azml.url + "/score", json=row, params={"raw": "true"}, timeout=60)
+        assert after.status_code == 200, after.text
+        assert after.json()["outputs"]["y"] == [[1.0, 2.0]]
+        samples = parse(httpx.get(metrics_url, timeout=30).text)
+        server_log = azml.log
+    # two model calls: the held request and the one after, never the one whose client left
+    assert _lines(marker) == ["1", "1"]
+    assert value(samples, "scorepack_cancelled_requests_total") == 1
+    assert value(samples, "scorepack_model_calls_total") == 2
+    # its access line and count say 499 (nginx's "client closed request"); nobody read it
+    assert value(samples, "scorepack_requests_total", protocol="azureml", status="499") == 1
+    no_crash_in(server_log)
+
+
+def test_the_runtime_drops_the_work_of_a_cancelled_request(tmp_path: Path) -> None:
+    """In-process: what the worker's cancel does to a request queued, and to one whose
+    client left before a thread took it (not even decoded)."""
+    from flask import Flask
+
+    from fixture_backends import SlowBackend
+    from scorepack.azureml.runtime import AzureMLRuntime
+    from scorepack.cancellation import Cancellation, bound
+    from scorepack.scorer import Scorer
+    from serving_helpers import scoring_config
+
+    backend = SlowBackend(tmp_path / "m.slow")
+    scorer = Scorer(backend, scoring_config(warmup=False, max_batch_size=1, max_delay_ms=0))
+    runtime = AzureMLRuntime(scorer.start())
+    app = Flask("test")
+
+    def post(row: list[float], cancellation: Cancellation | None = None) -> Any:
+        body = json.dumps({"inputs": {"x": [row]}}).encode()
+        with (
+            app.test_request_context(
+                "/score", method="POST", data=body, content_type="application/json"
+            ),
+            bound(cancellation),
+        ):
+            from flask import request as flask_request
+
+            return runtime.run(flask_request)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            backend.gate.clear()
+            held = pool.submit(post, [1.0, 2.0])
+            assert backend.entered.wait(30)
+            gone = Cancellation()
+            queued = pool.submit(post, LEAVER_ROW, gone)
+            wait_for(lambda: scorer.batcher.queued == 1, "the second request to queue")
+            gone.cancel()
+            answer = queued.result(30)
+            backend.gate.set()
+            assert held.result(30).status_code == 200
+        assert answer.status_code == 499
+        assert json.loads(answer.get_data())["error"]["code"] == "client_closed_request"
+        left_before = Cancellation()
+        left_before.cancel()
+        assert post(LEAVER_ROW, left_before).status_code == 499
+        assert post([3.0, 4.0]).status_code == 200
+    finally:
+        backend.gate.set()
+        runtime.close()
+    assert tuple(LEAVER_ROW) not in backend.seen
+    assert backend.calls == [1, 1]
+    assert scorer.stats.cancelled == 2

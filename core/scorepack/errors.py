@@ -36,6 +36,7 @@ status through one table (``scorepack.server.errors``). Each class carries a sta
     │   ├── UnsupportedMediaTypeError .... 415
     │   │   └── UnsupportedEncodingError ..... a compressed body (Content-Encoding)
     │   ├── HeadersTooLargeError ......... 431
+    │   ├── ClientGoneError .............. 499: the client left before its answer
     │   └── ModelControlError ............ 400: load/unload refused (--model-control none)
     ├── ServiceUnavailableError (503)
     │   ├── QueueFullError ............... with retry_after seconds
@@ -60,6 +61,7 @@ __all__ = [
     "BackendOptionError",
     "BadRequestError",
     "BodyTooLargeError",
+    "ClientGoneError",
     "DeployError",
     "DeviceUnavailableError",
     "DuplicateBackendError",
@@ -351,6 +353,20 @@ class HeadersTooLargeError(RequestError):
     """The request's headers are over a size or count limit."""
 
     code = "headers_too_large"
+
+
+class ClientGoneError(RequestError):
+    """The client closed its connection while its request waited: its work was dropped.
+
+    Nobody reads the answer; its status (nginx's 499, "client closed request") is for the
+    access log and the metrics."""
+
+    code = "client_closed_request"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The client closed the connection before its answer; its work was dropped."
+        )
 
 
 class PayloadTooLargeError(RequestError):

@@ -22,6 +22,7 @@ import numpy as np
 
 from .backend import Backend
 from .batching import Batcher, BatchResult, Ticket
+from .cancellation import Cancellation
 from .codecs import (
     Decoded,
     body_kind,
@@ -35,6 +36,7 @@ from .decoding import DecodeSettings, DecodeStage, Slot
 from .errors import (
     BadRequestError,
     BodyTooLargeError,
+    ClientGoneError,
     InvalidTensorError,
     ModelError,
     ScoringTimeoutError,
@@ -259,10 +261,36 @@ class Scorer:
         body: bytes,
         content_type: str | None = None,
         query: Mapping[str, str] | None = None,
+        cancellation: Cancellation | None = None,
     ) -> ScoreResult:
-        """Score one request, blocking the calling thread (gunicorn threads, scripts)."""
+        """Score one request, blocking the calling thread (gunicorn threads, scripts).
+
+        ``cancellation``, cancelled from another thread when the client leaves, drops the
+        request's work before its model call (:class:`~scorepack.errors.ClientGoneError`,
+        counted as cancelled); work a model call has already taken runs to its end.
+        """
         params = ScoreParams.parse(query)
-        result = self.run(self.decode, body, content_type)
+        if cancellation is not None and cancellation.cancelled:
+            # it left while its request waited for a thread: not even decoded
+            self.stats.cancel()
+            raise ClientGoneError()
+        forgets: list[Callable[[], None]] = []
+        watch = None
+        if cancellation is not None:
+            gone = cancellation
+
+            def watch(future: Future[Any]) -> None:
+                # its decode slot, then its model call: cancelled when the client leaves
+                forgets.append(gone.on_cancel(future.cancel))
+
+        try:
+            result = self.run(self.decode, body, content_type, watch=watch)
+        except FutureCancelled:
+            # dropped before any model call took it (run counted it as cancelled)
+            raise ClientGoneError() from None
+        finally:
+            for forget in forgets:
+                forget()
         return ScoreResult(
             self.output_plan.build(result.outputs, params),
             result.batch_size,

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import cancellation
 from ..codecs import check_content_encoding, encode_json
 from ..errors import (
     BadRequestError,
@@ -63,7 +64,7 @@ from ..telemetry.metrics import Metrics
 from .layout import locate_model_dir, locate_models
 from .settings import ReadLimits, apply_settings, package_settings
 
-__all__ = ["AzureMLRuntime", "current", "init", "run"]
+__all__ = ["AzureMLRuntime", "current", "init", "run", "use"]
 
 logger = logging.getLogger("scorepack.azureml")
 
@@ -172,7 +173,14 @@ class AzureMLRuntime:
             scorer = score_target(self.repository, query)
             check_content_encoding(request.headers.get("Content-Encoding"))
             body = self._read_body(request, scorer.config.max_body_bytes)
-            result = scorer.handle(body, request.headers.get("Content-Type"), query)
+            # scorepack's worker cancels it when the client closes its connection
+            # meanwhile: queued work is then dropped before its model call (499)
+            result = scorer.handle(
+                body,
+                request.headers.get("Content-Type"),
+                query,
+                cancellation=cancellation.current(),
+            )
         except Exception as exc:
             reply = error_reply(exc)
             return (
@@ -314,7 +322,6 @@ def init(
     batcher. ``SCOREPACK_DEVICE`` and the ``SCOREPACK_*`` scoring variables override the
     package's settings. Errors are raised: azmlinfsrv logs them and stops.
     """
-    global _runtime
     env = os.environ if environ is None else environ
     # the one settings object a package reads (the same class as the CLI's, so the same
     # names, checks and messages); read once, here, and handed to each reader
@@ -361,11 +368,7 @@ def init(
         served = scorer
     if settings.otlp_endpoint:
         tracing.configure(settings.otlp_endpoint.strip(), service_name=spec.name)
-    made = AzureMLRuntime(served, read_timeout_s=limits.read_timeout_s)
-    with _lock:
-        previous, _runtime = _runtime, made
-    if previous is not None:
-        previous.close()
+    made = use(AzureMLRuntime(served, read_timeout_s=limits.read_timeout_s))
     if settings.metrics_port:  # unset or 0: no metrics server
         made.serve_metrics(settings.metrics_port, settings.metrics_addr.strip() or "0.0.0.0")
     atexit.register(served.close, 10.0)
@@ -418,6 +421,18 @@ def _open_models(
 
 def _given(scorer: Scorer) -> Callable[[], Scorer]:
     return lambda: scorer
+
+
+def use(made: AzureMLRuntime) -> AzureMLRuntime:
+    """Make ``made`` the runtime :func:`run` answers with (closing the one before).
+
+    :func:`init` calls it; an entry script that builds its own scorer may too."""
+    global _runtime
+    with _lock:
+        previous, _runtime = _runtime, made
+    if previous is not None and previous is not made:
+        previous.close()
+    return made
 
 
 def run(request: Request) -> Any:

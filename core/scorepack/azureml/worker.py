@@ -17,7 +17,13 @@ front of it, so this worker does the buffering itself:
   too large) is answered 400 or 431 here, and a body over the package's limit 413 — with
   scorepack's JSON error body, as ``scorepack serve`` answers — and closed;
 * the bytes held for requests still arriving are bounded (``SCOREPACK_UPLOAD_BUFFER_BYTES``,
-  default 256 MiB): past it, a new upload is answered 503 with ``Retry-After``.
+  default 256 MiB): past it, a new upload is answered 503 with ``Retry-After``;
+* while a thread scores a request, the main loop watches its connection: a client that
+  closes it (end of stream or reset) cancels the request's
+  :class:`~scorepack.cancellation.Cancellation`, and the runtime drops its queued work
+  before any model call (``scorepack_cancelled_requests_total``; the access line says
+  499). The thread still returns through azmlinfsrv, but at once. A client that sends its
+  next request before the answer (pipelining) is not watched past that point.
 
 Everything else is gunicorn's gthread worker: the threads, keep-alive, graceful shutdown.
 It is selected with ``--worker-class`` in ``GUNICORN_CMD_ARGS``, which azmlinfsrv passes
@@ -39,6 +45,7 @@ import h11
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from ..cancellation import Cancellation, bound
 from ..codecs import DEFAULT_MAX_BODY_BYTES, encode_json
 from ..errors import (
     BadRequestError,
@@ -134,7 +141,16 @@ class BufferingThreadWorker(ThreadWorker):
             conn.init()
             conn.parser.unreader.unread(bytes(data))
             conn.scorepack_sent_continue = sent_continue
-        return super().handle(conn)
+        # the runtime finds it with scorepack.cancellation.current()
+        with bound(getattr(conn, "scorepack_gone", None)):
+            return super().handle(conn)
+
+    def finish_request(self, conn: TConn, fs: Any) -> None:
+        """On the main loop once a thread is done: stop watching for the client leaving,
+        then gthread's keep-alive or close."""
+        self._unwatch(conn)
+        conn.scorepack_gone = None
+        super().finish_request(conn, fs)
 
     def handle_request(self, req: Any, conn: TConn) -> Any:
         """Serve one request; gunicorn must not send a second ``100 Continue``."""
@@ -225,7 +241,43 @@ class BufferingThreadWorker(ThreadWorker):
         conn = state.conn
         conn.scorepack_ready = (state.data, state.sent_continue)
         conn.data_ready = True
+        conn.scorepack_gone = Cancellation()
         super().enqueue_req(conn)
+        self._watch(conn)
+
+    # --- a client that leaves while its request is served ----------------------------------
+
+    def _watch(self, conn: TConn) -> None:
+        # the thread never reads this socket again before finish_request (the request is
+        # whole in its parser), so readable means the client closed, reset or pipelined
+        try:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._gone, conn))
+        except (KeyError, ValueError, OSError):
+            return
+        conn.scorepack_watched = True
+
+    def _unwatch(self, conn: TConn) -> None:
+        if getattr(conn, "scorepack_watched", False):
+            conn.scorepack_watched = False
+            try:
+                self.poller.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+
+    def _gone(self, conn: TConn, _sock: socket.socket) -> None:
+        try:
+            peek = conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            peek = b""  # reset by the client: gone as well
+        # either way stop watching: a level-triggered poller would report pipelined bytes
+        # for as long as they wait, and they are the next request's, read after this one
+        self._unwatch(conn)
+        cancellation = getattr(conn, "scorepack_gone", None)
+        if not peek and cancellation is not None:
+            logger.debug("client %s left while its request was served", _peer(conn))
+            cancellation.cancel()
 
     def _refuse(self, state: _Arriving, exc: ScorepackError) -> None:
         """Answer the request from here and close its connection."""

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from ..errors import (
+    ClientGoneError,
     HeadersTooLargeError,
     MethodNotAllowedError,
     ModelError,
@@ -38,6 +39,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ScorepackError], int], ...] = (
     (PayloadTooLargeError, 413),
     (UnsupportedMediaTypeError, 415),
     (HeadersTooLargeError, 431),
+    (ClientGoneError, 499),
     (RequestError, 400),
     (ServiceUnavailableError, 503),
     (ScoringTimeoutError, 504),
