@@ -102,8 +102,17 @@ class StalledUploads:
     the test looks at the server: they are as slow as a client can be and still be alive.
     """
 
-    def __init__(self, url: str, count: int = 64, trickle_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        count: int = 64,
+        trickle_s: float = 0.5,
+        path: str = "/score",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.url = url
+        self.path = path
+        self.headers = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.count = count
         self.trickle_s = trickle_s
         self.sockets: list[tuple[socket.socket, bool]] = []
@@ -118,8 +127,8 @@ class StalledUploads:
             framing = "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: 100000\r\n"
             sock.sendall(
                 (
-                    f"POST /score HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                    f"Content-Type: application/octet-stream\r\n{framing}\r\n"
+                    f"POST {self.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                    f"Content-Type: application/octet-stream\r\n{self.headers}{framing}\r\n"
                 ).encode()
                 + (b"1\r\nx\r\n" if chunked else b"x")
             )
@@ -156,8 +165,14 @@ class StalledUploads:
 
 
 @contextmanager
-def stalled_uploads(url: str, count: int = 64, trickle_s: float = 0.5) -> Iterator[StalledUploads]:
-    uploads = StalledUploads(url, count, trickle_s).open()
+def stalled_uploads(
+    url: str,
+    count: int = 64,
+    trickle_s: float = 0.5,
+    path: str = "/score",
+    headers: dict[str, str] | None = None,
+) -> Iterator[StalledUploads]:
+    uploads = StalledUploads(url, count, trickle_s, path, headers).open()
     try:
         yield uploads
     finally:
