@@ -42,6 +42,9 @@ __all__ = [
 
 #: how long a held gate may block before the fixture gives up (a failing test must not hang)
 GATE_TIMEOUT = 30.0
+#: the same for the ``hold`` file, which a test in another process removes (more margin:
+#: the test meanwhile waits on that process's metrics under a busy machine)
+HOLD_TIMEOUT = 120.0
 
 
 class EchoBackend(Backend):
@@ -90,7 +93,7 @@ class EchoBackend(Backend):
                 fh.write(f"{x.shape[0]}\n")
         hold = self.options.get("hold")
         if hold:
-            deadline = time.monotonic() + GATE_TIMEOUT
+            deadline = time.monotonic() + HOLD_TIMEOUT
             while Path(hold).exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
         time.sleep(float(self.options.get("delay", 0)))
