@@ -82,19 +82,30 @@ def summarise(raw: Path) -> dict[str, dict[str, int]]:
     return {k: dict(v.most_common()) for k, v in table.items()}
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds so far per thread name (all threads: Python's and the frameworks' own)."""
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far per thread id (all threads: Python's and the frameworks' own)."""
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = collections.defaultdict(float)
+    out: dict[int, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")].rstrip("_0123456789")
         fields = stat[stat.rindex(")") + 2 :].split()
-        out[name] += (int(fields[11]) + int(fields[12])) / tick
-    return dict(out)
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_roles(raw: Path) -> dict[int, str]:
+    """Thread id -> role, for the Python threads py-spy saw (``thread (TID): NAME``)."""
+    roles = {}
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        head = line.split(";", 1)[0]
+        if head.startswith("thread (") and "): " in head:
+            tid = head[len("thread (") : head.index(")")]
+            if tid.isdigit():
+                roles[int(tid)] = role(head)
+    return roles
 
 
 def main() -> None:
@@ -146,12 +157,14 @@ def main() -> None:
         wall = time.monotonic() - t0
         cpu_after = thread_cpu(server.proc.pid)
         loader.join()
-    # cores used per thread name over the sampled window (1.0 = one core all the time)
-    cores = {
-        k: round((v - cpu_before.get(k, 0.0)) / wall, 2)
-        for k, v in sorted(cpu_after.items(), key=lambda kv: -kv[1])
-        if v - cpu_before.get(k, 0.0) > 0.01 * wall
-    }
+    # cores used per thread role over the sampled window (1.0 = one core all the time);
+    # threads py-spy did not see run no Python: the framework's own pool (ONNX Runtime's)
+    roles = thread_roles(raw)
+    used: dict[str, float] = collections.defaultdict(float)
+    for tid, seconds in cpu_after.items():
+        name = roles.get(tid, "framework's native threads")
+        used[name] += (seconds - cpu_before.get(tid, 0.0)) / wall
+    cores = {k: round(v, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])}
     summary = summarise(raw)
     total = sum(sum(v.values()) for v in summary.values())
     print(
