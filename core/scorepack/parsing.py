@@ -14,6 +14,7 @@ __all__ = [
     "AZUREML_SERVE_SECTIONS",
     "CLI_ONLY",
     "ENV_PREFIX",
+    "PREPROCESS_FIELDS",
     "SERVE_FIELDS",
     "SERVE_SECTIONS",
     "env_name",
@@ -24,6 +25,21 @@ __all__ = [
 ]
 
 ENV_PREFIX = "SCOREPACK_"
+
+#: the settings that make up a model's image preprocessing (fixed in a package when built)
+PREPROCESS_FIELDS: tuple[str, ...] = (
+    "preset",
+    "image_input",
+    "image_size",
+    "layout",
+    "resize",
+    "crop_ratio",
+    "color",
+    "scale",
+    "mean",
+    "std",
+    "exact_decode",
+)
 
 #: ``serve``'s options in the order ``--help`` shows them, in sections by the mode they
 #: apply to: (title, option names). The one list of serve's option names: the settings
@@ -59,21 +75,7 @@ SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "A model only (a package fixed these when it was built)",
-        (
-            "preset",
-            "image_input",
-            "image_size",
-            "layout",
-            "resize",
-            "crop_ratio",
-            "color",
-            "scale",
-            "mean",
-            "std",
-            "exact_decode",
-            "labels",
-            "classifier_output",
-        ),
+        (*PREPROCESS_FIELDS, "labels", "classifier_output"),
     ),
     (
         "The embedded server",

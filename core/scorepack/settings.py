@@ -59,6 +59,7 @@ from .device import Device
 from .parsing import (
     AZUREML_SERVE_FIELDS,
     ENV_PREFIX,
+    PREPROCESS_FIELDS,
     SERVE_FIELDS,
     env_name,
     parse_floats,
@@ -438,21 +439,7 @@ class ScoringSettings(RuntimeSettings):
         return self.apply(config)
 
 
-_PREPROCESS_FIELDS = frozenset(
-    {
-        "preset",
-        "image_input",
-        "image_size",
-        "layout",
-        "resize",
-        "crop_ratio",
-        "color",
-        "scale",
-        "mean",
-        "std",
-        "exact_decode",
-    }
-)
+_PREPROCESS_FIELDS = frozenset(PREPROCESS_FIELDS)
 
 
 class ServeSettings(ScoringSettings):

@@ -13,7 +13,7 @@ from ..codecs import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from ..config import ScoringConfig
 from ..device import Device
 from ..errors import BackendOptionError
-from ..parsing import parse_floats, parse_option_items, parse_size
+from ..parsing import PREPROCESS_FIELDS, parse_floats, parse_option_items, parse_size
 from ..preprocess import PRESETS, PreprocessConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -234,17 +234,7 @@ def create_backend(spec: BackendSpec, path: str, device: str, options: dict[str,
 
 #: the options above that make up a ScoringConfig (click names = settings fields)
 _SCORING_NAMES = (
-    "preset",
-    "image_input",
-    "image_size",
-    "layout",
-    "resize",
-    "crop_ratio",
-    "color",
-    "scale",
-    "mean",
-    "std",
-    "exact_decode",
+    *PREPROCESS_FIELDS,
     "top_k",
     "labels",
     "classifier_output",
