@@ -85,10 +85,14 @@ def test_the_runtime_counts_served_batched_rejected_and_timed_out(tmp_path: Path
     assert statuses["200"] + statuses["504"] == 3
     assert value(after, "scorepack_request_duration_seconds_count", protocol="azureml") == 4
     # the held call, then the queued ones whose time had not run out, in one batch (they
-    # were admitted a moment after the held one, so their deadlines are a moment later)
+    # were admitted a moment after the held one, so their deadlines are a moment later);
+    # on a loaded machine a queued request may also run out of time DURING that call: it
+    # was scored but answered 504, so the rows can outnumber the 200s
     served = statuses["200"]
-    assert value(after, "scorepack_model_calls_total", **model) == 1 + (served > 0)
-    assert value(after, "scorepack_batch_size_sum", **model) == 1 + served
+    calls = value(after, "scorepack_model_calls_total", **model)
+    rows = value(after, "scorepack_batch_size_sum", **model)
+    assert (calls, rows) in {(1, 1), (2, 2), (2, 3)}
+    assert served <= rows - 1
     assert value(after, "scorepack_timed_out_requests_total", **model) == 3 - served
     assert value(after, "process_cpu_seconds_total") > 0
 
