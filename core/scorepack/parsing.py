@@ -13,7 +13,9 @@ __all__ = [
     "AZUREML_SERVE_FIELDS",
     "AZUREML_SERVE_SECTIONS",
     "CLI_ONLY",
+    "DECODE_FIELDS",
     "ENV_PREFIX",
+    "LIMIT_FIELDS",
     "PREPROCESS_FIELDS",
     "SERVE_FIELDS",
     "SERVE_SECTIONS",
@@ -40,6 +42,17 @@ PREPROCESS_FIELDS: tuple[str, ...] = (
     "std",
     "exact_decode",
 )
+#: batching and input limits: a model's, and a package's again at serve time
+LIMIT_FIELDS: tuple[str, ...] = (
+    "max_batch_size",
+    "max_delay_ms",
+    "max_queue_size",
+    "timeout_ms",
+    "max_body_bytes",
+    "max_image_pixels",
+)
+#: how request bodies are decoded (every mode)
+DECODE_FIELDS: tuple[str, ...] = ("decode_threads", "decode_lookahead", "decode_nice")
 
 #: ``serve``'s options in the order ``--help`` shows them, in sections by the mode they
 #: apply to: (title, option names). The one list of serve's option names: the settings
@@ -59,19 +72,11 @@ SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "Batching and limits (a model; a package takes them at serve time too)",
-        (
-            "max_batch_size",
-            "max_delay_ms",
-            "max_queue_size",
-            "timeout_ms",
-            "max_body_bytes",
-            "max_image_pixels",
-            "top_k",
-        ),
+        (*LIMIT_FIELDS, "top_k"),
     ),
     (
         "Decoding (every mode; a package takes them at serve time too)",
-        ("decode_threads", "decode_lookahead", "decode_nice"),
+        DECODE_FIELDS,
     ),
     (
         "A model only (a package fixed these when it was built)",
@@ -117,18 +122,7 @@ AZUREML_SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "Batching, limits and decoding (the package's own settings when left out)",
-        (
-            "max_batch_size",
-            "max_delay_ms",
-            "max_queue_size",
-            "timeout_ms",
-            "max_body_bytes",
-            "max_image_pixels",
-            "top_k",
-            "decode_threads",
-            "decode_lookahead",
-            "decode_nice",
-        ),
+        (*LIMIT_FIELDS, "top_k", *DECODE_FIELDS),
     ),
     (
         "How requests are read (the package's gunicorn worker)",

@@ -58,7 +58,9 @@ from .decoding import DecodeSettings
 from .device import Device
 from .parsing import (
     AZUREML_SERVE_FIELDS,
+    DECODE_FIELDS,
     ENV_PREFIX,
+    LIMIT_FIELDS,
     PREPROCESS_FIELDS,
     SERVE_FIELDS,
     env_name,
@@ -234,16 +236,9 @@ class RuntimeSettings(ScorerSettings):
 
     #: the fields a package takes at serve time (the others it fixes when built)
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = (
-        "max_batch_size",
-        "max_delay_ms",
-        "max_queue_size",
-        "timeout_ms",
-        "max_body_bytes",
-        "max_image_pixels",
+        *LIMIT_FIELDS,
         "top_k",
-        "decode_threads",
-        "decode_lookahead",
-        "decode_nice",
+        *DECODE_FIELDS,
         "read_timeout_s",
     )
 

@@ -13,7 +13,7 @@ from ..codecs import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from ..config import ScoringConfig
 from ..device import Device
 from ..errors import BackendOptionError
-from ..parsing import PREPROCESS_FIELDS, parse_floats, parse_option_items, parse_size
+from ..parsing import LIMIT_FIELDS, PREPROCESS_FIELDS, parse_floats, parse_option_items, parse_size
 from ..preprocess import PRESETS, PreprocessConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -238,12 +238,7 @@ _SCORING_NAMES = (
     "top_k",
     "labels",
     "classifier_output",
-    "max_batch_size",
-    "max_delay_ms",
-    "max_queue_size",
-    "timeout_ms",
-    "max_body_bytes",
-    "max_image_pixels",
+    *LIMIT_FIELDS,
 )
 
 
