@@ -215,28 +215,8 @@ def _readme_several(
                 ),
             ]
         ),
-        score_commands="\n".join(
-            [
-                shell("curl", "--data-binary", "@image.jpg", "-H", "Content-Type: image/jpeg", url),
-                shell("scorepack", "score", url, "image.jpg"),
-            ]
-        ),
-        deploy_commands="\n".join(
-            [
-                shell(
-                    "scorepack",
-                    "deploy",
-                    ".",
-                    "--workspace-config",
-                    "config.json",
-                    "--compute",
-                    spec.deployment.compute_name,
-                    "--sdk",
-                    "v2",
-                ),
-                shell("scorepack", "delete", ".", "--workspace-config", "config.json"),
-            ]
-        ),
+        score_commands=_score_commands(url),
+        deploy_commands=_deploy_commands(spec),
     )
 
 
@@ -385,37 +365,10 @@ def _readme(spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, 
         max_queue_size=batching.max_queue_size,
         timeout_ms=f"{batching.timeout_ms:g}",
         local_commands=local,
-        score_commands="\n".join(
-            [
-                shell(
-                    "curl",
-                    "--data-binary",
-                    "@image.jpg",
-                    "-H",
-                    "Content-Type: image/jpeg",
-                    "http://127.0.0.1:5001/score",
-                ),
-                shell("scorepack", "score", "http://127.0.0.1:5001/score", "image.jpg"),
-            ]
-        ),
+        score_commands=_score_commands("http://127.0.0.1:5001/score"),
         json_text=_json_text(spec),
         model_name=spec.name,
-        deploy_commands="\n".join(
-            [
-                shell(
-                    "scorepack",
-                    "deploy",
-                    ".",
-                    "--workspace-config",
-                    "config.json",
-                    "--compute",
-                    spec.deployment.compute_name,
-                    "--sdk",
-                    "v2",
-                ),
-                shell("scorepack", "delete", ".", "--workspace-config", "config.json"),
-            ]
-        ),
+        deploy_commands=_deploy_commands(spec),
         gpu_text=" and the GPU" if gpu else "",
         gpu_note=" (`--device cpu` runs this GPU package on a machine without a GPU)"
         if gpu
@@ -527,3 +480,26 @@ def _json_text(spec: PackageSpec) -> str:
         f"Or send JSON tensors, one array per input with the batch first: `{body}` with "
         "`Content-Type: application/json`."
     )
+
+
+def _score_commands(url: str) -> str:
+    """The README's two ways to score ``image.jpg`` at ``url``: curl and scorepack."""
+    curl = shell("curl", "--data-binary", "@image.jpg", "-H", "Content-Type: image/jpeg", url)
+    return "\n".join([curl, shell("scorepack", "score", url, "image.jpg")])
+
+
+def _deploy_commands(spec: PackageSpec) -> str:
+    """The README's deploy and delete commands (Azure ML, SDK v2)."""
+    deploy = shell(
+        "scorepack",
+        "deploy",
+        ".",
+        "--workspace-config",
+        "config.json",
+        "--compute",
+        spec.deployment.compute_name,
+        "--sdk",
+        "v2",
+    )
+    delete = shell("scorepack", "delete", ".", "--workspace-config", "config.json")
+    return "\n".join([deploy, delete])
