@@ -19,6 +19,7 @@ from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import pytest
 import yaml
@@ -208,6 +209,40 @@ def test_shell_commands_in_the_readme_are_quoted() -> None:
         "--sdk",
         "v2",
     ]
+
+
+def _readme_commands(readme: str) -> list[list[str]]:
+    """The ``scorepack ...`` lines of a README's code blocks, split as a shell would."""
+    commands, in_block = [], False
+    for line in readme.splitlines():
+        if line.startswith("```"):
+            in_block = not in_block
+        elif in_block and line.startswith("scorepack "):
+            commands.append(shlex.split(line, comments=True))
+    return commands
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_readme_commands_use_only_current_options(case: str) -> None:
+    """Every scorepack command a generated README shows is a command of the CLI with
+    options it lists: no hidden (deprecated) spelling such as ``serve . --runtime azureml``,
+    which the one-model README had left behind and the several-models one still showed."""
+    cli = build_cli()
+    commands = _readme_commands(render(CASES[case]())["README.md"])
+    assert any(c[1] == "serve-azureml" for c in commands), commands
+    for argv in commands:
+        command = cli.commands[argv[1]]
+        options = {
+            name: param
+            for param in command.params
+            if isinstance(param, click.Option)
+            for name in (*param.opts, *param.secondary_opts)
+        }
+        for token in argv[2:]:
+            if token.startswith("-"):
+                name = token.split("=", 1)[0]
+                assert name in options, f"{' '.join(argv)}: {name} is not an option"
+                assert not options[name].hidden, f"{' '.join(argv)}: {name} is deprecated"
 
 
 class FakeTarget:

@@ -192,7 +192,6 @@ def _readme_several(
         for m in spec.models
     ]
     gpu = spec.device == "cuda"
-    cpu = ["--device", "cpu"] if gpu else []
     first = spec.models[0].name
     url = f"http://127.0.0.1:5001/score?model={first}"
     return _template("README_models.md.tmpl").substitute(
@@ -206,15 +205,7 @@ def _readme_several(
         gpu_note=" (`--device cpu` runs this GPU package on a machine without a GPU)"
         if gpu
         else "",
-        local_commands=_commented(
-            [
-                (shell("scorepack", "serve", ".", *cpu), "the embedded server"),
-                (
-                    shell("scorepack", "serve", ".", "--runtime", "azureml", *cpu),
-                    "azmlinfsrv, as on Azure ML",
-                ),
-            ]
-        ),
+        local_commands=_local_commands(spec),
         score_commands=_score_commands(url),
         deploy_commands=_deploy_commands(spec),
     )
@@ -333,20 +324,6 @@ def _readme(spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, 
     ]
     env = server_environment(spec.deployment) | service_variables(spec.requirements.cuda)
     gpu = spec.device == "cuda"
-    cpu = ["--device", "cpu"] if gpu else []
-    local = _commented(
-        [
-            (shell("scorepack", "serve", ".", *cpu), "the embedded server"),
-            (
-                shell("scorepack", "serve-azureml", ".", *cpu),
-                "azmlinfsrv, as on Azure ML",
-            ),
-            (
-                shell("scorepack", "serve-azureml", ".", "--isolated"),
-                "the same, in a fresh environment" + (" (on a GPU machine)" if gpu else ""),
-            ),
-        ]
-    )
     return _template("README.md.tmpl").substitute(
         name=spec.name,
         framework=spec.framework,
@@ -364,7 +341,7 @@ def _readme(spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, 
         max_delay_ms=f"{batching.max_delay_ms:g}",
         max_queue_size=batching.max_queue_size,
         timeout_ms=f"{batching.timeout_ms:g}",
-        local_commands=local,
+        local_commands=_local_commands(spec),
         score_commands=_score_commands("http://127.0.0.1:5001/score"),
         json_text=_json_text(spec),
         model_name=spec.name,
@@ -479,6 +456,23 @@ def _json_text(spec: PackageSpec) -> str:
     return (
         f"Or send JSON tensors, one array per input with the batch first: `{body}` with "
         "`Content-Type: application/json`."
+    )
+
+
+def _local_commands(spec: PackageSpec) -> str:
+    """The README's ways to run the package here: the embedded server, azmlinfsrv, and
+    azmlinfsrv in an isolated environment (one model or several alike)."""
+    gpu = spec.device == "cuda"
+    cpu = ["--device", "cpu"] if gpu else []
+    return _commented(
+        [
+            (shell("scorepack", "serve", ".", *cpu), "the embedded server"),
+            (shell("scorepack", "serve-azureml", ".", *cpu), "azmlinfsrv, as on Azure ML"),
+            (
+                shell("scorepack", "serve-azureml", ".", "--isolated"),
+                "the same, in a fresh environment" + (" (on a GPU machine)" if gpu else ""),
+            ),
+        ]
     )
 
 
