@@ -109,6 +109,9 @@ def test_a_request_is_traced_under_the_callers_trace(tmp_path: Path) -> None:
         assert server.start_time <= child.start_time <= child.end_time <= server.end_time
     assert spans["scorepack.decode"].end_time <= spans["scorepack.model"].start_time
     assert spans["scorepack.model"].attributes["scorepack.batch_size"] == 2
+    # the model is named on the server span (known once routed) and on each child
+    for span in spans.values():
+        assert span.attributes["scorepack.model"] == "m"
 
 
 def test_tracing_off_imports_no_opentelemetry(tmp_path: Path) -> None:

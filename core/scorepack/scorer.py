@@ -351,7 +351,7 @@ class Scorer:
             self.stats.cancel()
             raise
         if tracing.enabled:
-            tracing.record_scoring(began, ended, result)
+            tracing.record_scoring(began, ended, result, self.name, self.version)
         return result
 
     def run(
@@ -389,7 +389,7 @@ class Scorer:
             self.stats.cancel()
             raise
         if tracing.enabled:
-            tracing.record_scoring(began, ended, result)
+            tracing.record_scoring(began, ended, result, self.name, self.version)
         return result
 
     def _decode_timed(

@@ -147,20 +147,42 @@ def finish_rpc_span(span: Any, code: int, error: bool, **attributes: Any) -> Non
         span.set_status(Status(StatusCode.ERROR))
 
 
-def record_scoring(decode_began: float, decode_ended: float, result: BatchResult) -> None:
-    """Child spans of the current span: decode, queue wait, model call (monotonic times)."""
+def record_scoring(
+    decode_began: float,
+    decode_ended: float,
+    result: BatchResult,
+    model: str | None = None,
+    version: str | None = None,
+) -> None:
+    """Child spans of the current span: decode, queue wait, model call (monotonic times).
+
+    ``model`` and ``version`` (the scorer's) go on the current span and on each child as
+    ``scorepack.model`` and ``scorepack.model_version``: a host's server span is opened
+    before routing tells which model a request is for.
+    """
     tracer = _tracer
     if tracer is None:
         return
+    from opentelemetry import trace
+
     offset = time.time_ns() - time.monotonic_ns()
 
     def ns(seconds: float) -> int:
         return int(seconds * 1e9) + offset
 
+    named: dict[str, Any] = {"scorepack.model": model} if model else {}
+    if version:
+        named["scorepack.model_version"] = version
+    trace.get_current_span().set_attributes(named)
     for name, began, ended, attributes in (
-        ("decode", decode_began, decode_ended, None),
-        ("queue", result.enqueued, result.started, None),
-        ("model", result.started, result.finished, {"scorepack.batch_size": result.batch_size}),
+        ("decode", decode_began, decode_ended, named),
+        ("queue", result.enqueued, result.started, named),
+        (
+            "model",
+            result.started,
+            result.finished,
+            {**named, "scorepack.batch_size": result.batch_size},
+        ),
     ):
         span = tracer.start_span(f"scorepack.{name}", start_time=ns(began), attributes=attributes)
         span.end(end_time=ns(ended))
