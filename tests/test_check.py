@@ -11,6 +11,7 @@ They are what would have caught the GPU pins that did not exist (``torch==2.13.0
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from cli_process import run_cli
 from packages import BACKENDS, installed, tiny_model
 from scorepack.backend import Requirements
 from scorepack.cli import build_cli
@@ -62,13 +64,54 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Pat
     return out
 
 
+#: the package of several models: an onnx and a pytorch model, for a GPU, built by the CLI
+SEVERAL = {"tiny": "onnx", "cnn": "pytorch"}
+
+
 @pytest.fixture(scope="session")
-def reports(built: dict[tuple[str, str], Path]) -> dict[tuple[str, str], CheckReport]:
-    """Every package checked for real, in parallel (the resolves wait on the network)."""
+def several(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """``scorepack build tiny=MODEL cnn=MODEL --device cuda`` (None: a backend is missing)."""
+    if not all(installed(b) for b in SEVERAL.values()):
+        return None
+    root = tmp_path_factory.mktemp("check-several")
+    out = root / "mix"
+    result = CliRunner().invoke(
+        build_cli(),
+        [
+            "build",
+            *(f"{name}={tiny_model(backend, root)}" for name, backend in SEVERAL.items()),
+            *("-o", str(out), "--device", "cuda", "--name", "mix", "--no-check"),
+        ],
+    )
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return out
+
+
+@pytest.fixture(scope="session")
+def checks(
+    built: dict[tuple[str, str], Path], several: Path | None
+) -> tuple[dict[tuple[str, str], CheckReport], subprocess.CompletedProcess[str] | None]:
+    """Every package checked for real, in parallel (the resolves wait on the network); the
+    package of several models through the command line, ``scorepack check --json``."""
     _need_index()
-    with ThreadPoolExecutor(max_workers=len(built) or 1) as pool:
+    with ThreadPoolExecutor(max_workers=len(built) + 1) as pool:
         futures = {key: pool.submit(check_package, path) for key, path in built.items()}
-        return {key: future.result() for key, future in futures.items()}
+        cli = (
+            pool.submit(run_cli, "check", "--json", str(several), timeout=900)
+            if several is not None
+            else None
+        )
+        return (
+            {key: future.result() for key, future in futures.items()},
+            cli.result() if cli is not None else None,
+        )
+
+
+@pytest.fixture(scope="session")
+def reports(
+    checks: tuple[dict[tuple[str, str], CheckReport], Any],
+) -> dict[tuple[str, str], CheckReport]:
+    return checks[0]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -114,6 +157,67 @@ def test_every_package_resolves_for_its_target(
         assert all(r.cuda_major is None for r in report.results), text
     # the package's own wheels (scorepack, the plugin) resolve with their dependencies
     assert any(r.requirement.endswith(".whl") and r.found for r in report.results), text
+
+
+def test_a_package_of_several_models_is_checked_model_by_model(
+    several: Path | None, checks: tuple[Any, subprocess.CompletedProcess[str] | None]
+) -> None:
+    """``scorepack check --json`` on a package of several models (one environment for an
+    onnx and a pytorch model, CUDA 13): it resolves, and each model is said to."""
+    done = checks[1]
+    if several is None or done is None:
+        pytest.skip("the onnx and pytorch backends are both needed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["cuda_expected"] == 13, done.stdout
+    assert [(m["name"], m["backend"], m["status"]) for m in report["models"]] == [
+        ("tiny", "onnx", "ok"),
+        ("cnn", "pytorch", "ok"),
+    ], done.stdout
+    assert report["models"][1]["cuda_major"] == 13
+    requirements = {r["requirement"].split("==")[0]: r for r in report["requirements"]}
+    assert requirements["onnxruntime-gpu[cuda,cudnn]"]["found"]
+    assert requirements["torch"]["found"]
+    # every wheel of the package (scorepack's and both plugins') resolves
+    wheels = [r for r in report["requirements"] if r["requirement"].endswith(".whl")]
+    assert len(wheels) == 3 and all(w["found"] for w in wheels), done.stdout
+
+
+def test_a_model_that_does_not_resolve_is_named(several: Path | None) -> None:
+    """One model's pin does not exist (onnxruntime-gpu 1.32.0): that model fails, by name and
+    with pip's reason; the other model still resolves; the package does not."""
+    if several is None:
+        pytest.skip("the onnx and pytorch backends are both needed")
+    _need_index()
+    spec = load_manifest(several)
+    bad = "onnxruntime-gpu[cuda,cudnn]==1.32.0"
+    models = tuple(
+        replace(m, requirements=replace(m.requirements, pip=(bad,))) if m.name == "tiny" else m
+        for m in spec.models
+    )
+    # the framework pins and the package's wheels, without the runtime's pins: shorter
+    broken = replace(
+        spec,
+        models=models,
+        requirements=replace(
+            spec.requirements, pip=tuple(ln for m in models for ln in m.requirements.pip)
+        ),
+        runtime_requirements=(),
+    )
+    report = check_spec(broken, several)
+    text = report.text()
+    assert report.failed and "does NOT resolve" in text
+    verdicts = {m.name: m for m in report.models}
+    assert verdicts["tiny"].status == "fails", text
+    (culprit,) = verdicts["tiny"].culprits
+    assert culprit.startswith(f"{bad} (not found: ") and "1.32.0" in culprit[len(bad) :], text
+    assert verdicts["cnn"].status == "ok" and verdicts["cnn"].cuda_major == 13, text
+    assert "model tiny (onnx): does NOT resolve: onnxruntime-gpu" in text
+    assert "model cnn (pytorch): ok" in text
+    # a plugin's wheel, resolved apart from the rest, still has scorepack's wheel beside it
+    for result in report.results:
+        if result.requirement.endswith(".whl"):
+            assert result.found, text
 
 
 def test_pins_that_do_not_exist_are_not_found(built: dict[tuple[str, str], Path]) -> None:

@@ -14,6 +14,10 @@ must not answer for what a GPU node would install.
 Per requirement the report says: found or not, the version, the CUDA major its wheels
 bring, and a conflict. An extra index (PyTorch's) that cannot be reached from here is
 reported as such; what needs it is marked unchecked, never guessed.
+
+A package of several models has one environment, resolved as one; the report then also
+says, per model, whether what that model needs (its framework's pins, its backend's wheel,
+and everything the models share) resolves, and names what fails it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "DEFAULT_INDEX",
     "PLATFORMS",
     "CheckReport",
+    "ModelResult",
     "RequirementResult",
     "check_package",
     "check_spec",
@@ -95,6 +100,29 @@ class RequirementResult:
 
 
 @dataclass(frozen=True)
+class ModelResult:
+    """One model of a package of several: does what it needs resolve?"""
+
+    name: str
+    backend: str
+    #: ok | fails | unchecked
+    status: str
+    #: what fails it, each a requirement line and the reason in brackets (or, when
+    #: unchecked, the lines that could not be checked)
+    culprits: tuple[str, ...] = ()
+    #: the CUDA major its own requirements bring
+    cuda_major: int | None = None
+
+    def text(self) -> str:
+        """One line of the report."""
+        head = f"model {self.name} ({self.backend}): "
+        if self.status == "ok":
+            return head + "ok"
+        what = "does NOT resolve" if self.status == "fails" else "unchecked"
+        return f"{head}{what}: {', '.join(self.culprits)}"
+
+
+@dataclass(frozen=True)
 class CheckReport:
     """The outcome of resolving one package's environment."""
 
@@ -110,6 +138,8 @@ class CheckReport:
     resolved: int = 0
     cuda_expected: int | None = None
     packages: tuple[str, ...] = field(default=(), repr=False)
+    #: per model, for a package of several (empty for one model)
+    models: tuple[ModelResult, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -146,6 +176,7 @@ class CheckReport:
             )
         lines += [f"  unreachable: {u}" for u in self.unreachable]
         lines += [f"  problem: {p}" for p in self.problems]
+        lines += [f"  {m.text()}" for m in self.models]
         if self.ok:
             lines.append(f"resolves: {self.resolved} distributions, nothing installed")
         elif self.failed:
@@ -178,6 +209,17 @@ class CheckReport:
             ],
             "problems": list(self.problems),
             "unreachable": list(self.unreachable),
+            "models": [
+                {
+                    "name": m.name,
+                    "backend": m.backend,
+                    "status": m.status,
+                    "ok": m.status == "ok",
+                    "culprits": list(m.culprits),
+                    "cuda_major": m.cuda_major,
+                }
+                for m in self.models
+            ],
         }
 
 
@@ -298,8 +340,12 @@ def _closure(root: str, items: dict[str, dict[str, Any]]) -> set[str]:
     return seen
 
 
+def _is_wheel(line: str) -> bool:
+    return line.startswith((".", "/")) and line.endswith(".whl")
+
+
 def _requested_name(line: str) -> str:
-    if line.startswith((".", "/")) and line.endswith(".whl"):
+    if _is_wheel(line):
         # a wheel file: its name is the first dash-separated part of the file name
         return normalize(Path(line).name.split("-", 1)[0])
     return _name(line)
@@ -425,15 +471,88 @@ def check_spec(
         unreachable=tuple(unreachable),
         resolved=resolved,
         cuda_expected=expected,
+        models=_model_results(spec, package, results, expected),
     )
+
+
+_FAILED = ("not found", "conflict")
+
+
+def _why(result: RequirementResult) -> str:
+    return f"{result.status}: {result.detail}" if result.detail else result.status
+
+
+def _own_lines(model: PackageSpec, spec: PackageSpec, package: Path) -> set[str]:
+    """The requirement lines (as :func:`requirement_set` writes them) only ``model`` needs:
+    its framework's pins and its backend's wheel."""
+    own = {ln.strip() for ln in model.requirements.pip if not ln.strip().startswith("-")}
+    dist = normalize(model.backend_distribution) if model.backend_distribution else ""
+    for wheel in spec.wheels:
+        path = str((package / wheel).resolve())
+        if dist and _requested_name(path) == dist:
+            own.add(path)
+    return own
+
+
+def _model_results(
+    spec: PackageSpec,
+    package: Path,
+    results: Sequence[RequirementResult],
+    expected: int | None,
+) -> tuple[ModelResult, ...]:
+    """Each model's verdict: a line one model needs is that model's; every other line
+    (the runtime's pins, scorepack's wheel) is every model's."""
+    if not spec.models:
+        return ()
+    owned = {m.name: _own_lines(m, spec, package) for m in spec.models}
+    anyone = set().union(*owned.values())
+    verdicts = []
+    for model in spec.models:
+        mine = [
+            r for r in results if r.requirement in owned[model.name] or r.requirement not in anyone
+        ]
+        majors = {r.cuda_major for r in mine if r.cuda_major is not None}
+        failing = [f"{r.requirement} ({_why(r)})" for r in mine if r.status in _FAILED]
+        failing += [
+            f"{r.requirement} (brings CUDA {r.cuda_major}"
+            + (f", the package's is {expected})" if expected else " to a CPU package)")
+            for r in mine
+            if r.status not in _FAILED
+            and r.cuda_major is not None
+            and r.requirement in owned[model.name]
+            and r.cuda_major != expected
+        ]
+        unchecked = [r.requirement for r in mine if r.status == "unchecked"]
+        status = "fails" if failing else "unchecked" if unchecked else "ok"
+        verdicts.append(
+            ModelResult(
+                name=model.name,
+                backend=model.backend,
+                status=status,
+                culprits=tuple(failing or unchecked),
+                cuda_major=min(majors) if majors else None,
+            )
+        )
+    return tuple(verdicts)
 
 
 def _isolate(
     lines: Sequence[str], error: str, resolve: Callable[[Sequence[str]], tuple[Any, str]]
 ) -> list[RequirementResult]:
-    """The whole set does not resolve: resolve each line alone to say which fail and why."""
+    """The whole set does not resolve: resolve each line alone to say which fail and why.
+
+    A wheel of the package goes with the package's other wheels: a backend plugin's wheel
+    needs scorepack's, which no index has (alone it would be "not found" for that reason).
+    """
+    wheels = [ln for ln in lines if _is_wheel(ln)]
+
+    def alone_with_wheels(line: str) -> tuple[Any, str]:
+        if _is_wheel(line):
+            return resolve([line, *(w for w in wheels if w != line)])
+        return resolve([line])
+
     with ThreadPoolExecutor(max_workers=4) as pool:
-        alone = list(pool.map(lambda ln: resolve([ln]), lines))
+        alone = list(pool.map(alone_with_wheels, lines))
     results = []
     jointly = all(report is not None for report, _ in alone)
     named = [ln for ln in lines if _requested_name(ln) in error.lower()]
