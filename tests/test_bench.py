@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +44,7 @@ class _RawServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        served = 0  # requests read on this connection
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -51,6 +55,20 @@ class _RawServer:
                 )
                 await reader.readexactly(length)
                 self.requests += 1
+                served += 1
+                # the keep-alive race, staged: the server lets a kept-alive connection go
+                # just as a request arrives on it (closing, resetting, or cutting its answer)
+                if self.framing == "drop" or (self.framing.endswith("-second") and served == 2):
+                    if self.framing == "reset-second":
+                        sock = writer.get_extra_info("socket")
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                    elif self.framing == "cut-second":
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{")
+                        await writer.drain()
+                    writer.close()
+                    return
                 if self.requests == 1 and self.stall_s:
                     await asyncio.sleep(self.stall_s)
                 body = b'{"ok": true}'
@@ -156,9 +174,141 @@ def test_a_connection_says_whether_the_answer_carried_retry_after() -> None:
         assert asyncio.run(status_and_retry_after(serving.port)) == (200, False)
 
 
-def test_unreachable_url_counts_transport_errors_and_stops_in_time() -> None:
-    import socket
+class _Uvicorn:
+    """uvicorn on 127.0.0.1 (port 0) in a thread, closing idle keep-alive connections after
+    ``keep_alive_s``, with an ASGI app that answers every request 200."""
 
+    def __init__(self, keep_alive_s: float) -> None:
+        import uvicorn
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            while (await receive()).get("more_body"):
+                pass
+            body = b'{"ok": true}'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        config = uvicorn.Config(
+            app, lifespan="off", log_config=None, access_log=False, timeout_keep_alive=keep_alive_s
+        )
+        self.server = uvicorn.Server(config)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True
+        )
+
+    def __enter__(self) -> _Uvicorn:
+        self._thread.start()
+        for _ in range(600):  # bounded: 60 s
+            if self.server.started:
+                return self
+            self._thread.join(0.1)
+        raise TimeoutError("uvicorn did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(30)
+        self.sock.close()
+
+
+def test_a_keep_alive_connection_the_server_closed_is_not_reused() -> None:
+    """uvicorn closes the idle connection (keep-alive timeout 0.2 s); the next request
+    goes on a new connection, not into the closed one, and needs no resend."""
+
+    async def twice(port: int) -> tuple[int, int, int, int]:
+        conn = HttpConnection(http_target(f"http://127.0.0.1:{port}", b"{}", "application/json"))
+        try:
+            first, _ = await conn.send()
+            # wait for the server's close as the connection sees it: end of stream
+            assert conn._reader is not None
+            assert await asyncio.wait_for(conn._reader.read(1), 60) == b""
+            second, _ = await conn.send()
+            return first, second, conn.opened, conn.resent
+        finally:
+            conn.close()
+
+    with _Uvicorn(keep_alive_s=0.2) as server:
+        assert asyncio.run(twice(server.port)) == (200, 200, 2, 0)
+
+
+def test_a_load_outliving_the_keep_alive_timeout_has_no_errors() -> None:
+    """Closed-loop load with pauses longer than uvicorn's keep-alive: every request lands
+    (the bench's workers reuse idle connections the server has let go)."""
+
+    async def bursts(port: int) -> tuple[list[int], int]:
+        target = http_target(f"http://127.0.0.1:{port}", b"{}", "application/json")
+        conns = [HttpConnection(target) for _ in range(4)]
+        statuses = []
+        try:
+            for _ in range(3):
+                answers = await asyncio.gather(*(c.send() for c in conns))
+                statuses += [status for status, _ in answers]
+                for conn in conns:  # until the server has closed every idle connection
+                    assert conn._reader is not None
+                    assert await asyncio.wait_for(conn._reader.read(1), 60) == b""
+            return statuses, sum(c.opened for c in conns)
+        finally:
+            for conn in conns:
+                conn.close()
+
+    with _Uvicorn(keep_alive_s=0.2) as server:
+        statuses, opened = asyncio.run(bursts(server.port))
+    assert statuses == [200] * 12
+    assert opened == 12
+
+
+@pytest.mark.parametrize("framing", ["drop-second", "reset-second"])
+def test_a_reused_connection_lost_before_its_answer_is_resent_once(framing: str) -> None:
+    """The race no check can see: the server lets the kept-alive connection go as the
+    request arrives (FIN, or RST). No byte of an answer came, so the request is sent again
+    on a new connection, once."""
+
+    async def twice(port: int) -> tuple[int, int, int, int]:
+        conn = HttpConnection(http_target(f"http://127.0.0.1:{port}", b"{}", "application/json"))
+        try:
+            first, _ = await conn.send()
+            second, _ = await conn.send()
+            return first, second, conn.opened, conn.resent
+        finally:
+            conn.close()
+
+    with _RawServer(framing) as server:
+        assert asyncio.run(twice(server.port)) == (200, 200, 2, 1)
+        assert server.requests == 3 and server.connections == 2
+
+
+@pytest.mark.parametrize("framing", ["drop", "cut-second"])
+def test_what_is_not_the_keep_alive_race_is_not_resent(framing: str) -> None:
+    """A fresh connection closed without an answer, or an answer cut after its first byte:
+    a transport error for the caller to count, never a silent second request."""
+
+    async def until_error(port: int) -> tuple[str, int]:
+        conn = HttpConnection(http_target(f"http://127.0.0.1:{port}", b"{}", "application/json"))
+        try:
+            for _ in range(2):
+                await conn.send()
+        except asyncio.IncompleteReadError as exc:
+            return type(exc).__name__, conn.resent
+        finally:
+            conn.close()
+        return "no error", conn.resent
+
+    with _RawServer(framing) as server:
+        assert asyncio.run(until_error(server.port)) == ("IncompleteReadError", 0)
+        assert server.requests == (1 if framing == "drop" else 2)
+
+
+def test_unreachable_url_counts_transport_errors_and_stops_in_time() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
