@@ -4,7 +4,12 @@ burst: capacity is measured first (closed loop, ``--concurrency`` clients, a few
 then requests are sent open-loop at ``--factor`` times that rate for ``--seconds``. The
 promise checked: every answer is a 200 or an immediate 503 with ``Retry-After`` (nothing
 else, no transport errors), accepted requests keep their latency, and ``GET /`` and the
-readiness probe answer within 2 s throughout.
+readiness probe answer within 2 s throughout. Both hosts serve the same slow model (the
+tests' echo fixture, every model call taking ``DELAY_S``, batches of 4, a queue of 64), so
+that the server, not this Python load generator, is the bottleneck: ``--host embedded``
+under ``scorepack serve``, ``--host azureml`` as a package built by ``scorepack build``
+(the fixture's backend carried as a wheel) under azmlinfsrv, its deployment's threads and
+scorepack's worker, as ``scorepack serve-azureml`` runs it.
 
 soak: steady open-loop load at ``--load`` times capacity for ``--minutes``, sampling the
 server's RSS (all its processes) and open file descriptors every 10 s. The promise: RSS
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -34,7 +41,6 @@ tests_on_path()
 from benchmarks.overload.stalls import _server  # noqa: E402
 
 from images import jpeg  # noqa: E402
-from packages import package_for  # noqa: E402
 
 IMAGE = jpeg(40, 30, seed=1)
 PROBE_LIMIT_S = 2.0
@@ -44,6 +50,9 @@ PAYLOAD: list[tuple[bytes, str]] = [(IMAGE, "image/jpeg")]
 #: Python load generator, is the bottleneck (each model call takes DELAY_S)
 DELAY_S = 0.02
 SLOW_ARGS = ["--max-batch-size", "4", "--max-queue-size", "64", "--max-delay-ms", "2"]
+# record=false: the fixture otherwise keeps every row it scores (~150 bytes a request),
+# which the soak measured as the server's RSS growing without end
+_SLOW_OPTIONS = ["-O", f"delay={DELAY_S}", "-O", "record=false"]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -174,30 +183,56 @@ class _Probes:
         }
 
 
-def _target(host: str) -> Any:
-    """The server to load: the slow echo under ``scorepack serve`` (embedded), or the tiny
-    ONNX package under azmlinfsrv (there the load generator may be the bottleneck)."""
-    work = Path(tempfile.mkdtemp(prefix="overload-"))
-    if host != "embedded":
-        PAYLOAD[0] = (IMAGE, "image/jpeg")
-        return _server(host, package_for("onnx", work))
+def _fixture_site(site: Path) -> Path:
+    """``site`` made an installed copy of the tests' fixture backends, as pip would leave
+    it (module, dist-info, entry point, RECORD), so that ``scorepack build`` can carry the
+    backend as a wheel; put ``site`` on PYTHONPATH."""
     from benchmarks.overload import ROOT
-    from benchmarks.suite.servers import SCOREPACK, running
 
     from fixture_backends import write_entry_point
 
-    write_entry_point(work / "site")
+    dist = write_entry_point(site)
+    shutil.copyfile(ROOT / "tests" / "fixture_backends.py", site / "fixture_backends.py")
+    files = ["fixture_backends.py", *(f"{dist.name}/{f.name}" for f in dist.iterdir())]
+    (dist / "RECORD").write_text("".join(f"{f},,\n" for f in [*files, f"{dist.name}/RECORD"]))
+    return site
+
+
+def _slow_package(work: Path, site: Path) -> Path:
+    """``scorepack build`` of the slow echo with the embedded burst's settings, for a CPU."""
+    from benchmarks.suite.servers import SCOREPACK
+
     model = work / "model.slow"
     model.write_text("a slow echo\n")
+    out = work / "slow-pkg"
+    build = [*SCOREPACK, "build", str(model), "-o", str(out), "--device", "cpu", "--no-check"]
+    subprocess.run(
+        [*build, *_SLOW_OPTIONS, *SLOW_ARGS],
+        env={**os.environ, "PYTHONPATH": str(site)},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return out
+
+
+def _target(host: str) -> Any:
+    """The server to load: the slow echo under ``scorepack serve`` (embedded), or the slow
+    echo's package under azmlinfsrv (see the module docstring)."""
+    from benchmarks.suite.servers import SCOREPACK, running
+
+    work = Path(tempfile.mkdtemp(prefix="overload-"))
+    site = _fixture_site(work / "site")
     PAYLOAD[0] = (b'{"inputs": {"x": [[1.0, 2.0]]}}', "application/json")
-    env = {"PYTHONPATH": os.pathsep.join([str(work / "site"), str(ROOT / "tests")])}
-    # record=false: the fixture otherwise keeps every row it scores (~150 bytes a request),
-    # which the soak measured as the server's RSS growing without end
-    options = ["-O", f"delay={DELAY_S}", "-O", "record=false"]
+    if host != "embedded":
+        return _server(host, _slow_package(work, site), pythonpath=str(site))
+    model = work / "model.slow"
+    model.write_text("a slow echo\n")
     return running(
-        [*SCOREPACK, "serve", str(model), "--port", "0", *options, *SLOW_ARGS],
+        [*SCOREPACK, "serve", str(model), "--port", "0", *_SLOW_OPTIONS, *SLOW_ARGS],
         ready_path="/health/ready",
-        env=env,
+        env={"PYTHONPATH": str(site)},
     )
 
 

@@ -63,7 +63,7 @@ def _measure(url: str, rounds: int, timeout: float) -> dict[str, Any]:
     return out
 
 
-def _server(host: str, package: Path) -> AbstractContextManager[Any]:
+def _server(host: str, package: Path, pythonpath: str | None = None) -> AbstractContextManager[Any]:
     from benchmarks.suite.servers import free_port
 
     from scorepack.azureml.host import AzureMLServe, server_command, server_env
@@ -82,7 +82,11 @@ def _server(host: str, package: Path) -> AbstractContextManager[Any]:
     if host == "azureml-gthread":
         # gunicorn's own threaded worker, as before scorepack's: the comparison
         env["GUNICORN_CMD_ARGS"] = f"--threads {spec.deployment.threads}"
+    # nothing of this checkout on the server's path but what the package needs (a test
+    # fixture's backend, for the overload burst)
     env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     return running(
         server_command(sys.executable, options),
         ready_path="/",
