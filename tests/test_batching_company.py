@@ -8,11 +8,11 @@ waits, and a client left alone waits once.
 
 from __future__ import annotations
 
-from concurrent.futures import wait
+from concurrent.futures import Future, wait
 
 import numpy as np
 
-from scorepack.batching import Batcher, BatchingConfig
+from scorepack.batching import Batcher, BatchingConfig, BatchResult
 
 
 def _doubling_batcher(max_delay_ms: float, calls: list[int]) -> Batcher:
@@ -70,3 +70,23 @@ def test_a_client_left_alone_waits_for_company_once_within_the_delay() -> None:
     finally:
         batcher.stop()
     assert calls == [2, 1, 1, 1]
+
+
+def test_a_request_can_be_answered_in_its_callers_own_future() -> None:
+    # Scorer.run's decode thread queues the request with the future its caller already
+    # waits on: the model thread wakes the caller directly
+    calls: list[int] = []
+    batcher = _doubling_batcher(0, calls)
+    try:
+        mine: Future[BatchResult] = Future()
+        assert batcher.admit().submit(_row(3), 1, mine) is mine
+        assert float(mine.result(30).outputs["y"][0, 0]) == 6.0
+        # a caller that gave up before its request was queued: no model call takes it
+        gone: Future[BatchResult] = Future()
+        gone.cancel()
+        batcher.admit().submit(_row(4), 1, gone)
+        assert batcher.admit().submit(_row(5), 1).result(30).batch_size == 1
+        assert batcher.inflight == 0
+    finally:
+        batcher.stop()
+    assert calls == [1, 1]

@@ -141,12 +141,18 @@ class Ticket:
         self._done = False
         self.deadline = deadline
 
-    def submit(self, inputs: Arrays, rows: int) -> Future[BatchResult]:
-        """Queue decoded inputs (first dimension ``rows``) and give up the ticket."""
+    def submit(
+        self, inputs: Arrays, rows: int, future: Future[BatchResult] | None = None
+    ) -> Future[BatchResult]:
+        """Queue decoded inputs (first dimension ``rows``) and give up the ticket.
+
+        The result comes in ``future`` when given (one its caller already waits on, so
+        the model thread wakes it directly), else in a new one; either is returned.
+        """
         if self._done:
             raise RuntimeError("ticket already used")
         self._done = True
-        return self._batcher._submit(inputs, rows, self.deadline)
+        return self._batcher._submit(inputs, rows, self.deadline, future)
 
     def release(self) -> None:
         """Give up the place without submitting (decoding failed). Safe to call twice."""
@@ -327,8 +333,15 @@ class Batcher:
         with self._cond:
             self._inflight -= 1
 
-    def _submit(self, inputs: Arrays, rows: int, deadline: float) -> Future[BatchResult]:
-        parent: Future[BatchResult] = Future()
+    def _submit(
+        self,
+        inputs: Arrays,
+        rows: int,
+        deadline: float,
+        parent: Future[BatchResult] | None = None,
+    ) -> Future[BatchResult]:
+        if parent is None:
+            parent = Future()
         if rows <= self.max_rows:
             works = [_Work(inputs, rows, deadline, parent)]
         else:

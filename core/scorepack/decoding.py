@@ -159,9 +159,9 @@ class DecodeStage:
     """A decode pool that gives way to the model (see the module docstring).
 
     ``acquire`` / ``acquire_async`` wait for a decode slot until a deadline; ``run`` /
-    ``run_async`` call a decode function on a decode thread. Works from threads and from
-    any number of event loops at once (the HTTP server's loop and the gRPC server's call
-    threads share one stage).
+    ``run_async`` call a decode function on a decode thread, ``submit`` without waiting.
+    Works from threads and from any number of event loops at once (the HTTP server's loop
+    and the gRPC server's call threads share one stage).
     """
 
     def __init__(self, settings: DecodeSettings | None = None, *, name: str = "model") -> None:
@@ -282,6 +282,12 @@ class DecodeStage:
     def run(self, func: Callable[..., T], *args: Any) -> T:
         """Call ``func(*args)`` on a decode thread and wait for it (for threaded hosts)."""
         return self.pool().submit(func, *args).result()
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> None:
+        """Call ``func(*args)`` on a decode thread without waiting for it: ``func``
+        reports its own outcome (:meth:`Scorer.run <scorepack.scorer.Scorer.run>`'s
+        requests, whose decode thread also queues them for the model)."""
+        self.pool().submit(func, *args)
 
     async def run_async(self, func: Callable[..., T], *args: Any) -> T:
         """Call ``func(*args)`` on a decode thread without blocking the event loop."""

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError as FutureCancelled
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,33 +364,63 @@ class Scorer:
         (gunicorn threads, the gRPC server): the same admission, decode slot, decode pool,
         batcher and timeout.
 
-        ``watch`` is handed each future the request waits on (a decode slot, its model
-        call): a host whose client can go away cancels them then, so the request gives
-        up its place and no model call takes it, and this raises
+        The decode thread also queues the decoded request for the batcher, and this
+        thread waits once, for the answer: it is woken once per request rather than once
+        for the decoding and again for the model call, and the batcher sees the request
+        as soon as it is decoded (each wake-up costs CPU, and a request reaching the
+        batcher late rides in a later, smaller batch).
+
+        ``watch`` is handed each future the request waits on (a decode slot, its answer):
+        a host whose client can go away cancels them then, so the request gives up its
+        place and no model call takes it, and this raises
         :class:`concurrent.futures.CancelledError`.
         """
         ticket = self.batcher.admit()
         try:
-            with ticket:
+            try:
                 slot = self._slot(
                     self.decoder.acquire(self.batcher.max_rows, ticket.deadline, watch)
                 )
-                try:
-                    decoded, began, ended = self.decoder.run(self._decode_timed, decode, *args)
-                    future = ticket.submit(decoded.inputs, decoded.rows)
-                except BaseException:
-                    slot.release()
-                    raise
-                slot.release_when_done(future)
+            except BaseException:
+                ticket.release()
+                raise
+            answer = _Answer(ticket, slot)
+            try:
+                self.decoder.submit(self._decode_and_queue, answer, decode, *args)
+            except BaseException:
+                answer.give_up()
+                raise
             if watch is not None:
-                watch(future)
-            result = self._wait(future, ticket)
+                watch(answer.future)
+            result = self._wait(answer.future, ticket)
         except FutureCancelled:
             self.stats.cancel()
             raise
         if tracing.enabled:
-            tracing.record_scoring(began, ended, result, self.name, self.version)
+            tracing.record_scoring(answer.began, answer.ended, result, self.name, self.version)
         return result
+
+    def _decode_and_queue(
+        self, answer: _Answer, decode: Callable[..., Decoded], *args: Any
+    ) -> None:
+        """On a decode thread: decode, then queue for the batcher and let the model
+        call's result (or the error) complete ``answer``."""
+        try:
+            if answer.future.cancelled():
+                # its caller gave up (client gone, timed out) before decoding began
+                answer.give_up()
+                return
+            decoded, answer.began, answer.ended = self._decode_timed(decode, *args)
+            if answer.future.cancelled():
+                answer.give_up()
+                return
+            # the model thread answers the caller's own future: no hop back through here
+            answer.ticket.submit(decoded.inputs, decoded.rows, answer.future)
+        except BaseException as exc:
+            answer.give_up()
+            _fail_quietly(answer.future, exc)
+            return
+        answer.slot.release_when_done(answer.future)
 
     def _decode_timed(
         self, decode: Callable[..., Decoded], *args: Any
@@ -443,3 +473,31 @@ class Scorer:
             decoded = check_tensors(inputs, self.signature)
             future = ticket.submit(decoded.inputs, decoded.rows)
         return self._wait(future, ticket).outputs
+
+
+class _Answer:
+    """A blocking request between its decode thread and its waiting thread: the future
+    the caller waits on (queued as the request's own, so its model call's result lands
+    there; a decoding error too), and the ticket and decode slot the decode thread gives
+    up when the request goes no further."""
+
+    __slots__ = ("began", "ended", "future", "slot", "ticket")
+
+    def __init__(self, ticket: Ticket, slot: Slot) -> None:
+        self.ticket = ticket
+        self.slot = slot
+        self.future: Future[BatchResult] = Future()
+        self.began = self.ended = 0.0
+
+    def give_up(self) -> None:
+        """The request goes no further (decoding failed, or its caller left)."""
+        self.slot.release()
+        self.ticket.release()
+
+
+def _fail_quietly(future: Future[Any], exc: BaseException) -> None:
+    """Fail ``future`` with ``exc`` unless its caller cancelled it first."""
+    try:
+        future.set_exception(exc)
+    except InvalidStateError:  # cancelled by its caller meanwhile
+        pass
