@@ -394,3 +394,69 @@ def test_the_runtime_drops_the_work_of_a_cancelled_request(tmp_path: Path) -> No
     assert tuple(LEAVER_ROW) not in backend.seen
     assert backend.calls == [1, 1]
     assert scorer.stats.cancelled == 2
+
+
+def test_a_scoring_request_no_thread_may_take_is_503_at_once(tmp_path: Path) -> None:
+    """Under the real azmlinfsrv with scorepack's worker and 4 threads: 3 scoring requests
+    held in the model take every thread scoring may have; the 4th is answered 503 with
+    Retry-After at once (gthread would queue it for a thread without bound), and the
+    liveness probe still gets the thread kept for it. Then everything is served."""
+    from metrics_helpers import parse, value
+    from scorepack.azureml.settings import server_environment
+    from scorepack.generator.spec import DeploymentSettings
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "score.py").write_text(ENTRY_SCRIPT, encoding="utf-8")
+    model, marker, hold = tmp_path / "model.echo", tmp_path / "calls.txt", tmp_path / "hold"
+    model.write_text("echo\n")
+    metrics_port = free_port()
+    env = child_env(
+        **{
+            **server_environment(DeploymentSettings(threads=4)),
+            "SCOREPACK_METRICS_PORT": str(metrics_port),
+        },
+        AML_APP_ROOT=str(app),
+        PYTHONPATH=str(Path(__file__).parent),
+        TEST_MODEL=str(model),
+        TEST_MARKER=str(marker),
+        TEST_HOLD=str(hold),
+    )
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    row = {"inputs": {"x": [[1.0, 2.0]]}}
+    with (
+        AzmlinfsrvServer(
+            app, log=tmp_path / "azmlinfsrv.log", env=env, entry_script=app / "score.py"
+        ) as azml,
+        ThreadPoolExecutor(3) as pool,
+    ):
+        hold.touch()
+        held = [
+            pool.submit(httpx.post, azml.url + "/score", json=row, timeout=120) for _ in range(3)
+        ]
+        # one in the (held) model call, two queued behind it: three threads busy scoring
+        wait_for(lambda: len(_lines(marker)) == 1, "the model call to begin", 60)
+        wait_for(
+            lambda: (
+                value(parse(httpx.get(metrics_url, timeout=30).text), "scorepack_queue_depth") == 2
+            ),
+            "two requests to queue",
+            60,
+        )
+        refused = httpx.post(azml.url + "/score", json=row, timeout=30)
+        probe = httpx.get(azml.url + "/", timeout=30)
+        hold.unlink()
+        answers = [f.result(120) for f in held]
+        after = httpx.post(azml.url + "/score", json=row, params={"raw": "true"}, timeout=60)
+        server_log = azml.log
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "threads_busy"
+    assert "3 requests in flight" in refused.json()["error"]["message"]
+    assert probe.status_code == 200
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert after.status_code == 200 and after.json()["outputs"]["y"] == [[1.0, 2.0]]
+    # the refused request never reached the model: three held calls and the one after
+    assert _lines(marker) == ["1", "1", "1", "1"]
+    assert "503 Every scoring thread is busy" in server_log
+    no_crash_in(server_log)

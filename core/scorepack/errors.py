@@ -41,6 +41,7 @@ status through one table (``scorepack.server.errors``). Each class carries a sta
     ├── ServiceUnavailableError (503)
     │   ├── QueueFullError ............... with retry_after seconds
     │   ├── UploadBufferFullError ........ too many bytes of arriving requests held
+    │   ├── ThreadsBusyError ............. every scoring thread of azmlinfsrv's worker busy
     │   └── NotReadyError
     ├── ScoringTimeoutError (504)
     ├── PredictError (500) ............... the model itself failed on valid input
@@ -92,6 +93,7 @@ __all__ = [
     "ScorepackError",
     "ScoringTimeoutError",
     "ServiceUnavailableError",
+    "ThreadsBusyError",
     "UnauthorizedError",
     "UnknownBackendError",
     "UnknownFormatError",
@@ -451,6 +453,20 @@ class QueueFullError(ServiceUnavailableError):
         super().__init__(
             f"The scoring queue is full ({limit} requests waiting). Retry after "
             f"{retry_after:g} s, or raise --max-queue-size."
+        )
+
+
+class ThreadsBusyError(ServiceUnavailableError):
+    """Under azmlinfsrv: every gunicorn thread that may score holds a request already."""
+
+    code = "threads_busy"
+
+    def __init__(self, threads: int, retry_after: float = 1.0) -> None:
+        self.threads = threads
+        self.retry_after = retry_after
+        super().__init__(
+            f"Every scoring thread is busy ({threads} requests in flight). Retry after "
+            f"{retry_after:g} s, or deploy with more threads."
         )
 
 

@@ -18,6 +18,13 @@ front of it, so this worker does the buffering itself:
   scorepack's JSON error body, as ``scorepack serve`` answers — and closed;
 * the bytes held for requests still arriving are bounded (``SCOREPACK_UPLOAD_BUFFER_BYTES``,
   default 256 MiB): past it, a new upload is answered 503 with ``Retry-After``;
+* a scoring request (``POST /score``) is handed to a thread only while fewer than all
+  threads but one score: otherwise it is answered 503 with ``Retry-After`` at once, and
+  the last thread stays free for the probes (``GET /``) and other routes. gthread would
+  queue it for a thread without bound instead, so that under a burst the answers of
+  accepted requests — and the liveness probe, queued behind them — took longer and
+  longer (benchmarks/overload burst: 8 s after 2 s at 5x capacity, the probe 4.9 s). The
+  scorer's own queue (``max_queue_size``) bounds the wait of those that got a thread;
 * while a thread scores a request, the main loop watches its connection: a client that
   closes it (end of stream or reset) cancels the request's
   :class:`~scorepack.cancellation.Cancellation`, and the runtime drops its queued work
@@ -54,6 +61,7 @@ from ..errors import (
     MethodNotAllowedError,
     RequestTimeoutError,
     ScorepackError,
+    ThreadsBusyError,
     UploadBufferFullError,
 )
 from ..server.errors import error_reply
@@ -87,6 +95,8 @@ class _Arriving:
     data: bytearray = field(default_factory=bytearray)
     body_bytes: int = 0
     sent_continue: bool = False
+    #: a POST /score: it takes one of the threads that may score
+    scoring: bool = False
 
 
 class BufferingThreadWorker(ThreadWorker):
@@ -101,6 +111,12 @@ class BufferingThreadWorker(ThreadWorker):
         self.max_body_before_init: int = settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES
         self.arriving: dict[int, _Arriving] = {}
         self.held_bytes = 0
+        #: scoring requests handed to threads and not finished (main loop only)
+        self.scoring = 0
+        #: how many of them may be: every thread but one, which the probes keep
+        self.scoring_threads = max(1, int(self.cfg.threads) - 1)
+        self._busy_refused = 0
+        self._busy_logged = 0.0
 
     # --- gthread's entry points, rerouted through the buffer ------------------------------
 
@@ -150,6 +166,9 @@ class BufferingThreadWorker(ThreadWorker):
         then gthread's keep-alive or close."""
         self._unwatch(conn)
         conn.scorepack_gone = None
+        if getattr(conn, "scorepack_scoring", False):
+            conn.scorepack_scoring = False
+            self.scoring -= 1
         super().finish_request(conn, fs)
 
     def handle_request(self, req: Any, conn: TConn) -> Any:
@@ -222,6 +241,7 @@ class BufferingThreadWorker(ThreadWorker):
         if route is not None and method not in route[0]:
             # azmlinfsrv's own 405 (Flask's, rewrapped) drops the Allow header
             raise MethodNotAllowedError(method, path, route[1])
+        state.scoring = path == "/score" and method == "POST"
         names = {name for name, _ in request.headers}
         if b"content-length" in names and b"transfer-encoding" in names:
             # RFC 9112 6.3: a request smuggling pattern; gunicorn refuses it too
@@ -237,6 +257,12 @@ class BufferingThreadWorker(ThreadWorker):
             state.sent_continue = True
 
     def _complete(self, state: _Arriving) -> None:
+        if state.scoring:
+            if self.scoring >= self.scoring_threads:
+                self._busy(state)
+                return
+            self.scoring += 1
+            state.conn.scorepack_scoring = True
         self._forget(state)
         conn = state.conn
         conn.scorepack_ready = (state.data, state.sent_continue)
@@ -279,17 +305,21 @@ class BufferingThreadWorker(ThreadWorker):
             logger.debug("client %s left while its request was served", _peer(conn))
             cancellation.cancel()
 
-    def _refuse(self, state: _Arriving, exc: ScorepackError) -> None:
+    def _refuse(self, state: _Arriving, exc: ScorepackError, log: bool = True) -> None:
         """Answer the request from here and close its connection."""
         reply = error_reply(exc)
         code = reply.status
-        # gunicorn's own log, which azmlinfsrv shows (scorepack's loggers it does not)
-        self.log.info(
-            "scorepack: refused a request from %s before it reached a thread: %s %s",
-            _peer(state.conn),
-            code,
-            reply.message,
-        )
+        if log:
+            # gunicorn's own log, which azmlinfsrv shows (scorepack's loggers it does not)
+            self.log.info(
+                "scorepack: refused a request from %s before it reached a thread: %s %s%s",
+                _peer(state.conn),
+                code,
+                reply.message,
+                f" ({self._busy_refused} such in the last second)"
+                if isinstance(exc, ThreadsBusyError)
+                else "",
+            )
         body = encode_json(reply.body)
         headers = {
             "Content-Type": "application/json",
@@ -302,6 +332,16 @@ class BufferingThreadWorker(ThreadWorker):
         )
         self._send(state.conn, head.encode("latin-1") + b"\r\n" + body)
         self._drop(state)
+
+    def _busy(self, state: _Arriving) -> None:
+        """Refuse a scoring request no thread may take (503, Retry-After), logging at most
+        one line a second: a burst refuses thousands."""
+        self._busy_refused += 1
+        now = time.monotonic()
+        quiet = now - self._busy_logged < 1.0
+        self._refuse(state, ThreadsBusyError(self.scoring_threads), log=not quiet)
+        if not quiet:
+            self._busy_logged, self._busy_refused = now, 0
 
     def _drop(self, state: _Arriving) -> None:
         self._forget(state)
