@@ -21,10 +21,11 @@ requests sent, all with success (``200``/``OK``), and nothing else may have move
 calls with scorepack's own clients then check that the three protocols give the same
 answer for the body h2load sent.
 
-For each protocol it reports req/s (meaningful only on a quiet machine), the server's CPU
-per request (all its threads, from /proc: meaningful anywhere) and h2load's, and the rows
-per model call. ``--python-client`` also measures each protocol with ``grpc_cpu``'s Python
-connections in the same rounds, so both load generators are reported side by side.
+For each protocol it reports req/s and h2load's mean latency (meaningful only on a quiet
+machine), the server's CPU per request (all its threads, from /proc: meaningful anywhere)
+and h2load's, and the rows per model call. ``--python-client`` also measures each
+protocol with ``grpc_cpu``'s Python connections in the same rounds, so both load
+generators are reported side by side.
 Protocols (and, with ``--compare``, servers) alternate within each round, so a machine
 that drifts favours none; the summary is the median of the rounds and, per round, each
 protocol's rate over ``/score``'s.
@@ -212,7 +213,20 @@ def h2load(
         raise SystemExit(f"h2load failed ({done.returncode}):\n{out}\n{done.stderr}")
     if int(ok.group(1)) != requests or int(codes.group(1)) != requests:
         raise SystemExit(f"h2load: not every request succeeded:\n{out}")
-    return {"rps": float(rate.group(1)), "client_cpu": cpu}
+    # time for request: min, max, mean, sd (each with its unit), +/- sd
+    latency = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    mean_ms = _ms(latency.group(3)) if latency else float("nan")
+    max_ms = _ms(latency.group(2)) if latency else float("nan")
+    return {"rps": float(rate.group(1)), "client_cpu": cpu, "mean_ms": mean_ms, "max_ms": max_ms}
+
+
+def _ms(value: str) -> float:
+    """h2load's duration (``812us``, ``3.21ms``, ``1.02s``) in milliseconds."""
+    number = re.match(r"[\d.]+", value)
+    if number is None:
+        return float("nan")
+    unit = value[number.end() :]
+    return float(number.group()) * {"us": 0.001, "ms": 1.0, "s": 1000.0}.get(unit, float("nan"))
 
 
 def run_native(
@@ -230,6 +244,8 @@ def run_native(
         "client_ms": 1000 * run["client_cpu"] / requests,
         "rows_per_call": rows,
         "rps": run["rps"],
+        "mean_ms": run["mean_ms"],
+        "max_ms": run["max_ms"],
     }
 
 
@@ -246,13 +262,13 @@ def same_answers(url: str, grpc_url: str, image: bytes) -> None:
         scores[protocol] = {k: np.asarray(v) for k, v in answer.outputs.items()}
     raw = httpx.post(
         f"{url}/score?raw=true", content=image, headers={"content-type": "image/jpeg"}, timeout=60
-    ).json()
+    ).json()["outputs"]
+    assert scores["grpc"] and set(scores["grpc"]) == set(scores["v2"]) == set(raw), raw.keys()
     for name, value in scores["grpc"].items():
         np.testing.assert_allclose(value, scores["v2"][name], rtol=1e-5, atol=1e-6)
-        if name in raw:
-            np.testing.assert_allclose(
-                value.reshape(-1), np.asarray(raw[name]).reshape(-1), rtol=1e-4, atol=1e-5
-            )
+        np.testing.assert_allclose(
+            value.reshape(-1), np.asarray(raw[name], np.float64).reshape(-1), rtol=1e-4, atol=1e-5
+        )
 
 
 def main() -> None:
@@ -306,26 +322,30 @@ def main() -> None:
                 print(
                     f"round {round_ + 1} {label} {loader:6} {protocol:5} "
                     f"server {run['server_ms']:.3f} ms  client {run['client_ms']:.3f} ms/req  "
-                    f"{run['rows_per_call']:.2f} rows/call  {run['rps']:.0f} req/s",
+                    f"{run['rows_per_call']:.2f} rows/call  {run['rps']:.0f} req/s"
+                    + (f"  latency mean {run['mean_ms']:.2f} ms" if "mean_ms" in run else ""),
                     file=sys.stderr,
                     flush=True,
                 )
     print(f"\n{args.model}, c={args.concurrency}: median of {args.rounds} rounds")
     print(
         f"{'server':12} {'load gen':8} {'protocol':8} {'server ms':>9} {'client ms':>9} "
-        f"{'rows/call':>9} {'req/s':>7} {'/ score':>7}  per round"
+        f"{'rows/call':>9} {'mean ms':>7} {'req/s':>7} {'/ score':>7}  per round"
     )
     for (label, loader, protocol), done in runs.items():
         med = {
             k: sorted(r[k] for r in done)[len(done) // 2]
             for k in ("server_ms", "client_ms", "rows_per_call", "rps")
         }
+        # latency: h2load's mean time per request (the Python client's runs have none)
+        means = sorted(r.get("mean_ms", float("nan")) for r in done)
+        mean = means[len(means) // 2]
         base = runs.get((label, loader, "score"))
         ratios = [r["rps"] / b["rps"] for r, b in zip(done, base, strict=True)] if base else []
         ratio = sorted(ratios)[len(ratios) // 2] if ratios else float("nan")
         print(
             f"{label:12} {loader:8} {protocol:8} {med['server_ms']:9.3f} {med['client_ms']:9.3f} "
-            f"{med['rows_per_call']:9.2f} {med['rps']:7.0f} {ratio:7.2f}  "
+            f"{med['rows_per_call']:9.2f} {mean:7.2f} {med['rps']:7.0f} {ratio:7.2f}  "
             + " ".join(f"{r:.2f}" for r in ratios)
         )
     print("(req/s and its ratio mean something only on a quiet machine; CPU columns anywhere)")
