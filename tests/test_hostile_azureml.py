@@ -445,6 +445,9 @@ def test_a_scoring_request_no_thread_may_take_is_503_at_once(tmp_path: Path) -> 
         )
         refused = httpx.post(azml.url + "/score", json=row, timeout=30)
         probe = httpx.get(azml.url + "/", timeout=30)
+        # counted where an operator looks for refusals, as the runtime's own 503s are
+        samples = parse(httpx.get(metrics_url, timeout=30).text)
+        assert value(samples, "scorepack_requests_total", route="/score", status="503") == 1
         hold.unlink()
         answers = [f.result(120) for f in held]
         after = httpx.post(azml.url + "/score", json=row, params={"raw": "true"}, timeout=60)

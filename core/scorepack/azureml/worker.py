@@ -85,6 +85,23 @@ def _max_body_bytes(before_init: int) -> int:
     return before_init
 
 
+def _count(route: str, status: int) -> None:
+    """Count an answer the main loop gave in the package's metrics (scorepack_requests_total,
+    protocol azureml), as the runtime counts those it gives, once ``init()`` has made it."""
+    from . import runtime
+
+    made = runtime.current()
+    if made is not None:
+        scorer = made.scorer  # a one-model package counts every answer against its model
+        made.metrics.requests.record(
+            route,
+            status,
+            model=scorer.name if scorer else "",
+            version=(scorer.version or "") if scorer else "",
+            protocol="azureml",
+        )
+
+
 @dataclass
 class _Arriving:
     """A request being read by the main loop."""
@@ -97,6 +114,9 @@ class _Arriving:
     sent_continue: bool = False
     #: a POST /score: it takes one of the threads that may score
     scoring: bool = False
+    #: the route, once the request line is read and names one of azmlinfsrv's (the
+    #: metrics label: never the raw path, whose values a client chooses)
+    route: str = ""
 
 
 class BufferingThreadWorker(ThreadWorker):
@@ -238,6 +258,8 @@ class BufferingThreadWorker(ThreadWorker):
         method = request.method.decode("latin-1")
         path = request.target.split(b"?", 1)[0].decode("latin-1")
         route = _ROUTES.get(path)
+        if route is not None:
+            state.route = path
         if route is not None and method not in route[0]:
             # azmlinfsrv's own 405 (Flask's, rewrapped) drops the Allow header
             raise MethodNotAllowedError(method, path, route[1])
@@ -332,6 +354,7 @@ class BufferingThreadWorker(ThreadWorker):
         )
         self._send(state.conn, head.encode("latin-1") + b"\r\n" + body)
         self._drop(state)
+        _count(state.route, code)
 
     def _busy(self, state: _Arriving) -> None:
         """Refuse a scoring request no thread may take (503, Retry-After), logging at most
