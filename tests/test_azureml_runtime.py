@@ -428,7 +428,8 @@ def test_the_old_spelling_still_serves_under_azmlinfsrv(tmp_path: Path, work: Pa
         # the options reached azmlinfsrv (threads) and the package (its batch size)
         environs = [_environ(pid) for pid in _children(server.proc.pid)]
         server_env = next(e for e in environs if "AZUREML_MODEL_DIR" in e)
-        assert "--threads 3 " in server_env["GUNICORN_CMD_ARGS"]
+        # 3 scoring threads, and one more gunicorn thread kept for the probes
+        assert "--threads 4 " in server_env["GUNICORN_CMD_ARGS"]
         assert server_env["SCOREPACK_MAX_BATCH_SIZE"] == "2"
     assert "deprecated; use `scorepack serve-azureml PKG`" in server.log
 
@@ -540,7 +541,8 @@ def test_server_environment_gives_one_worker_many_threads() -> None:
     env = server_environment(DeploymentSettings(threads=24, scoring_timeout_ms=45_000))
     assert env == {
         "WORKER_COUNT": "1",
-        "GUNICORN_CMD_ARGS": f"--threads 24 --worker-class {WORKER_CLASS}",
+        # the deployment's 24 scoring threads and one kept for the probes
+        "GUNICORN_CMD_ARGS": f"--threads 25 --worker-class {WORKER_CLASS}",
         "SCORING_TIMEOUT_MS": "45000",
         "SCOREPACK_METRICS_PORT": "8002",
     }

@@ -183,7 +183,7 @@ def test_v1_deploy_registers_uploads_and_creates_the_aks_service(
     assert env["docker"]["baseImage"] == GPU_IMAGE
     assert (
         env["environmentVariables"]["GUNICORN_CMD_ARGS"]
-        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+        == "--threads 33 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
     )
     assert env["environmentVariables"]["WORKER_COUNT"] == "1"
     assert env["environmentVariables"]["AZUREML_ENTRY_SCRIPT"] == "resnet50-demo/score.py"
@@ -312,7 +312,7 @@ def test_v1_generated_deploy_script_deploys_the_same_service(
     env = create["environmentImageRequest"]["environment"]
     assert (
         env["environmentVariables"]["GUNICORN_CMD_ARGS"]
-        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+        == "--threads 33 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
     )
     pip = next(
         d["pip"] for d in env["python"]["condaDependencies"]["dependencies"] if isinstance(d, dict)
@@ -393,7 +393,7 @@ def test_v2_deploy_creates_the_endpoint_uploads_and_deploys(
     }
     assert (
         props["environmentVariables"]["GUNICORN_CMD_ARGS"]
-        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+        == "--threads 33 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
     )
     assert props["environmentVariables"]["WORKER_COUNT"] == "1"
     assert (

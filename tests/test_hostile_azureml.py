@@ -397,8 +397,9 @@ def test_the_runtime_drops_the_work_of_a_cancelled_request(tmp_path: Path) -> No
 
 
 def test_a_scoring_request_no_thread_may_take_is_503_at_once(tmp_path: Path) -> None:
-    """Under the real azmlinfsrv with scorepack's worker and 4 threads: 3 scoring requests
-    held in the model take every thread scoring may have; the 4th is answered 503 with
+    """Under the real azmlinfsrv with scorepack's worker and a deployment of 3 threads
+    (gunicorn gets 4): 3 scoring requests held in the model take every thread scoring may
+    have; the 4th is answered 503 with
     Retry-After at once (gthread would queue it for a thread without bound), and the
     liveness probe still gets the thread kept for it. Then everything is served."""
     from metrics_helpers import parse, value
@@ -413,7 +414,7 @@ def test_a_scoring_request_no_thread_may_take_is_503_at_once(tmp_path: Path) -> 
     metrics_port = free_port()
     env = child_env(
         **{
-            **server_environment(DeploymentSettings(threads=4)),
+            **server_environment(DeploymentSettings(threads=3)),
             "SCOREPACK_METRICS_PORT": str(metrics_port),
         },
         AML_APP_ROOT=str(app),

@@ -201,7 +201,7 @@ def test_v1_render_writes_the_configs_with_batching_friendly_settings() -> None:
     assert env["conda_file"] == "environment.yml"
     assert (
         env["environment_variables"]["GUNICORN_CMD_ARGS"]
-        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+        == "--threads 33 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
     )
     assert env["environment_variables"]["WORKER_COUNT"] == "1"
     assert inference["model"]["path"] == "model"
@@ -220,7 +220,7 @@ def test_v1_render_follows_the_package_settings() -> None:
     env = json.loads(files[f"{V1}/inference_config.json"])["environment"]["environment_variables"]
     assert (
         env["GUNICORN_CMD_ARGS"]
-        == "--threads 8 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+        == "--threads 9 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
     )
     provisioning = json.loads(files[f"{V1}/provisioning_config.json"])
     assert (provisioning["vm_size"], provisioning["cluster_purpose"]) == (
@@ -315,7 +315,7 @@ def test_v2_render_writes_endpoint_deployment_dockerfile_and_readme() -> None:
     assert deployment["resources"]["limits"] == deployment["resources"]["requests"]
     assert (
         deployment["environment_variables"]["GUNICORN_CMD_ARGS"]
-        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+        == "--threads 33 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
     )
     assert deployment["code_configuration"] == {"code": "../..", "scoring_script": "score.py"}
     dockerfile = files[f"{V2}/Dockerfile"]
@@ -349,7 +349,7 @@ def test_v2_yaml_loads_through_azure_ai_mls_own_loaders(tmp_path: Path) -> None:
     )
     assert (
         deployment.environment_variables["GUNICORN_CMD_ARGS"]
-        == "--threads 32 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
+        == "--threads 33 --worker-class scorepack.azureml.worker.BufferingThreadWorker"
     )
     assert deployment.environment_variables["WORKER_COUNT"] == "1"
     # every path in the YAML points at the package

@@ -69,9 +69,13 @@ def server_environment(deployment: DeploymentSettings) -> dict[str, str]:
 
     * ``WORKER_COUNT=1``: one worker process owns the model and the GPU (each worker would
       load its own copy of the model);
-    * ``GUNICORN_CMD_ARGS="--threads N"``: azmlinfsrv runs gunicorn sync workers, which take
-      one request at a time; threads switch gunicorn to gthread workers, so N requests are in
-      flight at once and the scorepack runtime can batch them;
+    * ``GUNICORN_CMD_ARGS="--threads N+1"``: azmlinfsrv runs gunicorn sync workers, which
+      take one request at a time; threads switch gunicorn to gthread workers, so the
+      deployment's ``threads`` (N) scoring requests are in flight at once and the scorepack
+      runtime can batch them, and one more thread is kept for the probes (scorepack's worker
+      lets scoring take every thread but one, and refuses more at once with 503); N and
+      ``max_concurrent_requests`` are both 32 by default, so Azure ML never sends a replica
+      more scoring requests than it takes;
     * ``--worker-class`` :data:`WORKER_CLASS`: gthread, except that the main loop reads each
       request whole before a thread gets it, so slow or stalled uploads cannot take the
       threads (and with them the liveness probe);
@@ -82,7 +86,7 @@ def server_environment(deployment: DeploymentSettings) -> dict[str, str]:
     """
     return {
         "WORKER_COUNT": "1",
-        "GUNICORN_CMD_ARGS": f"--threads {int(deployment.threads)} --worker-class {WORKER_CLASS}",
+        "GUNICORN_CMD_ARGS": f"--threads {int(deployment.threads) + 1} --worker-class {WORKER_CLASS}",
         "SCORING_TIMEOUT_MS": str(int(deployment.scoring_timeout_ms)),
         "SCOREPACK_METRICS_PORT": str(METRICS_PORT),
     }

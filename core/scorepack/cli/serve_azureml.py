@@ -66,8 +66,8 @@ class _AzureMLCommand(SectionedCommand):
 @click.option(
     "--threads",
     type=int,
-    help="gunicorn threads: requests in flight at once, batched together (default: the "
-    "package's deployment setting).",
+    help="scoring requests in flight at once, batched together; gunicorn gets one thread "
+    "more, kept for the probes (default: the package's deployment setting).",
 )
 @click.option(
     "--isolated",

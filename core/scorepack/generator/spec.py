@@ -30,7 +30,9 @@ class DeploymentSettings:
     memory_gb: float = 8.0
     gpu_cores: int = 1
     max_concurrent_requests: int = 32
-    #: gunicorn threads in the one azmlinfsrv worker: requests in flight inside one process
+    #: scoring requests in flight at once in the one azmlinfsrv worker (gunicorn runs one
+    #: thread more, kept for the probes); at least ``max_concurrent_requests``, or Azure ML
+    #: sends a replica requests no thread may take (answered 503 ``threads_busy``)
     threads: int = 32
     scoring_timeout_ms: int = 60_000
     auth_enabled: bool = True
