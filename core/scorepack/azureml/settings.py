@@ -84,9 +84,10 @@ def server_environment(deployment: DeploymentSettings) -> dict[str, str]:
     * ``SCOREPACK_METRICS_PORT``: the scorepack runtime serves Prometheus metrics on this
       port (azmlinfsrv takes no routes from a package, so they get a port of their own).
     """
+    threads = int(deployment.threads) + 1  # the scoring threads and the probes' own
     return {
         "WORKER_COUNT": "1",
-        "GUNICORN_CMD_ARGS": f"--threads {int(deployment.threads) + 1} --worker-class {WORKER_CLASS}",
+        "GUNICORN_CMD_ARGS": f"--threads {threads} --worker-class {WORKER_CLASS}",
         "SCORING_TIMEOUT_MS": str(int(deployment.scoring_timeout_ms)),
         "SCOREPACK_METRICS_PORT": str(METRICS_PORT),
     }
