@@ -381,6 +381,8 @@ def test_build_from_the_command_line_and_as_a_zip(tmp_path: Path, work: Path) ->
     assert spec.name == "tiny-cnn"
     assert spec.config.batching.max_batch_size == 8
     assert spec.deployment.threads == 12
+    # Azure ML sends no more than the package's threads take (beyond them: 503 at once)
+    assert spec.deployment.max_concurrent_requests == 12
     assert spec.config.postprocess.labels == tuple(f"class {i}" for i in range(10))
     with scorepack.load(extracted) as scorer:
         top = scorer.score(jpeg())["predictions"][0]["top_k"][0]

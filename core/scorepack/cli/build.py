@@ -95,7 +95,8 @@ def _models(paths: tuple[str, ...], repository_dir: Path | None) -> tuple[str, l
     type=click.IntRange(min=1),
     default=DeploymentSettings.threads,
     show_default=True,
-    help="gunicorn threads in the one azmlinfsrv worker.",
+    help="scoring requests in flight at once in the one azmlinfsrv worker (gunicorn gets "
+    "one thread more, for the probes); Azure ML's concurrent requests per replica follow it.",
 )
 @click.option("--zip", "as_zip", is_flag=True, help="Write a .zip archive instead of a directory.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
@@ -134,7 +135,9 @@ def command(
 
     path, several = _models(paths, repository_dir)
     config = scoring_config(kw)
-    concurrency = max(DeploymentSettings.max_concurrent_requests, threads)
+    # Azure ML sends a replica no more than its threads take: the worker answers a scoring
+    # request beyond them 503 at once, while Azure ML's front end would have queued it
+    concurrency = max(2, threads)
     deployment = DeploymentSettings(threads=threads, max_concurrent_requests=concurrency)
     click.echo(
         f"scorepack: building a {device} package for {path or 'several models'} (loading "
