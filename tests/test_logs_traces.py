@@ -164,3 +164,24 @@ def test_cors_is_off_by_default_and_on_for_the_given_origins(tmp_path: Path) -> 
         )
         assert other.status_code == 400
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_missing_otlp_exporter_is_named_with_its_protobuf_caveat() -> None:
+    """The dev environment has azmlinfsrv's OpenTelemetry SDK but not its OTLP exporter
+    (requirements/otlp.txt says why): asking for OTLP names the exporter to install and
+    warns that its protobuf range may not fit the model's framework."""
+    pytest.importorskip("opentelemetry.sdk")
+    try:
+        import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the OTLP exporter is installed here")
+    from scorepack.errors import ScorepackError
+
+    with pytest.raises(ScorepackError) as caught:
+        tracing.configure("http://127.0.0.1:9/v1/traces")
+    message = str(caught.value)
+    assert "pip install opentelemetry-exporter-otlp-proto-http==" in message
+    assert "protobuf<6" in message
+    assert not tracing.enabled

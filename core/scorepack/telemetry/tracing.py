@@ -87,10 +87,15 @@ def _exporter(endpoint: str | None) -> Any:
     except ImportError as exc:
         from importlib.metadata import version
 
+        sdk = version("opentelemetry-sdk")
+        # azmlinfsrv pins the SDK at 1.33, whose exporter needs protobuf<6: pip would
+        # downgrade protobuf under TensorFlow and ONNX, which need protobuf>=6.31
         raise ScorepackError(
             "Exporting traces over OTLP needs the exporter matching the installed "
-            "OpenTelemetry SDK: pip install "
-            f"opentelemetry-exporter-otlp-proto-http=={version('opentelemetry-sdk')}"
+            f"OpenTelemetry SDK: pip install opentelemetry-exporter-otlp-proto-http=={sdk} "
+            "(check first that its protobuf range fits what your model's framework needs: "
+            "with azmlinfsrv's SDK 1.33 it needs protobuf<6, which TensorFlow and ONNX "
+            "packages cannot have; see requirements/otlp.txt in scorepack's repository)"
         ) from exc
     return OTLPSpanExporter(endpoint=endpoint)
 
