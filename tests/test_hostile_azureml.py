@@ -279,11 +279,10 @@ def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").split() if path.exists() else []
 
 
-def test_a_client_that_leaves_while_queued_costs_no_model_call(tmp_path: Path) -> None:
-    """Under the real azmlinfsrv and scorepack's worker: the worker sees the socket close
-    while a thread waits on the request, and the runtime drops its queued work before any
-    model call, counted in scorepack_cancelled_requests_total."""
-    from metrics_helpers import parse, value
+def _held_echo_app(tmp_path: Path, threads: int) -> tuple[Path, Path, Path, dict[str, str], int]:
+    """An app folder serving the echo model under azmlinfsrv with the package's server
+    settings for ``threads`` scoring threads and a metrics port: the model call notes
+    each batch in ``marker`` and waits while ``hold`` exists."""
     from scorepack.azureml.settings import server_environment
     from scorepack.generator.spec import DeploymentSettings
 
@@ -295,7 +294,7 @@ def test_a_client_that_leaves_while_queued_costs_no_model_call(tmp_path: Path) -
     metrics_port = free_port()
     env = child_env(
         **{
-            **server_environment(DeploymentSettings(threads=4)),
+            **server_environment(DeploymentSettings(threads=threads)),
             "SCOREPACK_METRICS_PORT": str(metrics_port),
         },
         AML_APP_ROOT=str(app),
@@ -304,6 +303,16 @@ def test_a_client_that_leaves_while_queued_costs_no_model_call(tmp_path: Path) -
         TEST_MARKER=str(marker),
         TEST_HOLD=str(hold),
     )
+    return app, marker, hold, env, metrics_port
+
+
+def test_a_client_that_leaves_while_queued_costs_no_model_call(tmp_path: Path) -> None:
+    """Under the real azmlinfsrv and scorepack's worker: the worker sees the socket close
+    while a thread waits on the request, and the runtime drops its queued work before any
+    model call, counted in scorepack_cancelled_requests_total."""
+    from metrics_helpers import parse, value
+
+    app, marker, hold, env, metrics_port = _held_echo_app(tmp_path, threads=4)
     log = tmp_path / "azmlinfsrv.log"
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
@@ -399,30 +408,12 @@ def test_the_runtime_drops_the_work_of_a_cancelled_request(tmp_path: Path) -> No
 def test_a_scoring_request_no_thread_may_take_is_503_at_once(tmp_path: Path) -> None:
     """Under the real azmlinfsrv with scorepack's worker and a deployment of 3 threads
     (gunicorn gets 4): 3 scoring requests held in the model take every thread scoring may
-    have; the 4th is answered 503 with
-    Retry-After at once (gthread would queue it for a thread without bound), and the
-    liveness probe still gets the thread kept for it. Then everything is served."""
+    have; the 4th is answered 503 with Retry-After at once (gthread would queue it for a
+    thread without bound), and the liveness probe still gets the thread kept for it. Then
+    everything is served."""
     from metrics_helpers import parse, value
-    from scorepack.azureml.settings import server_environment
-    from scorepack.generator.spec import DeploymentSettings
 
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "score.py").write_text(ENTRY_SCRIPT, encoding="utf-8")
-    model, marker, hold = tmp_path / "model.echo", tmp_path / "calls.txt", tmp_path / "hold"
-    model.write_text("echo\n")
-    metrics_port = free_port()
-    env = child_env(
-        **{
-            **server_environment(DeploymentSettings(threads=3)),
-            "SCOREPACK_METRICS_PORT": str(metrics_port),
-        },
-        AML_APP_ROOT=str(app),
-        PYTHONPATH=str(Path(__file__).parent),
-        TEST_MODEL=str(model),
-        TEST_MARKER=str(marker),
-        TEST_HOLD=str(hold),
-    )
+    app, marker, hold, env, metrics_port = _held_echo_app(tmp_path, threads=3)
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     row = {"inputs": {"x": [[1.0, 2.0]]}}
     with (
