@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from scorepack.azureml import launch
 from scorepack.generator import build_package
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,19 +187,7 @@ class AzmlinfsrvServer:
         else:
             # azmlinfsrv itself over a test's own entry script (``env`` must carry the
             # server's variables, as server_environment() gives them)
-            command = [
-                sys.executable,
-                "-m",
-                "scorepack.azureml.launch",
-                "--host",
-                "127.0.0.1",
-                "--",
-                "--entry_script",
-                str(entry_script),
-                "--port",
-                str(self.port),
-                *args,
-            ]
+            command = launch.command(sys.executable, entry_script, self.port, *args)
         self.proc = subprocess.Popen(
             command,
             stdout=self._log,

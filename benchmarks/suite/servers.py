@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from scorepack.azureml import launch
+
 ROOT = Path(__file__).resolve().parents[2]
 SCOREPACK = [sys.executable, "-m", "scorepack", "--log-level", "warning"]
 
@@ -163,20 +165,8 @@ def package_azureml(package: Path, device: str = "cpu") -> Any:
 def baseline_azureml(model_dir: Path) -> Any:
     """The article-style score.py under azmlinfsrv with its defaults (sync worker)."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "scorepack.azureml.launch",
-        "--host",
-        "127.0.0.1",
-        "--",
-        "--entry_script",
-        str(ROOT / "benchmarks" / "baseline" / "score.py"),
-        "--model_dir",
-        str(model_dir),
-        "--port",
-        str(port),
-    ]
+    entry_script = ROOT / "benchmarks" / "baseline" / "score.py"
+    cmd = launch.command(sys.executable, entry_script, port, "--model_dir", str(model_dir))
     return running(
         cmd,
         ready_path="/",

@@ -24,6 +24,7 @@ from types import FrameType
 from ..errors import PackageError
 from ..generator.spec import PackageSpec
 from ..manifest import load_manifest, verify_model
+from . import launch
 from .envcheck import check_environment
 from .isolated import isolated_python
 from .layout import make_model_dir
@@ -98,18 +99,7 @@ def _python(options: AzureMLServe, spec: PackageSpec, say: Callable[[str], None]
 
 def server_command(python: str, options: AzureMLServe) -> list[str]:
     """The launcher's command line (argument list, never a shell string)."""
-    return [
-        python,
-        "-m",
-        "scorepack.azureml.launch",
-        "--host",
-        options.host,
-        "--",
-        "--entry_script",
-        str(options.package / "score.py"),
-        "--port",
-        str(options.port),
-    ]
+    return launch.command(python, options.package / "score.py", options.port, host=options.host)
 
 
 def server_env(spec: PackageSpec, options: AzureMLServe, model_dir: Path) -> dict[str, str]:

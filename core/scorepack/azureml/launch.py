@@ -15,8 +15,29 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["command", "main"]
+
+
+def command(
+    python: str, entry_script: Path, port: int, *server_args: str, host: str = "127.0.0.1"
+) -> list[str]:
+    """This launcher's command line for azmlinfsrv over ``entry_script`` on ``host:port``
+    (an argument list, never a shell string); ``server_args`` go to azmlinfsrv."""
+    return [
+        python,
+        "-m",
+        "scorepack.azureml.launch",
+        "--host",
+        host,
+        "--",
+        "--entry_script",
+        str(entry_script),
+        "--port",
+        str(port),
+        *server_args,
+    ]
 
 
 def _without_control_socket() -> None:
