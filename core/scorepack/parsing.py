@@ -68,6 +68,8 @@ SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "settings_file",
             "cors_origins",
             "otlp_endpoint",
+            "metrics",
+            "access_log",
         ),
     ),
     (
@@ -117,6 +119,7 @@ AZUREML_SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "metrics_port",
             "cors_origins",
             "otlp_endpoint",
+            "access_log",
             "settings_file",
         ),
     ),

@@ -286,7 +286,8 @@ class RuntimeSettings(ScorerSettings):
 class PackageSettings(RuntimeSettings):
     """What a package reads under azmlinfsrv (its ``init()`` and its gunicorn worker,
     :mod:`scorepack.azureml.worker`): :class:`RuntimeSettings` plus the worker's upload
-    buffer, the device, the metrics endpoint, logs, tracing and where the model is."""
+    buffer, the device, the metrics endpoint, logs (access lines among them), tracing and
+    where the model is."""
 
     upload_buffer_bytes: int | None = Field(
         None, ge=1, description="bytes of requests still arriving held at once (default 256 MiB)"
@@ -308,6 +309,9 @@ class PackageSettings(RuntimeSettings):
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP URL traces go to, or 'console'; none: tracing off"
     )
+    access_log: bool = Field(
+        True, description="one log line per answered request, at INFO; off: none"
+    )
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
@@ -325,7 +329,7 @@ class PackageSettings(RuntimeSettings):
 class AzureMLServeSettings(RuntimeSettings):
     """Everything ``scorepack serve-azureml PKG`` takes: :class:`RuntimeSettings` (passed
     on to the package as its ``SCOREPACK_*`` variables) plus where azmlinfsrv listens, its
-    threads and environment, the metrics port, CORS and tracing."""
+    threads and environment, the metrics port, CORS, access lines and tracing."""
 
     host: str | None = Field(None, description="address to bind")
     port: int | None = Field(None, ge=0, le=65535, description="port; 0 picks a free one")
@@ -346,6 +350,9 @@ class AzureMLServeSettings(RuntimeSettings):
     )
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP URL traces go to, or 'console'; none: tracing off"
+    )
+    access_log: bool = Field(
+        True, description="one log line per answered request, at INFO; off: none"
     )
 
     @field_validator("device")
@@ -368,6 +375,8 @@ class AzureMLServeSettings(RuntimeSettings):
             environ[env_name("upload_buffer_bytes")] = str(self.upload_buffer_bytes)
         if self.otlp_endpoint:
             environ[env_name("otlp_endpoint")] = self.otlp_endpoint
+        if not self.access_log:
+            environ[env_name("access_log")] = "false"
         return environ
 
 
@@ -439,8 +448,8 @@ _PREPROCESS_FIELDS = frozenset(PREPROCESS_FIELDS)
 
 class ServeSettings(ScoringSettings):
     """Everything ``scorepack serve`` takes: :class:`ScoringSettings` plus the embedded
-    server (address, keys, gRPC, CORS, tracing, header limits, shutdown) and the backend
-    and device."""
+    server (address, keys, gRPC, CORS, metrics, access lines, tracing, header limits,
+    shutdown) and the backend and device."""
 
     backend: str | None = Field(None, description="backend name (detected when left out)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -476,6 +485,14 @@ class ServeSettings(ScoringSettings):
     )
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP URL traces go to, or 'console'; none: tracing off"
+    )
+    metrics: bool = Field(
+        True,
+        description="count requests for Prometheus and serve GET /metrics; off: nothing "
+        "counted per request, no /metrics (404)",
+    )
+    access_log: bool = Field(
+        True, description="one log line per answered request, at INFO; off: none"
     )
 
     @field_validator("device")

@@ -20,7 +20,8 @@ no routes to its Flask app, so metrics get a port of their own):
   counts only its own requests and only the first to bind the port serves (the others log
   a warning), so scrape per-worker numbers only with one worker.
 * ``SCOREPACK_LOG_FORMAT`` (``text`` or ``json``) and ``SCOREPACK_LOG_LEVEL``: scorepack's
-  log lines, one access line per request among them.
+  log lines, one access line per request among them; ``SCOREPACK_ACCESS_LOG=false``:
+  no access lines.
 * ``SCOREPACK_OTLP_ENDPOINT``: export traces (OTLP/HTTP URL, or ``console``).
 
 These, the scoring and decode variables, ``SCOREPACK_DEVICE`` and
@@ -327,7 +328,9 @@ def init(
     # names, checks and messages); read once, here, and handed to each reader
     settings = package_settings(env)
     try:
-        configure_azureml_logging(settings.log_format, settings.log_level)
+        configure_azureml_logging(
+            settings.log_format, settings.log_level, access_log=settings.access_log
+        )
     except (ValueError, AttributeError) as exc:
         raise PackageError(f"SCOREPACK_LOG_FORMAT/SCOREPACK_LOG_LEVEL: {exc}") from exc
     package = Path(entry_script).resolve().parent

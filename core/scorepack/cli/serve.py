@@ -180,6 +180,21 @@ def _legacy_azureml_options(func: Any) -> Any:
     help="Trace every request with OpenTelemetry and export the spans over OTLP/HTTP to "
     "this URL (e.g. http://collector:4318/v1/traces), or 'console'. Off by default.",
 )
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    help="Count requests, latencies and batches and serve them at GET /metrics "
+    "(Prometheus). --no-metrics (as Triton's --allow-metrics=false): nothing is counted "
+    "per request and /metrics answers 404.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log one line per answered request at INFO (request id, model, status, latency, "
+    "batch size, queue wait). --no-access-log (as uvicorn's): none; other logs stay.",
+)
 @settings_file_option
 @_legacy_azureml_options
 @click.pass_context
@@ -428,6 +443,8 @@ class _ServeArgs:
     model_dir: Path | None
     cors_origins: tuple[str, ...]
     otlp_endpoint: str | None
+    metrics: bool
+    access_log: bool
     #: header limits, the read deadline and the drain period
     limits: HttpLimits
 
@@ -450,6 +467,8 @@ class _ServeArgs:
             model_dir=Path(settings.model_dir) if settings.model_dir is not None else None,
             cors_origins=settings.cors_origins,
             otlp_endpoint=settings.otlp_endpoint,
+            metrics=settings.metrics,
+            access_log=settings.access_log,
             limits=checked(lambda: HttpLimits.from_settings(settings)),
         )
 
@@ -488,6 +507,8 @@ def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) ->
         grpc=grpc,
         on_grpc_listening=grpc_listening,
         limits=args.limits,
+        metrics=args.metrics,
+        access_log=args.access_log,
     )
 
 

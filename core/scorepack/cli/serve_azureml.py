@@ -99,6 +99,13 @@ class _AzureMLCommand(SectionedCommand):
     help="Trace every request with OpenTelemetry and export the spans over OTLP/HTTP to "
     "this URL, or 'console'. Off by default.",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="The package logs one line per answered request at INFO; --no-access-log: none "
+    "(SCOREPACK_ACCESS_LOG=false in the package's environment).",
+)
 @settings_file_option
 @package_runtime_options
 @decode_options

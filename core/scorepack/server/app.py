@@ -28,8 +28,9 @@ from ..errors import HeadersTooLargeError
 from ..repository import Repository
 from ..scorer import Scorer
 from ..telemetry import tracing
-from ..telemetry.logs import log_access
+from ..telemetry.logs import access_logging, log_access
 from ..telemetry.metrics import Metrics
+from ..telemetry.stats import NoRequestStats, RequestStats
 from .auth import KeyCheck
 from .body import BodyTracker
 from .errors import ErrorReply, error_reply
@@ -89,7 +90,11 @@ async def _send_error(send: Send, err: ErrorReply, style: str) -> None:
 
 class ScoringApp:
     """ASGI application serving a repository of models (or one scorer, as a repository of
-    one). Starts loading them on lifespan startup; unloads them on shutdown."""
+    one). Starts loading them on lifespan startup; unloads them on shutdown.
+
+    ``metrics=False`` (``--no-metrics``, as Triton's ``--allow-metrics=false``): no
+    Prometheus registry (``prometheus_client`` is not even imported), no request counted,
+    and no ``/metrics`` route: it answers 404 like any unknown path."""
 
     def __init__(
         self,
@@ -97,14 +102,20 @@ class ScoringApp:
         *,
         auth_keys: tuple[str, ...] = (),
         limits: HttpLimits | None = None,
+        metrics: bool = True,
     ) -> None:
         self.repository = models if isinstance(models, Repository) else Repository.of(models)
         self.auth = KeyCheck(auth_keys)
         self.limits = limits or HttpLimits()
         #: set on SIGTERM: readiness answers 503 while the server drains
         self.draining = False
-        #: this app's own registry (several apps in one process never collide)
-        self.metrics = Metrics(self._served)
+        #: this app's own registry (several apps in one process never collide); None
+        #: with metrics off
+        self.metrics = Metrics(self._served) if metrics else None
+        #: where answers are counted (the gRPC server's too): with metrics off, nowhere
+        self.requests: RequestStats = (
+            self.metrics.requests if self.metrics is not None else NoRequestStats()
+        )
         score, *azureml = AzureMLRoutes(self.repository, self.auth, self.metrics, self).routes()
         infer, infer_version, *v2 = V2Routes(self.repository, self.auth, self).routes()
         # the router tries routes in order: the scoring routes first, probes after
@@ -186,17 +197,19 @@ class ScoringApp:
             # the client left before its answer: still one count and one access line, with
             # nginx's 499 (a gRPC client's cancel is logged with the same status)
             reply.status = CLIENT_CLOSED
+        if self.metrics is None and not access_logging():
+            return  # nothing counted, nothing logged: --no-metrics --no-access-log
         status = reply.status or 500
         seconds = time.monotonic() - started
         route = scope.get("scorepack.route", "other")
         scorer = scope.get("scorepack.scorer")
         if scorer is None:
-            self.metrics.requests.record(route, status)
+            self.requests.record(route, status)
             log_access(request_id.decode("latin-1"), method, path, status, seconds)
             return
         protocol = scope["scorepack.protocol"]
         result = scope["scorepack.result"]
-        self.metrics.requests.record(
+        self.requests.record(
             route,
             status,
             seconds,

@@ -5,7 +5,8 @@
     GET  /               200 liveness, always
     GET  /health/ready   200 once the models are loaded and warmed up, else 503
     GET  /info           what is served: backend, device, signature, preprocessing (auth)
-    GET  /metrics        Prometheus metrics (scorepack.telemetry.metrics)   (auth)
+    GET  /metrics        Prometheus metrics (scorepack.telemetry.metrics)   (auth; absent,
+                         so 404, with --no-metrics)
     GET  /swagger.json   the API as OpenAPI, from the model's signature (?version=2|3|3.1;
                          with several models, ?model=NAME)
 
@@ -44,7 +45,7 @@ class AzureMLRoutes:
         self,
         repository: Repository,
         auth: KeyCheck,
-        metrics: Metrics,
+        metrics: Metrics | None,
         server: ServerState | None = None,
     ) -> None:
         self.repository = repository
@@ -55,13 +56,17 @@ class AzureMLRoutes:
         self.body = BodyReader(server)
 
     def routes(self) -> list[Route]:
-        """``/score`` first: the app puts it ahead of every other route."""
+        """``/score`` first: the app puts it ahead of every other route. ``/metrics``
+        only with metrics on."""
+        metrics = []
+        if self.prometheus is not None:
+            metrics.append(Route("/metrics", self.metrics, methods=("GET",)))
         return [
             Route("/score", self.score, methods=("POST",)),
             Route("/", self.live, methods=("GET", "HEAD")),
             Route("/health/ready", self.ready, methods=("GET", "HEAD")),
             Route("/info", self.info, methods=("GET",)),
-            Route("/metrics", self.metrics, methods=("GET",)),
+            *metrics,
             Route("/swagger.json", self.swagger, methods=("GET",)),
         ]
 
@@ -142,6 +147,7 @@ class AzureMLRoutes:
     async def metrics(self, request: Request) -> Response:
         # what is served and how much: protected like /info when keys are set
         self.auth.check(request.headers.get("authorization"))
+        assert self.prometheus is not None  # the route exists only with metrics on
         text, content_type = self.prometheus.render(request.headers.get("accept"))
         return Response(text, headers={"content-type": content_type})
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..repository import Repository
 from ..scorer import Scorer
+from ..telemetry.logs import set_access_log
 from .app import ScoringApp
 from .grpc_v2 import GrpcOptions, start_grpc
 from .limits import HttpLimits
@@ -124,6 +125,8 @@ def serve(
     grpc: GrpcOptions | None = None,
     on_grpc_listening: Callable[[str], None] | None = None,
     limits: HttpLimits | None = None,
+    metrics: bool = True,
+    access_log: bool = True,
 ) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before the models unload.
 
@@ -131,8 +134,13 @@ def serve(
     with several, the others go on serving and the failed one is reported not ready.
     ``grpc`` also serves V2 gRPC, over the same models, until the HTTP server stops.
     ``limits`` default to :meth:`HttpLimits.from_env` (the ``SCOREPACK_*`` variables).
+    ``metrics=False``: nothing counted and no ``/metrics`` (:class:`ScoringApp`);
+    ``access_log=False``: no access lines, in this whole process (the server owns it).
     """
-    app = ScoringApp(models, auth_keys=auth_keys, limits=limits or HttpLimits.from_env())
+    set_access_log(access_log)
+    app = ScoringApp(
+        models, auth_keys=auth_keys, limits=limits or HttpLimits.from_env(), metrics=metrics
+    )
     repository = app.repository
     sock = bind_socket(host, port)
     server = _uvicorn_server(app, graceful_timeout, with_cors(app, cors_origins))
@@ -151,7 +159,7 @@ def serve(
         host,
         grpc,
         auth_keys,
-        requests=app.metrics.requests,
+        requests=app.requests,
         draining=lambda: app.draining,
     )
     if grpc_server is not None and on_grpc_listening is not None:
@@ -230,8 +238,9 @@ class BackgroundServer:
         cors_origins: tuple[str, ...] = (),
         grpc: GrpcOptions | None = None,
         limits: HttpLimits | None = None,
+        metrics: bool = True,
     ) -> None:
-        self.app = ScoringApp(models, auth_keys=auth_keys, limits=limits)
+        self.app = ScoringApp(models, auth_keys=auth_keys, limits=limits, metrics=metrics)
         self._sock = bind_socket(host, port)
         self.url = url_of(self._sock)
         asgi = with_cors(self.app, cors_origins)
@@ -251,7 +260,7 @@ class BackgroundServer:
         self._grpc = start_grpc(
             app.repository,
             *self._grpc_start,
-            requests=app.metrics.requests,
+            requests=app.requests,
             draining=lambda: app.draining,
         )
         self._thread = threading.Thread(

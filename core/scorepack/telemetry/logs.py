@@ -27,6 +27,7 @@ __all__ = [
     "configure_azureml_logging",
     "configure_logging",
     "log_access",
+    "set_access_log",
 ]
 
 ACCESS_LOGGER = "scorepack.access"
@@ -73,6 +74,14 @@ class AccessLine(NamedTuple):
 def access_logging() -> bool:
     """Whether access lines are written (what a host checks before gathering their fields)."""
     return access_logger.isEnabledFor(logging.INFO)
+
+
+def set_access_log(enabled: bool) -> None:
+    """Write access lines or not, for the whole process (``--no-access-log``, as uvicorn's
+    switches its ``uvicorn.access`` logger off). Off, the access logger drops INFO, so
+    :func:`log_access` and :func:`access_logging` return at once and a host gathers no
+    line's fields; on, it logs at whatever level its parents say (INFO by default)."""
+    access_logger.setLevel(logging.NOTSET if enabled else logging.WARNING)
 
 
 def log_access(
@@ -179,7 +188,11 @@ _MARK = "_scorepack_handler"
 
 
 def configure_azureml_logging(
-    log_format: str = "text", level: str = "info", stream: TextIO | None = None
+    log_format: str = "text",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    access_log: bool = True,
 ) -> None:
     """Logging inside azmlinfsrv, from ``init()``.
 
@@ -187,7 +200,8 @@ def configure_azureml_logging(
     so scorepack's records (the access lines among them) would be dropped: the
     ``scorepack`` logger gets a handler of its own on stdout. With ``json``, azmlinfsrv's
     and gunicorn's handlers are switched to JSON too, so every line parses. Safe to call
-    again (a second ``init()``): it replaces what it added.
+    again (a second ``init()``): it replaces what it added. ``access_log=False``
+    (``SCOREPACK_ACCESS_LOG=false``): no access lines (:func:`set_access_log`).
     """
     chosen = formatter(log_format, AZUREML_TEXT_FORMAT)
     if log_format == "text":
@@ -201,6 +215,7 @@ def configure_azureml_logging(
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
     root.propagate = False
+    set_access_log(access_log)
     # azmlinfsrv's dictConfig (disable_existing_loggers) switches off every logger that
     # existed before it ran: scorepack's do when scorepack was imported first (its
     # gunicorn worker class is), so they are switched back on

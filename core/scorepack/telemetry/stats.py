@@ -20,6 +20,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "Histogram",
     "LockedHistogram",
+    "NoRequestStats",
     "RequestStats",
     "ScorerStats",
 ]
@@ -181,3 +182,22 @@ class RequestStats:
         """Copies of the counts and latency histograms, taken under the lock."""
         with self._lock:
             return dict(self.responses), {k: h.snapshot() for k, h in self._latency.items()}
+
+
+class NoRequestStats(RequestStats):
+    """A host's :class:`RequestStats` with metrics off (``--no-metrics``): every answer is
+    dropped uncounted, so the paths that count (HTTP, gRPC) need no switch of their own."""
+
+    __slots__ = ()
+
+    def record(
+        self,
+        route: str,
+        status: int | str,
+        seconds: float | None = None,
+        *,
+        model: str = "",
+        version: str = "",
+        protocol: str = "",
+    ) -> None:
+        """Count nothing."""
