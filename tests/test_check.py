@@ -61,7 +61,19 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Pat
             out[(backend, device)] = build_package(
                 model, root / f"{backend}-{device}", device=device, targets={}
             ).path
+            if backend in TRACING:
+                out[(f"{backend}+tracing", device)] = build_package(
+                    model,
+                    root / f"{backend}-{device}-tracing",
+                    device=device,
+                    targets={},
+                    tracing=True,
+                ).path
     return out
+
+
+#: the backends a package with tracing (the OTLP exporter on protobuf 5) is built for
+TRACING = ("onnx", "pytorch")
 
 
 #: the package of several models: an onnx and a pytorch model, for a GPU, built by the CLI
@@ -157,6 +169,27 @@ def test_every_package_resolves_for_its_target(
         assert all(r.cuda_major is None for r in report.results), text
     # the package's own wheels (scorepack, the plugin) resolve with their dependencies
     assert any(r.requirement.endswith(".whl") and r.found for r in report.results), text
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", TRACING)
+def test_a_package_with_tracing_resolves_with_the_exporter(
+    reports: dict[tuple[str, str], CheckReport], backend: str, device: str
+) -> None:
+    """``build --tracing``: azmlinfsrv's OpenTelemetry exporter and protobuf 5 resolve with
+    the framework (ONNX Runtime asks for protobuf>=4.25.8; torch for none)."""
+    key = (f"{backend}+tracing", device)
+    if key not in reports:
+        pytest.skip(f"the {backend} backend is not installed")
+    report = reports[key]
+    text = report.text()
+    assert not report.failed, text
+    assert not report.problems, text
+    found = {r.requirement: r for r in report.results}
+    for pin in ("opentelemetry-exporter-otlp-proto-http==1.33.0", "protobuf==5.29.6"):
+        assert found[pin].found and found[pin].version == pin.split("==")[1], text
+    if not report.unreachable:  # CPU torch needs PyTorch's index, out of reach here
+        assert report.ok, text
 
 
 def test_a_package_of_several_models_is_checked_model_by_model(

@@ -127,10 +127,42 @@ def several_models_spec() -> Any:
     )
 
 
+def onnx_tracing_spec() -> Any:
+    """A CPU ONNX package built with --tracing: the OTLP exporter of azmlinfsrv's
+    OpenTelemetry release in its pins, protobuf 5 in place of the package's own."""
+    from scorepack.generator.tracing import tracing_requirements
+
+    spec = sample_spec(
+        name="digits",
+        model_files=("model.onnx",),
+        model_entry="model.onnx",
+        backend="onnx",
+        backend_distribution="scorepack-onnx",
+        backend_module="scorepack_onnx",
+        backend_options={},
+        framework="onnxruntime",
+        framework_version="1.32.0",
+        requirements=Requirements(pip=("onnxruntime==1.32.0",)),
+        wheels=(
+            "wheels/scorepack-0.1.0-py3-none-any.whl",
+            "wheels/scorepack_onnx-0.1.0-py3-none-any.whl",
+        ),
+        file_hashes={
+            "model/model.onnx": "6" * 64,
+            "wheels/scorepack-0.1.0-py3-none-any.whl": "7" * 64,
+            "wheels/scorepack_onnx-0.1.0-py3-none-any.whl": "8" * 64,
+        },
+    )
+    # what a package pins without tracing, grpc's protobuf 6 among them
+    runtime = (*spec.runtime_requirements, "grpcio==1.85.4", "protobuf==6.33.6")
+    return replace(spec, tracing=True, runtime_requirements=tracing_requirements(runtime))
+
+
 CASES = {
     "cpu-labels": sample_spec,
     "cuda-multi-input": cuda_multi_input_spec,
     "several-models": several_models_spec,
+    "onnx-tracing": onnx_tracing_spec,
 }
 
 
@@ -425,6 +457,47 @@ def test_bad_names_and_devices_are_refused(work: Path) -> None:
         resolve_spec(model, device="cpu", name="my model; rm")
     with pytest.raises(PackageError, match="cpu or cuda"):
         resolve_spec(model, device="tpu")
+
+
+def test_build_tracing_refuses_tensorflow_and_says_why(work: Path, tmp_path: Path) -> None:
+    """TensorFlow needs protobuf 6, azmlinfsrv's OTLP exporter protobuf 5: no package."""
+    pytest.importorskip("tensorflow")
+    model = tiny_model("tensorflow", work)
+    out = tmp_path / "pkg"
+    result = CliRunner().invoke(
+        build_cli(),
+        ["build", str(model), "-o", str(out), "--device", "cpu", "--tracing", "--no-check"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "--tracing cannot go with the tensorflow backend" in result.output
+    assert "protobuf==5.29.6" in result.output
+    assert "tensorflow-cpu 2.21.0 needs protobuf" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "pytorch"])
+def test_build_tracing_pins_the_otlp_exporter(backend: str, work: Path, tmp_path: Path) -> None:
+    """ONNX Runtime (protobuf>=4.25.8) and PyTorch (no protobuf) take the exporter's set;
+    the manifest says so and reads back (``check`` resolves it: test_check.py)."""
+    pytest.importorskip({"onnx": "onnxruntime", "pytorch": "torch"}[backend])
+    model = tiny_model(backend, work)
+    out = tmp_path / "pkg"
+    result = CliRunner().invoke(
+        build_cli(),
+        ["build", str(model), "-o", str(out), "--device", "cpu", "--tracing", "--no-check"],
+    )
+    assert result.exit_code == 0, result.output + str(result.exception)
+    spec = load_manifest(out)
+    assert spec.tracing
+    pins = set(spec.runtime_requirements)
+    assert {"opentelemetry-exporter-otlp-proto-http==1.33.0", "protobuf==5.29.6"} <= pins
+    assert not any(p.startswith("protobuf==6") for p in pins)
+    assert "protobuf==5.29.6" in (out / "requirements.txt").read_text()
+    assert "SCOREPACK_OTLP_ENDPOINT" in (out / "README.md").read_text()
+    # without --tracing: none of it
+    plain = resolve_spec(model, device="cpu")
+    assert not plain.tracing
+    assert not any(p.startswith("opentelemetry-exporter") for p in plain.runtime_requirements)
 
 
 def test_a_regular_install_is_repacked_into_an_installable_wheel(

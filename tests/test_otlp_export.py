@@ -114,6 +114,22 @@ def test_the_exporter_folder_meets_azmlinfsrvs_pins() -> None:
         assert match is not None and match.group(1) in PROTOBUF_6_USERS, line
 
 
+def test_build_tracing_pins_the_exporter_folders_set() -> None:
+    """``scorepack build --tracing`` pins, for a package, the set the dev environment's
+    exporter folder holds (requirements/otlp.txt): one set, tested end to end here."""
+    from scorepack.generator.tracing import tracing_requirements
+
+    folder = {
+        line.split("==")[0]: line
+        for line in (TESTS.parent / "requirements" / "otlp.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    pinned = {line.split("==")[0]: line for line in tracing_requirements(["protobuf==6.33.6"])}
+    assert {name: pinned.get(name) for name in folder} == folder
+    # and the SDK of azmlinfsrv's pin, which the exporter requires to the minor release
+    assert pinned["opentelemetry-sdk"] == "opentelemetry-sdk==1.33.0"
+
+
 def test_the_embedded_server_exports_http_and_grpc_traces(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -166,8 +182,11 @@ def test_the_embedded_server_exports_http_and_grpc_traces(
 def test_a_package_under_azmlinfsrv_exports_its_traces(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
 ) -> None:
-    """``serve-azureml --otlp-endpoint``: azmlinfsrv's gunicorn worker exports scorepack's
-    spans with the same exporter, beside azmlinfsrv's own OpenTelemetry (1.33.0)."""
+    """A PyTorch package built with ``--tracing``, served by ``serve-azureml
+    --otlp-endpoint``: azmlinfsrv's gunicorn worker exports scorepack's spans with the
+    exporter the package pins, beside azmlinfsrv's own OpenTelemetry (1.33.0). The
+    environment check passes without ``--no-env-check``: what runs (the exporter's folder
+    ahead of the dev environment) is what the package pins, protobuf 5 included."""
     pytest.importorskip("azureml_inference_server_http")
     from images import jpeg
     from packages import AzmlinfsrvServer, child_env, package_for
@@ -175,17 +194,13 @@ def test_a_package_under_azmlinfsrv_exports_its_traces(
     # PyTorch: the one backend whose framework runs beside protobuf 5 (TensorFlow 2.21 and
     # onnx 1.23, which the ONNX backend imports, load protobuf 6 code)
     pytest.importorskip("scorepack_pytorch")
-    package = package_for("pytorch", tmp_path_factory.getbasetemp() / "packages")
+    package = package_for("pytorch", tmp_path_factory.getbasetemp() / "packages", tracing=True)
+    pins = (package / "requirements.txt").read_text()
+    assert "opentelemetry-exporter-otlp-proto-http==1.33.0" in pins
+    assert "protobuf==5.29.6" in pins
     env = child_env(PYTHONPATH=str(OTLP), OTEL_BSP_SCHEDULE_DELAY="100")
-    # --no-env-check: the package pins the dev set's protobuf (6.33.6), which the exporter's
-    # folder replaces with 5.29.6 (the check names that one difference, and nothing else)
     server = AzmlinfsrvServer(
-        package,
-        "--otlp-endpoint",
-        receiver.url,
-        "--no-env-check",
-        log=tmp_path / "azmlinfsrv.log",
-        env=env,
+        package, "--otlp-endpoint", receiver.url, log=tmp_path / "azmlinfsrv.log", env=env
     )
     with server:
         response = httpx.post(

@@ -142,6 +142,8 @@ def manifest_data(spec: PackageSpec) -> dict[str, Any]:
                 "cuda": spec.requirements.cuda.to_dict() if spec.requirements.cuda else None,
             },
             "wheels": [{"path": w, "sha256": spec.file_hashes.get(w, "")} for w in spec.wheels],
+            # built with --tracing: the runtime pins carry the OTLP exporter
+            **({"tracing": True} if spec.tracing else {}),
             "deployment": asdict(spec.deployment),
         }
     )
@@ -294,6 +296,7 @@ def spec_from_data(data: Any, *, labels: tuple[str, ...] | None = None) -> Packa
         backend_module=str(backend.get("module", "")),
         runtime_requirements=tuple(requirements.get("runtime") or ()),
         load_seconds=_seconds(model.get("load_seconds")),
+        tracing=bool(data.get("tracing", False)),
     )
 
 

@@ -98,6 +98,13 @@ def _models(paths: tuple[str, ...], repository_dir: Path | None) -> tuple[str, l
     help="scoring requests in flight at once in the one azmlinfsrv worker (gunicorn gets "
     "one thread more, for the probes); Azure ML's concurrent requests per replica follow it.",
 )
+@click.option(
+    "--tracing",
+    is_flag=True,
+    help="Pin OpenTelemetry's OTLP exporter in the package's environment (at the release "
+    "azmlinfsrv pins, 1.33.0, on protobuf 5), so that SCOREPACK_OTLP_ENDPOINT exports its "
+    "traces. PyTorch and ONNX Runtime packages; refused for TensorFlow (it needs protobuf 6).",
+)
 @click.option("--zip", "as_zip", is_flag=True, help="Write a .zip archive instead of a directory.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option(
@@ -117,6 +124,7 @@ def command(
     name: str | None,
     backend_options: dict[str, Any],
     threads: int,
+    tracing: bool,
     as_zip: bool,
     force: bool,
     no_check: bool,
@@ -157,6 +165,7 @@ def command(
             options=backend_options,
             config=config,
             deployment=deployment,
+            tracing=tracing,
         )
     except BackendOptionError as exc:  # checked before the model loads: a usage error
         raise click.UsageError(exc.message) from exc

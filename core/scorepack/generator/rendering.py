@@ -256,8 +256,32 @@ def _requirements_txt(spec: PackageSpec) -> str:
         if spec.models
         else f"the {spec.backend} backend",
         framework_lines="\n".join(spec.requirements.pip) or "# (none)",
-        runtime_lines="\n".join(spec.runtime_requirements) or "# (none)",
+        runtime_lines=_runtime_lines(spec),
         wheel_lines="\n".join(f"./{w}" for w in spec.wheels) or "# (none)",
+    )
+
+
+def _runtime_lines(spec: PackageSpec) -> str:
+    lines = list(spec.runtime_requirements) or ["# (none)"]
+    if spec.tracing:
+        from .tracing import OTEL_RELEASE
+
+        lines.insert(
+            0,
+            f"# built with --tracing: OpenTelemetry's OTLP exporter of azmlinfsrv's release "
+            f"({OTEL_RELEASE}), which runs on protobuf 5",
+        )
+    return "\n".join(lines)
+
+
+def _tracing_text(spec: PackageSpec) -> str:
+    if not spec.tracing:
+        return ""
+    return (
+        "\n\nBuilt with `--tracing`: the environment carries OpenTelemetry's OTLP exporter, "
+        "so\n`SCOREPACK_OTLP_ENDPOINT=http://COLLECTOR:4318/v1/traces` exports a span per "
+        "request\n(decode, queue wait and model call as its children), joined to the "
+        "caller's `traceparent`."
     )
 
 
@@ -353,6 +377,7 @@ def _readme(spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, 
         threads=spec.deployment.threads,
         max_concurrent=spec.deployment.max_concurrent_requests,
         environment_rows=_table((f"`{k}`", f"`{v}`") for k, v in env.items()),
+        tracing_text=_tracing_text(spec),
         container_commands="\n".join(
             [
                 shell("docker", "build", "-t", "REGISTRY/IMAGE:TAG", "."),

@@ -168,11 +168,14 @@ def resolve_spec(
     options: Mapping[str, Any] | None = None,
     config: ScoringConfig | None = None,
     deployment: DeploymentSettings | None = None,
+    tracing: bool = False,
 ) -> PackageSpec:
     """Everything about the package but its wheels and file hashes (``write`` adds those).
 
     ``cuda`` picks the CUDA major of a GPU package where the framework offers more than
-    one (see :mod:`scorepack.cuda`); None takes the known-good default.
+    one (see :mod:`scorepack.cuda`); None takes the known-good default. ``tracing`` pins
+    the OTLP exporter too (:mod:`.tracing`), or raises PackageError, before the model
+    loads, for a framework that cannot run beside it.
     """
     model = Path(path)
     if device not in DEVICES:
@@ -198,10 +201,14 @@ def resolve_spec(
             f"The {bspec.name} backend does not come from an installed distribution, so its "
             "code cannot be shipped in the package. Install its plugin with pip."
         )
+    requirements = _requirements(bspec, device, cuda)
+    if tracing:
+        from .tracing import check_tracing
+
+        check_tracing(requirements.pip, bspec.distributions, bspec.name)
     signature, load_seconds = load_once(bspec, model, parsed)
     _check_fits(signature, config)
     files, entry = model_files(model)
-    requirements = _requirements(bspec, device, cuda)
     dists = ("scorepack",) + ((distribution,) if distribution else ())
     pinned = {normalize(m.group(1)) for r in requirements.pip if (m := _REQ_NAME.match(r))}
     skip = pinned | {normalize(d) for d in dists}
@@ -215,6 +222,11 @@ def resolve_spec(
             deployment.scoring_timeout_ms, int(config.batching.timeout_ms) + 10_000
         ),
     )
+    runtime = pins_for(dists, skip)
+    if tracing:
+        from .tracing import tracing_requirements
+
+        runtime = tracing_requirements(runtime)
     return PackageSpec(
         name=package_name,
         backend=bspec.name,
@@ -233,6 +245,7 @@ def resolve_spec(
         python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
         deployment=deployment,
         backend_module=module,
-        runtime_requirements=pins_for(dists, skip),
+        runtime_requirements=runtime,
         load_seconds=round(load_seconds, 2),
+        tracing=tracing,
     )

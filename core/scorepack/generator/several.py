@@ -107,11 +107,13 @@ def resolve_models(
     options: Mapping[str, Any] | None = None,
     config: ScoringConfig | None = None,
     deployment: DeploymentSettings | None = None,
+    tracing: bool = False,
 ) -> PackageSpec:
     """One package of every model in ``entries`` (each loaded once, on the CPU).
 
     ``backend``, ``options`` and ``config`` are the defaults of every model; an entry's
-    own settings win. All models run on one ``device``.
+    own settings win. All models run on one ``device``. ``tracing``: the one environment
+    pins the OTLP exporter (each model's framework is checked against it).
     """
     from ..manifest import is_package
 
@@ -156,6 +158,7 @@ def resolve_models(
                 options=entry.options or options,
                 config=_config(entry, base),
                 deployment=deployment,
+                tracing=tracing,
             )
         )
     return join(models, package_name)
@@ -203,10 +206,20 @@ def join(models: Sequence[PackageSpec], name: str) -> PackageSpec:
         backend_version="",
         deployment=deployment,
         backend_module="",
-        runtime_requirements=pins_for(tuple(dists), skip),
+        runtime_requirements=_runtime(pins_for(tuple(dists), skip), models),
         load_seconds=round(sum(load), 2) if load else None,
         models=tuple(models),
+        tracing=any(m.tracing for m in models),
     )
+
+
+def _runtime(pins: tuple[str, ...], models: Sequence[PackageSpec]) -> tuple[str, ...]:
+    # with tracing (each model's framework already checked), the exporter's set
+    if not any(m.tracing for m in models):
+        return pins
+    from .tracing import tracing_requirements
+
+    return tracing_requirements(pins)
 
 
 def distributions(spec: PackageSpec) -> list[str]:

@@ -92,6 +92,9 @@ class PackageSpec:
     #: pinned pip requirements besides the framework's: azmlinfsrv, gunicorn, and the
     #: dependencies of scorepack and of the backend plugin, at the versions that built it
     runtime_requirements: tuple[str, ...] = ()
+    #: built with ``--tracing``: the runtime pins carry the OTLP exporter of azmlinfsrv's
+    #: OpenTelemetry release, on protobuf 5 (see :mod:`scorepack.generator.tracing`)
+    tracing: bool = False
     #: seconds the build took to load the model (on its CPU); sizes the startup probes
     load_seconds: float | None = None
     #: a package of several models (one Azure ML deployment): each model's own spec, its
