@@ -1,6 +1,8 @@
 """Fixture backends for the server and batching tests (no ML framework needed).
 
 * :class:`EchoBackend` returns its input: ``x`` float32 [batch, 2] → ``y`` float32 [batch, 2].
+  Its ``cost_ms`` option makes a call's cost grow with the square of its rows (a model
+  that is slower per row at larger batches, for the preferred batch size).
 * :class:`SlowBackend` is an echo that can be held: tests close :attr:`SlowBackend.gate`
   (or :attr:`SlowBackend.load_gate`) to keep the model thread busy in ``predict`` (or in
   ``load``) until they open it, so what happens meanwhile can be checked structurally,
@@ -57,6 +59,8 @@ class EchoBackend(Backend):
         "record": "keep every call's rows in calls/seen (default true); false for long "
         "runs served as a process, where nobody reads them and they grow with every request",
         "hold": "a file: every predict call waits (after the marker) while it exists",
+        "cost_ms": "every predict call sleeps cost_ms × rows² milliseconds, so the cost per "
+        "row rises with the batch (default 0): the preferred batch size tests",
     }
 
     def __init__(self, path: str | Path, **kwargs: Any) -> None:
@@ -97,6 +101,9 @@ class EchoBackend(Backend):
             while Path(hold).exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
         time.sleep(float(self.options.get("delay", 0)))
+        # a sleep never ends early: whatever else the machine runs, a call of n rows
+        # takes at least n² × cost_ms, so a smaller batch is always cheaper per row
+        time.sleep(float(self.options.get("cost_ms", 0)) * len(x) * len(x) / 1000)
         return {"y": x.copy()}
 
     def unload(self) -> None:

@@ -373,6 +373,7 @@ def test_init_reads_the_one_settings_object(
             "SCOREPACK_DECODE_LOOKAHEAD": "5",
             "SCOREPACK_READ_TIMEOUT_S": "7",
             "SCOREPACK_MAX_BATCH_SIZE": "4",
+            "SCOREPACK_PREFERRED_BATCH_SIZE": "3",
         },
     )
     try:
@@ -380,6 +381,10 @@ def test_init_reads_the_one_settings_object(
         assert (decode["decode_threads"], decode["decode_lookahead"]) == (3, 5)
         assert made.read_timeout_s == 7
         assert made.scorer.config.batching.max_batch_size == 4
+        # the package's init() goes through the same Scorer: the same batches form
+        made.scorer.wait_ready(120)
+        assert made.scorer.batcher.batch_rows == 3
+        assert made.scorer.describe()["batch_sizing"]["how"] == "fixed"
     finally:
         made.close()
 
@@ -556,15 +561,19 @@ def test_scoring_settings_from_the_environment() -> None:
             "SCOREPACK_TIMEOUT_MS": "1500",
             "SCOREPACK_TOP_K": "2",
             "SCOREPACK_MAX_BODY_BYTES": "1000",
+            "SCOREPACK_PREFERRED_BATCH_SIZE": "off",
             "SCOREPACK_OTHER": "ignored",
         },
     )
     assert config.batching.max_batch_size == 8
+    assert config.batching.preferred_batch_size == "off"
     assert config.batching.timeout_ms == 1500
     assert config.postprocess.top_k == 2
     assert config.max_body_bytes == 1000
     with pytest.raises(PackageError, match=r"SCOREPACK_MAX_BATCH_SIZE: .* not 'lots'"):
         scoring_from_env(ScoringConfig(), {"SCOREPACK_MAX_BATCH_SIZE": "lots"})
+    with pytest.raises(PackageError, match="SCOREPACK_PREFERRED_BATCH_SIZE: use auto, off"):
+        scoring_from_env(ScoringConfig(), {"SCOREPACK_PREFERRED_BATCH_SIZE": "lots"})
     with pytest.raises(PackageError, match="SCOREPACK_MAX_QUEUE_SIZE"):
         scoring_from_env(ScoringConfig(), {"SCOREPACK_MAX_QUEUE_SIZE": "0"})
 

@@ -7,9 +7,10 @@ and hosts with an event loop (the embedded server) share one mechanism:
    raises :class:`~scorepack.errors.QueueFullError` at once (503, Retry-After).
 2. The host decodes the body wherever it likes (off the model thread) and calls
    :meth:`Ticket.submit` with named arrays; it gets a ``concurrent.futures.Future``.
-3. The model thread gathers queued work into one batch — up to ``max_batch_size`` rows or
-   ``max_delay_ms`` after the oldest item arrived, whichever comes first — calls the model
-   once and splits the results back per request.
+3. The model thread gathers queued work into one batch — up to the preferred batch size
+   (``max_batch_size`` unless the warm-up measured a smaller size faster per row:
+   :mod:`scorepack.batch_sizing`) or ``max_delay_ms`` after the oldest item arrived,
+   whichever comes first — calls the model once and splits the results back per request.
 
 The batcher knows how many admitted requests are still being decoded. When none are,
 and at least as many requests are queued as the last batch had, it does not wait out the
@@ -43,6 +44,7 @@ from .errors import (
     ScorepackError,
     ScoringTimeoutError,
 )
+from .parsing import parse_preferred_batch_size
 from .telemetry.stats import Histogram
 
 __all__ = ["BatchResult", "BatchStats", "Batcher", "BatchingConfig", "Ticket"]
@@ -59,16 +61,24 @@ class BatchingConfig:
 
     ``max_queue_size`` bounds the requests admitted but not yet in a batch;
     ``timeout_ms`` bounds a request's whole wait, from admission to its result.
+    ``preferred_batch_size`` is ``auto`` (measured at warm-up), ``off`` (batches fill to
+    ``max_batch_size``) or a number of rows (:mod:`scorepack.batch_sizing`).
     """
 
     max_batch_size: int = 32
     max_delay_ms: float = 5.0
     max_queue_size: int = 256
     timeout_ms: float = 30_000.0
+    preferred_batch_size: int | str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
+        try:
+            parsed = parse_preferred_batch_size(self.preferred_batch_size)
+        except ValueError as exc:
+            raise ValueError(f"preferred_batch_size: {exc}") from None
+        object.__setattr__(self, "preferred_batch_size", parsed)
         if self.max_delay_ms < 0:
             raise ValueError("max_delay_ms must not be negative")
         if self.max_queue_size < 1:
@@ -187,7 +197,10 @@ class Batcher:
         self.config = config or BatchingConfig()
         self.name = name
         self._run_batch = run_batch
+        #: the most rows one model call takes (larger requests are split)
         self.max_rows = min(self.config.max_batch_size, model_limit or self.config.max_batch_size)
+        #: the most rows a batch gathers (the preferred batch size, set after warm-up)
+        self.batch_rows = self.max_rows
         self.stats = BatchStats()
         self._queue: deque[_Work] = deque()
         self._upstream = 0  # admitted, still being decoded
@@ -223,6 +236,12 @@ class Batcher:
         """Cap batches at what the model accepts (known only after it is loaded)."""
         if limit:
             self.max_rows = min(self.max_rows, limit)
+            self.batch_rows = min(self.batch_rows, self.max_rows)
+
+    def set_batch_rows(self, rows: int) -> None:
+        """Gather batches of at most ``rows`` (the preferred batch size; at most
+        :attr:`max_rows`). A single request of more rows still runs whole, alone."""
+        self.batch_rows = max(1, min(rows, self.max_rows))
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until setup finished; re-raise its error if it failed."""
@@ -446,7 +465,7 @@ class Batcher:
             # as many requests as the last batch had: its clients come back one by one
             company = self._last_requests
             while True:
-                if self._compatible_rows() >= self.max_rows:
+                if self._compatible_rows() >= self.batch_rows:
                     break
                 if self._upstream == 0 and len(self._queue) >= company:
                     break
@@ -479,7 +498,9 @@ class Batcher:
                 continue
             if key is None:
                 key = work.key
-            if work.key != key or rows + work.rows > self.max_rows:
+            # the first request always goes (it may hold more than batch_rows, never
+            # more than max_rows); the others only while the batch stays within batch_rows
+            if work.key != key or (batch and rows + work.rows > self.batch_rows):
                 kept.append(work)
                 continue
             if not work.future.set_running_or_notify_cancel():

@@ -23,7 +23,8 @@ class ScoringConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    #: run the model once at batch 1 and at the max batch size before reporting ready
+    #: run the model once at batch 1 and at the max batch size before reporting ready,
+    #: and measure the preferred batch size then (batch_sizing.py); off: neither
     warmup: bool = True
 
     def __post_init__(self) -> None:

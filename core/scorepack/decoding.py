@@ -9,11 +9,12 @@ all automatic, keep decoding behind the model:
 
 **Decode only as far ahead as the batcher can use.** A request holds a *decode slot* from
 the moment its decoding starts until its model call has finished; at most ``lookahead``
-slots are held at once (default: two batches, ``2 × max_batch_size``: one in the model and
-the next one ready). Admitted requests beyond that wait, first come first served, for a
-slot; the wait counts against the request's own timeout, so they still get their 504, and
-the queue bound still gives 503s. Slots are given back by the model thread finishing
-calls, never by waiting requests, so a burst larger than the bound cannot deadlock.
+slots are held at once (default: two batches, ``2 ×`` the batch size the batcher forms,
+the preferred batch size: one in the model and the next one ready). Admitted requests
+beyond that wait, first come first served, for a slot; the wait counts against the
+request's own timeout, so they still get their 504, and the queue bound still gives 503s.
+Slots are given back by the model thread finishing calls, never by waiting requests, so a
+burst larger than the bound cannot deadlock.
 
 **Decode threads give way to the model's threads.** On Linux each decode thread lowers
 its own scheduling priority (``os.setpriority`` on its native thread id; ``nice`` +10 by

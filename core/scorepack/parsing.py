@@ -23,6 +23,7 @@ __all__ = [
     "parse_floats",
     "parse_keys",
     "parse_option_items",
+    "parse_preferred_batch_size",
     "parse_size",
 ]
 
@@ -45,6 +46,7 @@ PREPROCESS_FIELDS: tuple[str, ...] = (
 #: batching and input limits: a model's, and a package's again at serve time
 LIMIT_FIELDS: tuple[str, ...] = (
     "max_batch_size",
+    "preferred_batch_size",
     "max_delay_ms",
     "max_queue_size",
     "timeout_ms",
@@ -210,3 +212,24 @@ def parse_option_items(value: Any) -> dict[str, Any]:
             raise ValueError(f"{item!r}: use KEY=VALUE")
         options[key.strip()] = raw.strip()
     return options
+
+
+def parse_preferred_batch_size(value: Any) -> int | str:
+    """``auto``, ``off`` or a number of rows (1 or more), from text or a number
+    (:mod:`scorepack.batch_sizing` says what each means)."""
+    problem = "use auto, off or a number of rows (1 or more)"
+    if isinstance(value, bool):
+        raise ValueError(problem)
+    if isinstance(value, int):
+        rows = value
+    else:
+        text = str(value).strip().lower()
+        if text in ("auto", "off"):
+            return text
+        try:
+            rows = int(text)
+        except ValueError:
+            raise ValueError(problem) from None
+    if rows < 1:
+        raise ValueError(problem)
+    return rows

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend
+from .batch_sizing import BatchSizing, measure
 from .batching import Batcher, BatchResult, Ticket
 from .cancellation import Cancellation
 from .codecs import (
@@ -39,6 +40,7 @@ from .errors import (
     ClientGoneError,
     InvalidTensorError,
     ModelError,
+    ScorepackError,
     ScoringTimeoutError,
 )
 from .postprocess import OutputPlan, ScoreParams, plan_outputs
@@ -110,6 +112,8 @@ class Scorer:
         self.encoded_images = False
         self._output_plan: OutputPlan | None = None
         self.load_seconds: float | None = None
+        #: the preferred batch size and how it was chosen (set on load)
+        self.batch_sizing: BatchSizing | None = None
         #: decoding off the model's way: bounded lookahead, lower priority (decoding.py)
         # the settings object's decode settings when the caller has them (the CLI, a
         # package's init()), else the SCOREPACK_DECODE_* variables read through it
@@ -162,6 +166,7 @@ class Scorer:
         self.batcher.set_model_limit(self.backend.max_batch_size)
         if self.image_plan is not None:
             self.encoded_images = self.backend.accepts_encoded_images(self.image_plan)
+        warmed: list[int] = []
         if self.config.warmup:
             for rows in warmup_sizes(self.batcher.max_rows, self.backend.device.is_cuda):
                 try:
@@ -172,14 +177,45 @@ class Scorer:
                     logger.warning(
                         "%s: warm-up skipped, the model refused zeros: %s", self.name, exc
                     )
+                    warmed.clear()
                     break
+                warmed.append(rows)
+        self.batch_sizing = self._size_batches(warmed)
+        self.batcher.set_batch_rows(self.batch_sizing.size)
         self.load_seconds = time.perf_counter() - started
         logger.info(
-            "%s ready in %.2f s (%s)",
+            "%s ready in %.2f s (%s; %s)",
             self.name,
             self.load_seconds,
             ", ".join(f"{k}={v}" for k, v in self.backend.describe().items()),
+            self.batch_sizing.summary(self.batcher.max_rows),
         )
+
+    def _size_batches(self, warmed: list[int]) -> BatchSizing:
+        """The preferred batch size: the setting's, or measured after a warm-up that ran
+        (:mod:`scorepack.batch_sizing`)."""
+        setting = self.config.batching.preferred_batch_size
+        most = self.batcher.max_rows
+        if setting == "off":
+            return BatchSizing(most, "off")
+        if isinstance(setting, int):
+            return BatchSizing(min(setting, most), "fixed")
+        if not warmed or most == 1:
+            return BatchSizing(most, "not measured")
+        inputs: dict[int, dict[str, np.ndarray]] = {}
+
+        def call(rows: int) -> None:
+            if rows not in inputs:
+                inputs[rows] = self._zeros(rows)
+            self.batcher.run_now(inputs[rows], rows)
+
+        try:
+            return measure(call, most, warmed)
+        except ScorepackError as exc:
+            # the largest size already ran in the warm-up: a model refusing a smaller
+            # batch of zeros is odd, but real requests may still work
+            logger.warning("%s: batch sizes not measured, the model refused: %s", self.name, exc)
+            return BatchSizing(most, "not measured")
 
     def _zeros(self, rows: int) -> dict[str, np.ndarray]:
         arrays = {}
@@ -219,6 +255,8 @@ class Scorer:
             "ready": self.ready,
             "backend": self.backend.describe(),
             "max_batch_size": self.batcher.max_rows,
+            # the batches it forms: measured at warm-up unless fixed (batch_sizing.py)
+            "preferred_batch_size": self.batcher.batch_rows,
             "max_delay_ms": self.config.batching.max_delay_ms,
             "decode": self.decoder.describe(),
         }
@@ -226,6 +264,8 @@ class Scorer:
             info["signature"] = self.signature.to_dict()
             info["preprocess"] = self.image_plan.describe() if self.image_plan else None
             info["classifier_output"] = self.output_plan.classifier
+        if self.batch_sizing is not None:
+            info["batch_sizing"] = self.batch_sizing.describe()
         return info
 
     # --- the request path ------------------------------------------------------------
@@ -325,7 +365,7 @@ class Scorer:
         try:
             with ticket:
                 slot = self._slot(
-                    await self.decoder.acquire_async(self.batcher.max_rows, ticket.deadline)
+                    await self.decoder.acquire_async(self.batcher.batch_rows, ticket.deadline)
                 )
                 try:
                     decoded, began, ended = await self.decoder.run_async(
@@ -379,7 +419,7 @@ class Scorer:
         try:
             try:
                 slot = self._slot(
-                    self.decoder.acquire(self.batcher.max_rows, ticket.deadline, watch)
+                    self.decoder.acquire(self.batcher.batch_rows, ticket.deadline, watch)
                 )
             except BaseException:
                 ticket.release()

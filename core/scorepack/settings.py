@@ -67,6 +67,7 @@ from .parsing import (
     parse_floats,
     parse_keys,
     parse_option_items,
+    parse_preferred_batch_size,
     parse_size,
 )
 from .postprocess import PostprocessConfig, read_labels
@@ -243,6 +244,11 @@ class RuntimeSettings(ScorerSettings):
     )
 
     max_batch_size: int | None = Field(None, ge=1, description="most rows in one model call")
+    preferred_batch_size: int | Literal["auto", "off"] | None = Field(
+        None,
+        description="rows a batch gathers: auto (measured at warm-up as the fastest per "
+        "row), off (up to max_batch_size) or N",
+    )
     max_delay_ms: float | None = Field(
         None, ge=0, description="longest a request waits for batch-mates"
     )
@@ -256,6 +262,11 @@ class RuntimeSettings(ScorerSettings):
         gt=0,
         description="seconds a begun request may go without a byte arriving; then 408 (default 60)",
     )
+
+    @field_validator("preferred_batch_size", mode="before")
+    @classmethod
+    def _preferred(cls, value: Any) -> Any:
+        return None if value is None else parse_preferred_batch_size(value)
 
     def runtime_given(self) -> dict[str, Any]:
         """The runtime settings that were set: what a package takes at serve time."""

@@ -13,7 +13,14 @@ from ..codecs import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from ..config import ScoringConfig
 from ..device import Device
 from ..errors import BackendOptionError
-from ..parsing import LIMIT_FIELDS, PREPROCESS_FIELDS, parse_floats, parse_option_items, parse_size
+from ..parsing import (
+    LIMIT_FIELDS,
+    PREPROCESS_FIELDS,
+    parse_floats,
+    parse_option_items,
+    parse_preferred_batch_size,
+    parse_size,
+)
 from ..preprocess import PRESETS, PreprocessConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,6 +49,13 @@ def _floats(
 ) -> tuple[float, ...] | None:
     try:
         return parse_floats(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _preferred(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    try:
+        return None if value is None else parse_preferred_batch_size(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -147,8 +161,33 @@ def _limit_options(defaults: bool) -> Callable[[F], F]:
             )
         return click.option(flag, type=kind, help=f"{help} (Default: the package's.)")
 
+    def preferred(func: F) -> F:
+        # auto | off | N: one click parameter type that parses as the settings do
+        text = (
+            "Rows a batch gathers: auto measures at warm-up which batch size runs fastest "
+            "per row (at most --max-batch-size); off fills batches to --max-batch-size; "
+            "N fixes it."
+        )
+        if defaults:
+            return click.option(
+                "--preferred-batch-size",
+                callback=_preferred,
+                metavar="auto|off|N",
+                default="auto",
+                show_default=True,
+                envvar="SCOREPACK_PREFERRED_BATCH_SIZE",
+                help=text,
+            )(func)
+        return click.option(
+            "--preferred-batch-size",
+            callback=_preferred,
+            metavar="auto|off|N",
+            help=f"{text} (Default: the package's.)",
+        )(func)
+
     return _stack(
         option("--max-batch-size", int, 32, "Most rows in one model call."),
+        preferred,
         option("--max-delay-ms", float, 5.0, "Longest a request waits for batch-mates."),
         option(
             "--max-queue-size",

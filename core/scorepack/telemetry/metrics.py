@@ -101,6 +101,12 @@ class ScorerCollector:
             lambda s: float(s.batcher.max_rows),
         )
         yield gauge(
+            "scorepack_preferred_batch_size",
+            "The most rows a batch gathers: measured at warm-up as the size fastest per row, "
+            "or set (preferred_batch_size).",
+            lambda s: float(s.batcher.batch_rows),
+        )
+        yield gauge(
             "scorepack_queue_depth",
             "Requests admitted and not yet in a model call (decoding or queued).",
             lambda s: float(s.batcher.queue_depth),
@@ -158,13 +164,13 @@ class ScorerCollector:
         sizes = HistogramMetricFamily("scorepack_batch_size", "Rows per model call.", labels=_MODEL)
         fill = HistogramMetricFamily(
             "scorepack_batch_fill_ratio",
-            "Rows per model call over the most it takes (1 = full batches).",
+            "Rows per model call over the preferred batch size (1 = full batches).",
             labels=_MODEL,
         )
         for s in scorers:
             batch_sizes = dict(s.batcher.stats.sizes)
             by_size, by_fill = Histogram(BATCH_BUCKETS), Histogram(FILL_BUCKETS)
-            most = max(s.batcher.max_rows, 1)
+            most = max(s.batcher.batch_rows, 1)
             for rows, calls in batch_sizes.items():
                 by_size.add(rows, calls)
                 by_fill.add(rows / most, calls)
