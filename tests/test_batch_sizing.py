@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -289,5 +290,47 @@ def test_the_size_shows_in_metrics_info_and_the_load_line(
         info = served.client.get("/info").json()
         assert info["preferred_batch_size"] == size
         assert info["batch_sizing"]["how"] == "measured"
+        # the benchmark suite reads it the same way, for its report
+        from benchmarks.suite.servers import Running
+
+        running = Running(None, served.url, "/health/ready", 0.0, metrics_url="")  # type: ignore[arg-type]
+        assert running.preferred_batch_size() == size
     line = next(r.getMessage() for r in caplog.records if "ready in" in r.getMessage())
     assert f"preferred batch size {size} of 8 (measured: 8 rows " in line
+
+
+def test_the_suite_reports_each_servers_preferred_batch_size() -> None:
+    from benchmarks.suite import report
+
+    def server(label: str, kind: str, rps: float, preferred: int | None) -> dict[str, Any]:
+        run = {"concurrency": 32, "rps": rps, "latency_ms": {"p50": 1.0}, "errors": 0}
+        return {
+            "server": kind,
+            "label": label,
+            "runs": [run],
+            "ready_s": 1.0,
+            "peak_rss_mib": 1.0,
+            "preferred_batch_size": preferred,
+        }
+
+    results = {
+        "machine": {"cpu": "X", "cores": 2, "memory_gib": 8, "gpus": [], "python": "3.11"}
+        | {"versions": {}},
+        "duration_s": 4.0,
+        "limits": [
+            {"backend": "pytorch", "decode": "article", "batch": 32, "images_per_s": 31.3}
+            | {"batch_latency_ms": 1000.0}
+        ],
+        "servers": [
+            server("pytorch embedded", "embedded", 43.0, 8),
+            server("pytorch azmlinfsrv", "azureml", 42.0, 8),
+            server("article baseline", "baseline", 20.0, None),
+        ],
+    }
+    text = report.markdown(results)
+    assert (
+        "| ResNet50 pytorch: package under azmlinfsrv / embedded, c=32 (preferred batch size "
+        "8 / 8) | 42.0 / 43.0 = **0.98** | ≥ 0.95 | pass |"
+    ) in text
+    assert "| pytorch embedded | 32 | 43.0 | 1.0 | 0.0 | 0 | - | 8 |" in text
+    assert "| article baseline | 32 | 20.0 | 1.0 | 0.0 | 0 | - | - |" in text

@@ -122,12 +122,17 @@ def under_load(
             rps, p50 = result["rps"], result["latency_ms"].get("p50", 0)
             _say(f"  {label}: c={c} {rps:.1f} req/s p50 {p50:.1f} ms errors {result['errors']}")
             runs.append(result)
+        preferred = server.preferred_batch_size()
+        if preferred is not None:
+            _say(f"  {label}: preferred batch size {preferred}")
         return {
             "server": kind,
             "label": label,
             "device": model.device if model else "cpu",
             "options": list(model.options) if model else [],
             "ready_s": server.ready_s,
+            # the batch size its batcher gathered (measured at warm-up unless set)
+            "preferred_batch_size": preferred,
             "peak_rss_mib": server.peak_rss_mib(),
             "runs": runs,
         }
@@ -150,9 +155,9 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma list: limits,embedded,exact,giveway,azureml,baseline,tiny,decode,"
-        "protocols (default: all but giveway, the A/B of the decode stage against how it "
-        "was before)",
+        help="comma list: limits,embedded,exact,giveway,batchoff,azureml,baseline,tiny,decode,"
+        "protocols (default: all but giveway and batchoff, the A/Bs of the decode stage and "
+        "of the preferred batch size against how they were before)",
     )
     parser.add_argument("--label", default="", help="a note stored with the results")
     args = parser.parse_args()
@@ -195,7 +200,15 @@ def main() -> None:
     }
     sample = models.SAMPLE
     work = servers.temp_dir()
-    resnet_parts = parts & {"limits", "embedded", "azureml", "baseline"}
+    resnet_parts = parts & {
+        "limits",
+        "embedded",
+        "exact",
+        "giveway",
+        "batchoff",
+        "azureml",
+        "baseline",
+    }
     for backend in backends:
         if not resnet_parts and not ("protocols" in parts and backend == "onnx"):
             continue  # nothing asked for needs this backend's ResNet50: do not build it
@@ -212,6 +225,20 @@ def main() -> None:
                     CONCURRENCY,
                     args,
                     f"{backend} embedded",
+                    model,
+                )
+            )
+        # batches filled to --max-batch-size, as before the preferred batch size (the
+        # "batchoff" part's A/B baseline for the embedded server's default)
+        if "batchoff" in parts:
+            results["servers"].append(
+                under_load(
+                    "embedded",
+                    servers.embedded(model, "--preferred-batch-size", "off"),
+                    sample,
+                    CONCURRENCY,
+                    args,
+                    f"{backend} embedded, preferred batch size off",
                     model,
                 )
             )

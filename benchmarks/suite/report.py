@@ -125,6 +125,23 @@ def _issue13_targets(results: dict[str, Any], backends: list[str]) -> list[tuple
                     "pass" if ratio >= needed else "FAIL",
                 )
             )
+        embedded = _run(_server(results, f"{backend} embedded"), 32)
+        package = _run(_server(results, f"{backend} azmlinfsrv"), 32)
+        if embedded and package and embedded["rps"]:
+            ratio = package["rps"] / embedded["rps"]
+            sizes = [
+                (_server(results, f"{backend} {host}") or {}).get("preferred_batch_size")
+                for host in ("azmlinfsrv", "embedded")
+            ]
+            rows.append(
+                (
+                    f"ResNet50 {backend}: package under azmlinfsrv / embedded, c=32 "
+                    f"(preferred batch size {sizes[0] or '?'} / {sizes[1] or '?'})",
+                    f"{package['rps']:.1f} / {embedded['rps']:.1f} = **{ratio:.2f}**",
+                    "≥ 0.95",
+                    "pass" if ratio >= 0.95 else "FAIL",
+                )
+            )
         for suffix in ("embedded", "embedded exact"):
             server = _server(results, f"{backend} {suffix}")
             one = _run(server, 1)
@@ -260,6 +277,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "p99 ms",
                 "errors",
                 "batch sizes",
+                "preferred batch",
                 "ready s",
                 "peak RSS MiB",
             ],
@@ -272,6 +290,7 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{r['latency_ms'].get('p99', 0):.1f}",
                     str(r["errors"]),
                     _sizes(r.get("batch_sizes", {})),
+                    str(s.get("preferred_batch_size") or "-"),
                     str(s["ready_s"]),
                     str(s["peak_rss_mib"]),
                 ]

@@ -41,6 +41,25 @@ class Running:
     started: float
     log: list[str] = field(default_factory=list)
     ready_s: float | None = None
+    #: where its Prometheus metrics are (None: it has none, the article baseline)
+    metrics_url: str | None = None
+
+    def preferred_batch_size(self) -> int | None:
+        """The batch size the server's batcher gathers (``scorepack_preferred_batch_size``,
+        measured at warm-up unless set), or None where it has no metrics."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        if self.metrics_url is None:
+            return None
+        url = self.metrics_url or f"{self.url}/metrics"  # "": on the server's own port
+        try:
+            text = httpx.get(url, timeout=10).text
+        except httpx.HTTPError:
+            return None
+        for family in text_string_to_metric_families(text):
+            if family.name == "scorepack_preferred_batch_size":
+                return next((int(s.value) for s in family.samples), None)
+        return None
 
     def peak_rss_mib(self) -> float:
         """The largest peak RSS (VmHWM) among the server's processes."""
@@ -85,8 +104,11 @@ def running(
     url: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300.0,
+    metrics_url: str | None = None,
 ) -> Iterator[Running]:
-    """Start a server, wait until ``ready_path`` answers 200, stop it afterwards."""
+    """Start a server, wait until ``ready_path`` answers 200, stop it afterwards.
+
+    ``metrics_url``: where its metrics are; ``""``: at ``/metrics`` on its own port."""
     started = time.monotonic()
     proc = subprocess.Popen(
         cmd,
@@ -96,7 +118,7 @@ def running(
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
-    server = Running(proc, url or "", ready_path, started)
+    server = Running(proc, url or "", ready_path, started, metrics_url=metrics_url)
     found = threading.Event()
 
     def drain() -> None:
@@ -143,10 +165,12 @@ def embedded_command(model: Any, *extra: str) -> list[str]:
 
 
 def embedded(model: Any, *extra: str, env: dict[str, str] | None = None) -> Any:
-    return running(embedded_command(model, *extra), ready_path="/health/ready", env=env)
+    return running(
+        embedded_command(model, *extra), ready_path="/health/ready", env=env, metrics_url=""
+    )
 
 
-def package_command(package: Path, device: str = "cpu") -> list[str]:
+def package_command(package: Path, device: str = "cpu", metrics_port: int = 0) -> list[str]:
     """``scorepack serve-azureml PKG`` on ``device``.
 
     A CUDA package pins the CUDA builds an Azure image installs; the GPU machine running
@@ -155,11 +179,18 @@ def package_command(package: Path, device: str = "cpu") -> list[str]:
     cmd = [*SCOREPACK, "serve-azureml", str(package), "--device", device]
     if device != "cpu":
         cmd.append("--no-env-check")
+    if metrics_port:
+        cmd += ["--metrics-port", str(metrics_port)]
     return [*cmd, "--port", str(free_port())]
 
 
 def package_azureml(package: Path, device: str = "cpu") -> Any:
-    return running(package_command(package, device), ready_path="/")
+    metrics_port = free_port()
+    return running(
+        package_command(package, device, metrics_port),
+        ready_path="/",
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+    )
 
 
 def baseline_azureml(model_dir: Path) -> Any:

@@ -23,6 +23,7 @@ folder per version (a whole number)::
     scoring:                      # the manifest's scoring section; keys given here
       batching:                   #   replace the server's (command line) defaults
         max_batch_size: 8
+        preferred_batch_size: auto  # or off, or N (batch_sizing.py)
         max_delay_ms: 2
       postprocess: {top_k: 3}
       preprocess: {preset: imagenet}
