@@ -73,6 +73,8 @@ def warmup_sizes(max_rows: int, on_gpu: bool) -> list[int]:
     reserve the peak once). On a CPU, 1 and the largest: the frameworks' CPU kernels cost
     little more on a new shape, and ResNet50 at every size up to 32 would add seconds to
     every start. ``benchmarks/suite/first_request.py`` measures the first request per size.
+    The preferred batch size's timed calls follow (:mod:`scorepack.batch_sizing`); sizes
+    run here need no untimed first call there.
     """
     largest = max(1, max_rows)
     if on_gpu:
