@@ -57,6 +57,25 @@ def _server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
 
 
+def _server_switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of process ``pid`` so far.
+
+    A thread hand-off, a wait for the GIL and a wake-up by gRPC's poller each cost one:
+    unlike CPU seconds, the count does not grow when other work slows the machine down,
+    so it shows a change in how often a request changes threads where CPU time is noise.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended
+            continue
+        for line in status.splitlines():
+            if "ctxt_switches:" in line:  # voluntary_ and nonvoluntary_
+                total += int(line.split()[1])
+    return total
+
+
 def _threads_cpu(pid: int) -> dict[str, float]:
     """CPU seconds so far of each thread of ``pid``, summed by thread name."""
     out: dict[str, float] = {}

@@ -23,7 +23,9 @@ answer for the body h2load sent.
 
 For each protocol it reports req/s and h2load's mean latency (meaningful only on a quiet
 machine), the server's CPU per request (all its threads, from /proc: meaningful anywhere)
-and h2load's, and the rows per model call. ``--python-client`` also measures each
+and h2load's, the server's context switches per request (thread hand-offs, GIL waits,
+poller wake-ups: a count that a busy machine barely changes) and the rows per model
+call. ``--python-client`` also measures each
 protocol with ``grpc_cpu``'s Python connections in the same rounds, so both load
 generators are reported side by side.
 Protocols (and, with ``--compare``, servers) alternate within each round, so a machine
@@ -57,7 +59,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from benchmarks.micro.grpc_cpu import _connect, _server_cpu, measure, serving
+from benchmarks.micro.grpc_cpu import _connect, _server_cpu, _server_switches, measure, serving
 from benchmarks.suite import models
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -234,14 +236,16 @@ def run_native(
 ) -> dict[str, Any]:
     """h2load on ``target``; CPU per request on both sides; every answer checked."""
     before = counts(url)
-    server0 = _server_cpu(pid)
+    server0, switches0 = _server_cpu(pid), _server_switches(pid)
     run = h2load(tool, target, concurrency, requests, timeout=600)
     server = _server_cpu(pid) - server0
+    switches = _server_switches(pid) - switches0
     rows = checked(before, counts(url), target.protocol, requests)
     return {
         "requests": requests,
         "server_ms": 1000 * server / requests,
         "client_ms": 1000 * run["client_cpu"] / requests,
+        "switches": switches / requests,
         "rows_per_call": rows,
         "rps": run["rps"],
         "mean_ms": run["mean_ms"],
@@ -323,6 +327,7 @@ def main() -> None:
                     f"round {round_ + 1} {label} {loader:6} {protocol:5} "
                     f"server {run['server_ms']:.3f} ms  client {run['client_ms']:.3f} ms/req  "
                     f"{run['rows_per_call']:.2f} rows/call  {run['rps']:.0f} req/s"
+                    + (f"  {run['switches']:.1f} switches/req" if "switches" in run else "")
                     + (f"  latency mean {run['mean_ms']:.2f} ms" if "mean_ms" in run else ""),
                     file=sys.stderr,
                     flush=True,
@@ -330,13 +335,15 @@ def main() -> None:
     print(f"\n{args.model}, c={args.concurrency}: median of {args.rounds} rounds")
     print(
         f"{'server':12} {'load gen':8} {'protocol':8} {'server ms':>9} {'client ms':>9} "
-        f"{'rows/call':>9} {'mean ms':>7} {'req/s':>7} {'/ score':>7}  per round"
+        f"{'rows/call':>9} {'switches':>8} {'mean ms':>7} {'req/s':>7} {'/ score':>7}  per round"
     )
     for (label, loader, protocol), done in runs.items():
         med = {
             k: sorted(r[k] for r in done)[len(done) // 2]
             for k in ("server_ms", "client_ms", "rows_per_call", "rps")
         }
+        # the server's context switches per request (h2load runs only)
+        switches = sorted(r.get("switches", float("nan")) for r in done)[len(done) // 2]
         # latency: h2load's mean time per request (the Python client's runs have none)
         means = sorted(r.get("mean_ms", float("nan")) for r in done)
         mean = means[len(means) // 2]
@@ -345,10 +352,13 @@ def main() -> None:
         ratio = sorted(ratios)[len(ratios) // 2] if ratios else float("nan")
         print(
             f"{label:12} {loader:8} {protocol:8} {med['server_ms']:9.3f} {med['client_ms']:9.3f} "
-            f"{med['rows_per_call']:9.2f} {mean:7.2f} {med['rps']:7.0f} {ratio:7.2f}  "
-            + " ".join(f"{r:.2f}" for r in ratios)
+            f"{med['rows_per_call']:9.2f} {switches:8.1f} {mean:7.2f} {med['rps']:7.0f} "
+            f"{ratio:7.2f}  " + " ".join(f"{r:.2f}" for r in ratios)
         )
-    print("(req/s and its ratio mean something only on a quiet machine; CPU columns anywhere)")
+    print(
+        "(req/s and its ratio mean something only on a quiet machine; CPU columns anywhere;"
+        " switches: the server's context switches per request)"
+    )
     if args.json:
         print(json.dumps({" ".join(k): v for k, v in runs.items()}, indent=1))
 
