@@ -137,8 +137,10 @@ def summarise(results: dict[str, list[dict[str, Any]]], top: str, bottom: str) -
     summary["round_ratios"] = [round(p, 4) for p in pairs]
     summary["target"] = f">= {TARGET}"
     summary["met"] = ratio >= TARGET
-    # a difference inside the rounds' own spread is not one this run can tell apart
-    summary["measurable"] = abs(1.0 - ratio) > spread
+    # a difference inside the rounds' own spread is not one this run can tell apart; with
+    # one round per arm there is no spread to judge by
+    rounds = min(len(runs) for runs in results.values())
+    summary["measurable"] = abs(1.0 - ratio) > spread if rounds > 1 else None
     return summary
 
 

@@ -84,7 +84,7 @@ class _AzureMLCommand(SectionedCommand):
     "--metrics-port",
     type=int,
     help="The port of the Prometheus metrics endpoint (default: a free one; deployments "
-    "use 8002): azmlinfsrv takes no routes from a package.",
+    "use 8002; 0: none): azmlinfsrv takes no routes from a package.",
 )
 @click.option(
     "--cors-origin",
