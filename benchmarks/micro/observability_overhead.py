@@ -13,6 +13,10 @@ tracing costs when off.
     .venv/bin/python -m benchmarks.micro.observability_overhead --ab            # tiny, c=8
     .venv/bin/python -m benchmarks.micro.observability_overhead --ab --protocol grpc
     .venv/bin/python -m benchmarks.micro.observability_overhead --ab --model resnet50-onnx
+    .venv/bin/python -m benchmarks.micro.observability_overhead --ab --arms off,metrics,on
+
+``--arms off,metrics,on`` adds a third arm, metrics on (and scraped) without access lines,
+to say which of the two costs what (``metrics_over_off`` beside ``on_over_off``).
 
 **Before/after** (``--before TREE``): two source trees, e.g. main before observability.
 Each server runs this environment's Python with the tree's ``core/`` and plugins first on
@@ -46,8 +50,13 @@ from benchmarks.suite import models, servers
 
 HERE = Path(__file__).resolve().parents[2]
 
-#: the A/B's arms: the serve options each adds (tracing is off in both)
-ARMS: dict[str, tuple[str, ...]] = {"off": ("--no-metrics", "--no-access-log"), "on": ()}
+#: the A/B's arms: the serve options each adds (tracing is off in all). "metrics" (chosen
+#: with --arms off,metrics,on) splits the cost: metrics on and scraped, no access lines
+ARMS: dict[str, tuple[str, ...]] = {
+    "off": ("--no-metrics", "--no-access-log"),
+    "metrics": ("--no-access-log",),
+    "on": (),
+}
 #: the models --model picks, and the concurrency each is measured at by default
 MODELS = {"tiny": 8, "resnet50-onnx": 32}
 TARGET = 0.98
@@ -119,9 +128,12 @@ def _spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.median(values) if values else 0.0
 
 
-def summarise(results: dict[str, list[dict[str, Any]]], top: str, bottom: str) -> dict[str, Any]:
+def summarise(
+    results: dict[str, list[dict[str, Any]]], top: str, bottom: str, *others: str
+) -> dict[str, Any]:
     """Medians per arm, the ratio ``top / bottom``, each arm's round-to-round spread, the
-    per-round ratios, and whether the difference exceeds the spread (is measurable)."""
+    per-round ratios, and whether the difference exceeds the spread (is measurable);
+    ``others``: arms also given as a ratio over ``bottom``."""
     summary: dict[str, Any] = {}
     for name, runs in results.items():
         rps = [r["rps"] for r in runs]
@@ -141,6 +153,9 @@ def summarise(results: dict[str, list[dict[str, Any]]], top: str, bottom: str) -
     # one round per arm there is no spread to judge by
     rounds = min(len(runs) for runs in results.values())
     summary["measurable"] = abs(1.0 - ratio) > spread if rounds > 1 else None
+    for other in others:
+        share = summary[other]["median_rps"] / summary[bottom]["median_rps"]
+        summary[f"{other}_over_{bottom}"] = round(share, 4)
     return summary
 
 
@@ -187,7 +202,15 @@ def main() -> None:
     parser.add_argument(
         "--protocol", default="score", choices=("score", "v2", "grpc"), help="what to load"
     )
+    parser.add_argument(
+        "--arms",
+        default="off,on",
+        help="the A/B's arms, in order: off,on (default) or off,metrics,on",
+    )
     args = parser.parse_args()
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if args.ab and (arms[:1] != ["off"] or arms[-1:] != ["on"] or set(arms) - set(ARMS)):
+        parser.error("--arms: off first, on last, and metrics between if wanted")
     if args.concurrency is None:
         args.concurrency = MODELS[args.model]
     trees = [args.after] if args.ab else [args.before, args.after]
@@ -196,14 +219,16 @@ def main() -> None:
             parser.error(f"{tree} is not a scorepack source tree (no core/scorepack)")
     model, image = _model(args.model), _image(args.model)
     if args.ab:
-        results: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in arms}
         for i in range(args.rounds):
-            for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
-                outcome = one_round(args.after, model, image, args, ARMS[name], name == "on")
+            # forwards, then backwards: drift falls on every arm alike
+            for name in arms if i % 2 == 0 else arms[::-1]:
+                scrape = name != "off"  # /metrics exists (and is scraped) with metrics on
+                outcome = one_round(args.after, model, image, args, ARMS[name], scrape)
                 results[name].append(outcome)
                 _report(i, name, outcome)
                 time.sleep(1.0)
-        summary = summarise(results, "on", "off")
+        summary = summarise(results, "on", "off", *arms[1:-1])
     else:
         results = {"before": [], "after": []}
         for i in range(args.rounds):
