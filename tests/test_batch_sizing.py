@@ -145,6 +145,11 @@ def test_a_disturbed_size_is_timed_until_two_calls_agree() -> None:
     sizing = measure(model, 2, warmed=model.warmed, clock=model.clock)
     assert model.calls.count(2) == SETTLE_CALLS
     assert sizing.seconds[2] == pytest.approx(0.2)
+    # a call of seconds (a large model on a busy machine): settling stops at the budget
+    slow = iter([1.0, 0.0] * 20)
+    large = FakeModel(lambda rows: 1.0 + next(slow), warmed=(1, 2))
+    measure(large, 2, warmed=large.warmed, clock=large.clock)
+    assert large.calls.count(2) == 2  # 2 s + 1 s: past SETTLE_BUDGET_S after two calls
 
 
 def test_cheap_calls_are_timed_more_often_and_an_overhead_model_is_not_capped() -> None:

@@ -20,17 +20,19 @@ Each size gets one untimed call when the warm-up did not already run it (a new s
 first call pays one-off costs: kernel selection, allocation), then at least
 :data:`MIN_TIMED_CALLS` timed calls, more for a cheap call (until :data:`TIMED_BUDGET_S`
 of calls or :data:`MAX_TIMED_CALLS`) and more while the two fastest disagree by over
-:data:`AGREE` (up to :data:`SETTLE_CALLS`); the minimum counts, being the time least
-disturbed by whatever else the machine runs. The walk goes on while the sizes are about as fast
-per row as the best so far (ResNet50 under PyTorch runs 16 as slowly per row as 32, and 8
-clearly faster), and stops at the first size slower per row than the best by more than
+:data:`AGREE` (up to :data:`SETTLE_CALLS` calls or :data:`SETTLE_BUDGET_S` seconds); the
+minimum counts, being the time least disturbed by whatever else the machine runs. The walk
+goes on while the sizes are about as fast per row as the best so far (on a busy machine
+PyTorch's ResNet50 measured 16 as slow per row as 32, and 8 clearly faster), and stops at
+the first size slower per row than the best by more than
 :data:`MARGIN`: call overhead has begun to dominate, and smaller sizes only have more of
 it. :func:`choose` then takes the size with the most rows per second, but only when it
 beats the largest size by at least :data:`MARGIN` (10 %): noise must never cap a model
 whose cost is call overhead (a tiny model is about twice as slow per row at half the
 batch, so its walk stops after two sizes).
 On a GPU the warm-up has already run every size, so the measuring adds timed calls only.
-ResNet50 on two CPU cores adds a few seconds to the load; a tiny model, milliseconds.
+ResNet50 on two CPU cores adds a few seconds to the load (more on a busy machine, whose
+calls take longer and disagree more); a tiny model, milliseconds.
 
 **What else it can be.** ``preferred_batch_size: N`` fixes it (no measuring; capped at
 ``max_batch_size``); ``off`` turns it off: batches fill to ``max_batch_size`` as before.
@@ -71,10 +73,13 @@ MIN_TIMED_CALLS = 2
 TIMED_BUDGET_S = 0.05
 #: ...up to this many
 MAX_TIMED_CALLS = 10
-#: more timed calls, up to SETTLE_CALLS, while the two fastest differ by more than this
-#: (one of them was disturbed: a busy machine's bursts last longer than a short call)
+#: more timed calls, up to SETTLE_CALLS and while they took less than SETTLE_BUDGET_S in
+#: all, while the two fastest differ by more than this (one of them was disturbed: a busy
+#: machine's bursts last longer than a short call); the budget bounds a large model's
+#: load time on a busy machine (ResNet50 on two busy cores: seconds a call)
 AGREE = 0.05
 SETTLE_CALLS = 5
+SETTLE_BUDGET_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class BatchSizing:
 def _enough(timed: list[float]) -> bool:
     """Whether a size's timed calls are enough: at least MIN_TIMED_CALLS; for cheap calls,
     TIMED_BUDGET_S of them (up to MAX_TIMED_CALLS); and the two fastest agreeing within
-    AGREE (or SETTLE_CALLS made)."""
+    AGREE (or SETTLE_CALLS made, or SETTLE_BUDGET_S spent)."""
     count = len(timed)
     if count < MIN_TIMED_CALLS:
         return False
@@ -122,7 +127,8 @@ def _enough(timed: list[float]) -> bool:
     if sum(timed) < TIMED_BUDGET_S:
         return False
     fastest, second = sorted(timed)[:2]
-    return second <= fastest * (1 + AGREE) or count >= SETTLE_CALLS
+    settled = second <= fastest * (1 + AGREE)
+    return settled or count >= SETTLE_CALLS or sum(timed) >= SETTLE_BUDGET_S
 
 
 def _ms(seconds: float) -> str:
