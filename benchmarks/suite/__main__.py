@@ -155,9 +155,10 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma list: limits,embedded,exact,giveway,batchoff,azureml,baseline,tiny,decode,"
-        "protocols (default: all but giveway and batchoff, the A/Bs of the decode stage and "
-        "of the preferred batch size against how they were before)",
+        help="comma list: limits,embedded,exact,giveway,batchauto,azureml,baseline,tiny,decode,"
+        "protocols (default: all but giveway and batchauto, the A/Bs of the decode stage "
+        "against how it was before and of a measured preferred batch size against the "
+        "default's full batches)",
     )
     parser.add_argument("--label", default="", help="a note stored with the results")
     args = parser.parse_args()
@@ -205,7 +206,7 @@ def main() -> None:
         "embedded",
         "exact",
         "giveway",
-        "batchoff",
+        "batchauto",
         "azureml",
         "baseline",
     }
@@ -228,17 +229,17 @@ def main() -> None:
                     model,
                 )
             )
-        # batches filled to --max-batch-size, as before the preferred batch size (the
-        # "batchoff" part's A/B baseline for the embedded server's default)
-        if "batchoff" in parts:
+        # batches of the size measured at warm-up (--preferred-batch-size auto) against the
+        # default's batches filled to --max-batch-size (the "batchauto" part's A/B)
+        if "batchauto" in parts:
             results["servers"].append(
                 under_load(
                     "embedded",
-                    servers.embedded(model, "--preferred-batch-size", "off"),
+                    servers.embedded(model, "--preferred-batch-size", "auto"),
                     sample,
                     CONCURRENCY,
                     args,
-                    f"{backend} embedded, preferred batch size off",
+                    f"{backend} embedded, preferred batch size auto",
                     model,
                 )
             )

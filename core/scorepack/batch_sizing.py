@@ -13,7 +13,16 @@ the hard limit: the most the user allows in one model call, and the most one req
 carry in one call (a request of more rows than the preferred size runs whole, alone; one
 of more than ``max_batch_size`` rows is split).
 
-**How it is chosen (``preferred_batch_size: auto``, the default).** After the warm-up,
+**Off by default; ``preferred_batch_size: auto`` measures it.** In stop 17's quiet
+window the measuring chose unstable sizes on ResNet50 (ONNX Runtime 2, where batch 32 is
+its fastest in-process; TensorFlow 4 in one server and 32 in the next; PyTorch 2, 4 and 8
+across three servers), and ONNX Runtime lost 7 % at c=32 with it. The sizes below 8 run
+within a few per cent of each other per row on a CPU and the sizes are timed one after the
+other, so drift between them decides; until the timing is interleaved across sizes, the
+default is ``off`` (batches fill to ``max_batch_size``, as before) and a fixed size (PyTorch's
+ResNet50 on two cores: ``--preferred-batch-size 8``) is the dependable lever.
+
+**How ``auto`` chooses.** After the warm-up,
 on the model thread, before the model reports ready, :func:`measure` times the model's own
 call on zero-filled batches: the largest size first, then halving (32, 16, 8, 4, 2, 1).
 Each size gets one untimed call when the warm-up did not already run it (a new shape's
@@ -26,16 +35,21 @@ goes on while the sizes are about as fast per row as the best so far (on a busy 
 PyTorch's ResNet50 measured 16 as slow per row as 32, and 8 clearly faster), and stops at
 the first size slower per row than the best by more than
 :data:`MARGIN`: call overhead has begun to dominate, and smaller sizes only have more of
-it. :func:`choose` then takes the size with the most rows per second, but only when it
-beats the largest size by at least :data:`MARGIN` (10 %): noise must never cap a model
-whose cost is call overhead (a tiny model is about twice as slow per row at half the
-batch, so its walk stops after two sizes).
+it. Before a cap is taken, the largest size and the chosen one are timed again in turns
+(:data:`CONFIRM_ROUNDS` each), so that drift since the walk began weighs on both.
+:func:`choose` caps only when the size with the most rows per second beats the
+largest size by at least :data:`MARGIN` (10 %): noise must never cap a model whose cost
+is call overhead (a tiny model is about twice as slow per row at half the batch, so its
+walk stops after two sizes). It then takes the *largest* size within :data:`NEAR` (5 %)
+of the best: below 8 rows PyTorch's ResNet50 runs about as fast per row at every size on
+two cores, and a quiet run measured 2 the fastest by a hair; of sizes that fast the
+larger forms fewer model calls under load, and the choice stops moving with noise.
 On a GPU the warm-up has already run every size, so the measuring adds timed calls only.
 ResNet50 on two CPU cores adds a few seconds to the load (more on a busy machine, whose
 calls take longer and disagree more); a tiny model, milliseconds.
 
 **What else it can be.** ``preferred_batch_size: N`` fixes it (no measuring; capped at
-``max_batch_size``); ``off`` turns it off: batches fill to ``max_batch_size`` as before.
+``max_batch_size``); ``off`` (the default): batches fill to ``max_batch_size``.
 It is a batching setting like ``max_batch_size``: ``serve --preferred-batch-size``,
 ``SCOREPACK_PREFERRED_BATCH_SIZE``, a settings file, a package's manifest (``scoring:
 batching:``) or a repository's ``model-settings.yaml``. With the warm-up off
@@ -58,7 +72,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "CONFIRM_ROUNDS",
     "MARGIN",
+    "NEAR",
     "BatchSizing",
     "candidate_sizes",
     "choose",
@@ -67,6 +83,8 @@ __all__ = [
 
 #: a smaller batch must give this much more rows per second than the largest to be preferred
 MARGIN = 0.10
+#: sizes within this of the best rows per second count as equally fast (the largest is taken)
+NEAR = 0.05
 #: timed calls per size at least (their minimum counts)
 MIN_TIMED_CALLS = 2
 #: more timed calls while they took less than this in all (cheap calls are noisier)...
@@ -80,6 +98,9 @@ MAX_TIMED_CALLS = 10
 AGREE = 0.05
 SETTLE_CALLS = 5
 SETTLE_BUDGET_S = 3.0
+#: before capping, the largest size and the chosen one are timed this many times more each,
+#: in turns
+CONFIRM_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -150,9 +171,9 @@ def candidate_sizes(max_rows: int) -> list[int]:
 def choose(seconds: Mapping[int, float], max_rows: int, margin: float = MARGIN) -> int:
     """The preferred size from measured call times (batch size → seconds per call).
 
-    The size with the most rows per second (the larger one on a tie) when it gives at
-    least ``1 + margin`` times the rows per second of the largest size measured;
-    otherwise the largest size. Sizes above ``max_rows`` are ignored; with nothing
+    When the size with the most rows per second gives at least ``1 + margin`` times the
+    rows per second of the largest size measured, the largest size within :data:`NEAR`
+    of that best; otherwise the largest size. Sizes above ``max_rows`` are ignored; with nothing
     measured the answer is ``max_rows``.
     """
     usable = {rows: s for rows, s in seconds.items() if 1 <= rows <= max_rows and s > 0}
@@ -164,9 +185,11 @@ def choose(seconds: Mapping[int, float], max_rows: int, margin: float = MARGIN) 
         return rows / usable[rows]
 
     best = max(usable, key=lambda rows: (rate(rows), rows))
-    if rate(best) >= (1 + margin) * rate(largest):
-        return best
-    return largest
+    if rate(best) < (1 + margin) * rate(largest):
+        return largest
+    # the largest size about as fast as the best: sizes within NEAR of each other differ by
+    # noise, and of two equals the larger needs fewer model calls under load
+    return max(rows for rows in usable if rate(rows) >= (1 - NEAR) * rate(best))
 
 
 def measure(
@@ -196,4 +219,16 @@ def measure(
             # smaller sizes only have more of it
             break
         best = per_row if best is None else min(best, per_row)
-    return BatchSizing(choose(seconds, max_rows, margin), "measured", seconds)
+    chosen = choose(seconds, max_rows, margin)
+    largest = max(seconds)
+    if chosen != largest:
+        # a cap rests on two sizes timed at different moments: time them again in turns
+        # (CONFIRM_ROUNDS each), so that drift since the first (a pool or arena still
+        # settling, the machine's load) weighs on both alike, and choose again
+        for _ in range(CONFIRM_ROUNDS):
+            for rows in (largest, chosen):
+                began = clock()
+                call(rows)
+                seconds[rows] = min(seconds[rows], clock() - began)
+        chosen = choose(seconds, max_rows, margin)
+    return BatchSizing(chosen, "measured", seconds)

@@ -8,9 +8,9 @@ and hosts with an event loop (the embedded server) share one mechanism:
 2. The host decodes the body wherever it likes (off the model thread) and calls
    :meth:`Ticket.submit` with named arrays; it gets a ``concurrent.futures.Future``.
 3. The model thread gathers queued work into one batch — up to the preferred batch size
-   (``max_batch_size`` unless the warm-up measured a smaller size faster per row:
-   :mod:`scorepack.batch_sizing`) or ``max_delay_ms`` after the oldest item arrived,
-   whichever comes first — calls the model once and splits the results back per request.
+   (``max_batch_size`` unless one is set or measured: :mod:`scorepack.batch_sizing`) or
+   ``max_delay_ms`` after the oldest item arrived, whichever comes first — calls the model
+   once and splits the results back per request.
 
 The batcher knows how many admitted requests are still being decoded. When none are,
 and at least as many requests are queued as the last batch had, it does not wait out the
@@ -61,15 +61,15 @@ class BatchingConfig:
 
     ``max_queue_size`` bounds the requests admitted but not yet in a batch;
     ``timeout_ms`` bounds a request's whole wait, from admission to its result.
-    ``preferred_batch_size`` is ``auto`` (measured at warm-up), ``off`` (batches fill to
-    ``max_batch_size``) or a number of rows (:mod:`scorepack.batch_sizing`).
+    ``preferred_batch_size`` is ``off`` (the default: batches fill to ``max_batch_size``),
+    ``auto`` (measured at warm-up) or a number of rows (:mod:`scorepack.batch_sizing`).
     """
 
     max_batch_size: int = 32
     max_delay_ms: float = 5.0
     max_queue_size: int = 256
     timeout_ms: float = 30_000.0
-    preferred_batch_size: int | str = "auto"
+    preferred_batch_size: int | str = "off"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

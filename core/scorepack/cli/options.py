@@ -164,16 +164,16 @@ def _limit_options(defaults: bool) -> Callable[[F], F]:
     def preferred(func: F) -> F:
         # auto | off | N: one click parameter type that parses as the settings do
         text = (
-            "Rows a batch gathers: auto measures at warm-up which batch size runs fastest "
-            "per row (at most --max-batch-size); off fills batches to --max-batch-size; "
-            "N fixes it."
+            "Rows a batch gathers: off fills batches to --max-batch-size; N fixes it; "
+            "auto measures at warm-up which batch size runs fastest per row (at most "
+            "--max-batch-size)."
         )
         if defaults:
             return click.option(
                 "--preferred-batch-size",
                 callback=_preferred,
                 metavar="auto|off|N",
-                default="auto",
+                default="off",
                 show_default=True,
                 envvar="SCOREPACK_PREFERRED_BATCH_SIZE",
                 help=text,
