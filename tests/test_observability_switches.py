@@ -147,9 +147,14 @@ def test_a_package_under_azmlinfsrv_takes_the_access_log_switch() -> None:
             configure_azureml_logging("text", "info", stream, access_log=access_log)
             log_access("id-1", "POST", "/score", 200, 0.002, protocol="azureml", model="m")
             logging.getLogger("scorepack.server").info("another line")
+            for handler in root.handlers:
+                handler.flush()  # INFO lines wait to be written in batches
             written = stream.getvalue()
             assert ("POST /score 200" in written) is access_log, written
             assert "another line" in written
     finally:
+        for handler in root.handlers:
+            if handler not in saved[0]:
+                handler.close()  # stops its flushing thread
         root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
         logging.getLogger("scorepack.access").setLevel(logging.NOTSET)

@@ -11,7 +11,9 @@ HTTP status the same outcome gets over V2 REST, so ``status`` is a number in eve
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 import time
 from typing import Any, NamedTuple, TextIO
 
@@ -21,6 +23,7 @@ __all__ = [
     "ACCESS_LOGGER",
     "LOG_FORMATS",
     "AccessLine",
+    "BufferedStreamHandler",
     "JsonFormatter",
     "TextFormatter",
     "access_logging",
@@ -168,6 +171,82 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(document, default=str).decode()
 
 
+#: how long an access line may wait in a BufferedStreamHandler before it is written
+FLUSH_SECONDS = 0.1
+#: written at once when this many characters wait
+BUFFER_CHARS = 64 * 1024
+
+
+class BufferedStreamHandler(logging.StreamHandler):
+    """A stream handler that writes access lines in batches, as nginx's ``access_log ...
+    buffer= flush=`` does: one ``write`` for the access lines of the last
+    :data:`FLUSH_SECONDS` (or :data:`BUFFER_CHARS`), instead of a write — and a wake-up
+    of whatever reads the other end of the pipe — per request (on a tiny model at c=8,
+    2,500 requests a second on two cores, access lines cost about 7 % of throughput in
+    stop 17's quiet window). Every other line is written at once, after the access lines
+    waiting before it, so the handler's order is kept and nothing but access lines is
+    late (the stream's other writers, such as an error printed at exit, come after what
+    was written). Lines still waiting are written when logging shuts down (``atexit``);
+    a hard kill loses at most the last :data:`FLUSH_SECONDS` of access lines."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        flush_seconds: float = FLUSH_SECONDS,
+        buffer_chars: int = BUFFER_CHARS,
+    ) -> None:
+        super().__init__(stream)
+        self.flush_seconds = flush_seconds
+        self.buffer_chars = buffer_chars
+        self._pending: list[str] = []
+        self._chars = 0
+        self._stop = threading.Event()
+        #: the process whose thread flushes (a fork needs its own)
+        self._flusher_pid: int | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # called under the handler's lock (Handler.handle)
+        try:
+            text = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(text)
+        self._chars += len(text)
+        if record.name != ACCESS_LOGGER or self._chars >= self.buffer_chars:
+            self._write()
+        elif self._flusher_pid != os.getpid() and not self._stop.is_set():
+            self._flusher_pid = os.getpid()
+            threading.Thread(target=self._flush_often, name="scorepack-log", daemon=True).start()
+
+    def _write(self) -> None:
+        """Write what waits (the handler's lock held)."""
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._chars = 0
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:
+            # as StreamHandler does: a broken stream must not break the request
+            self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _flush_often(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+        super().close()
+
+
 def formatter(log_format: str, text_format: str = TEXT_FORMAT) -> logging.Formatter:
     """The formatter for ``text`` or ``json``; anything else is a ValueError."""
     if log_format == "json":
@@ -178,8 +257,9 @@ def formatter(log_format: str, text_format: str = TEXT_FORMAT) -> logging.Format
 
 
 def configure_logging(level: str = "info", log_format: str = "text") -> None:
-    """The CLI's logging: the root logger at ``level``, one stderr handler in the format."""
-    handler = logging.StreamHandler()
+    """The CLI's logging: the root logger at ``level``, one stderr handler in the format
+    (access lines written in batches: :class:`BufferedStreamHandler`)."""
+    handler = BufferedStreamHandler()
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
@@ -198,7 +278,8 @@ def configure_azureml_logging(
 
     azmlinfsrv configures its own loggers and gunicorn's and leaves the root logger bare,
     so scorepack's records (the access lines among them) would be dropped: the
-    ``scorepack`` logger gets a handler of its own on stdout. With ``json``, azmlinfsrv's
+    ``scorepack`` logger gets a handler of its own on stdout (access lines written in
+    batches: :class:`BufferedStreamHandler`). With ``json``, azmlinfsrv's
     and gunicorn's handlers are switched to JSON too, so every line parses. Safe to call
     again (a second ``init()``): it replaces what it added. ``access_log=False``
     (``SCOREPACK_ACCESS_LOG=false``): no access lines (:func:`set_access_log`).
@@ -209,7 +290,8 @@ def configure_azureml_logging(
     root = logging.getLogger("scorepack")
     for old in [h for h in root.handlers if getattr(h, _MARK, False)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(stream or sys.stdout)
+        old.close()  # writes what it still holds, stops its flushing thread
+    handler = BufferedStreamHandler(stream or sys.stdout)
     setattr(handler, _MARK, True)
     handler.setFormatter(chosen)
     root.addHandler(handler)
