@@ -66,6 +66,20 @@ def cuda_multi_input_spec() -> Any:
     return replace(spec, config=config)
 
 
+#: the fields of an ONNX Runtime model's spec (the packages of several models, --tracing)
+ONNX_MODEL: dict[str, Any] = dict(
+    model_files=("model.onnx",),
+    model_entry="model.onnx",
+    backend="onnx",
+    backend_distribution="scorepack-onnx",
+    backend_module="scorepack_onnx",
+    backend_options={},
+    framework="onnxruntime",
+    framework_version="1.32.0",
+    requirements=Requirements(pip=("onnxruntime==1.32.0",)),
+)
+
+
 def several_models_spec() -> Any:
     """A CPU package of two models: flowers (labels, top 3) and digits (no labels, top 1,
     batches of 4), as ``scorepack build flowers=... digits=...`` resolves it."""
@@ -74,15 +88,7 @@ def several_models_spec() -> Any:
     flowers = sample_spec()
     digits = sample_spec(
         name="digits",
-        model_files=("model.onnx",),
-        model_entry="model.onnx",
-        backend="onnx",
-        backend_distribution="scorepack-onnx",
-        backend_module="scorepack_onnx",
-        backend_options={},
-        framework="onnxruntime",
-        framework_version="1.32.0",
-        requirements=Requirements(pip=("onnxruntime==1.32.0",)),
+        **ONNX_MODEL,
         signature=Signature(
             inputs=(TensorSpec("pixels", "float32", (None, 1, 28, 28)),),
             outputs=(TensorSpec("logits", "float32", (None, 10)),),
@@ -134,15 +140,7 @@ def onnx_tracing_spec() -> Any:
 
     spec = sample_spec(
         name="digits",
-        model_files=("model.onnx",),
-        model_entry="model.onnx",
-        backend="onnx",
-        backend_distribution="scorepack-onnx",
-        backend_module="scorepack_onnx",
-        backend_options={},
-        framework="onnxruntime",
-        framework_version="1.32.0",
-        requirements=Requirements(pip=("onnxruntime==1.32.0",)),
+        **ONNX_MODEL,
         wheels=(
             "wheels/scorepack-0.1.0-py3-none-any.whl",
             "wheels/scorepack_onnx-0.1.0-py3-none-any.whl",
