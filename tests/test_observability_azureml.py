@@ -180,8 +180,13 @@ def test_metrics_logs_swagger_and_cors_under_azmlinfsrv(
     assert preflight.headers.get("access-control-allow-origin") == ORIGIN
 
     # scorepack's lines are JSON, one access line per scoring request, with its fields
-    lines = [json.loads(line) for line in server.log.splitlines() if line.startswith("{")]
-    access = {d.get("request_id"): d for d in lines if d.get("logger") == "scorepack.access"}
+    # (access lines are written in batches, every 100 ms: wait for them)
+    def access_lines() -> dict[str, dict[str, object]]:
+        lines = [json.loads(line) for line in server.log.splitlines() if line.startswith("{")]
+        return {d.get("request_id"): d for d in lines if d.get("logger") == "scorepack.access"}
+
+    wait_for(lambda: {"az-0", "az-1", "az-2"} <= set(access_lines()), "the access lines", 60)
+    access = access_lines()
     for i in range(3):
         line = access[f"az-{i}"]
         assert (line["status"], line["protocol"], line["batch_size"]) == (200, "azureml", 1)
