@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchmarks.micro.grpc_cpu import _server_cpu
 from benchmarks.suite import models, servers
 
 HERE = Path(__file__).resolve().parents[2]
@@ -107,9 +108,12 @@ def one_round(
             scraper.start()
         try:
             url = server.url if grpc_port is None else f"grpc://127.0.0.1:{grpc_port}"
-            result = servers.load(
-                url, image, args.concurrency, args.duration, args.warmup, args.protocol
-            )
+            if args.warmup > 0:
+                # a load of its own, so the CPU measured below is the measured requests'
+                servers.load(url, image, args.concurrency, args.warmup, 0.0, args.protocol)
+            cpu = _server_cpu(server.proc.pid)
+            result = servers.load(url, image, args.concurrency, args.duration, 0.0, args.protocol)
+            cpu = _server_cpu(server.proc.pid) - cpu
         finally:
             stop.set()
             if scrape:
@@ -117,6 +121,9 @@ def one_round(
         lines = len(server.log)
     return {
         "rps": result["rps"],
+        # all the server's threads (user + system) over the measured requests: unlike the
+        # rate, barely moved by what else the machine runs
+        "server_cpu_ms": round(1000.0 * cpu / max(result["requests"], 1), 4),
         "p50_ms": result["latency_ms"].get("p50"),
         "errors": result["errors"],
         "server_log_lines": lines,
@@ -137,15 +144,23 @@ def summarise(
     summary: dict[str, Any] = {}
     for name, runs in results.items():
         rps = [r["rps"] for r in runs]
+        cpu = [r["server_cpu_ms"] for r in runs]
         summary[name] = {
             "median_rps": statistics.median(rps),
             "spread": round(_spread(rps), 4),
+            "median_server_cpu_ms": round(statistics.median(cpu), 4),
+            "cpu_spread": round(_spread(cpu), 4),
             "rounds": runs,
         }
     ratio = summary[top]["median_rps"] / summary[bottom]["median_rps"]
     pairs = [a["rps"] / b["rps"] for a, b in zip(results[top], results[bottom], strict=True)]
     spread = max(summary[top]["spread"], summary[bottom]["spread"])
     summary[f"{top}_over_{bottom}"] = round(ratio, 4)
+    # what observability adds to each request's server CPU, in ms (the rate's mirror)
+    base_cpu = summary[bottom]["median_server_cpu_ms"]
+    summary[f"{top}_cpu_minus_{bottom}_ms"] = round(
+        summary[top]["median_server_cpu_ms"] - base_cpu, 4
+    )
     summary["round_ratios"] = [round(p, 4) for p in pairs]
     summary["target"] = f">= {TARGET}"
     summary["met"] = ratio >= TARGET
@@ -156,6 +171,8 @@ def summarise(
     for other in others:
         share = summary[other]["median_rps"] / summary[bottom]["median_rps"]
         summary[f"{other}_over_{bottom}"] = round(share, 4)
+        extra = summary[other]["median_server_cpu_ms"] - base_cpu
+        summary[f"{other}_cpu_minus_{bottom}_ms"] = round(extra, 4)
     return summary
 
 
@@ -173,7 +190,8 @@ def _image(name: str) -> Path:
 
 def _report(i: int, name: str, outcome: dict[str, Any]) -> None:
     print(
-        f"round {i + 1} {name}: {outcome['rps']:.1f} req/s, p50 {outcome['p50_ms']} ms, "
+        f"round {i + 1} {name}: {outcome['rps']:.1f} req/s, "
+        f"server CPU {outcome['server_cpu_ms']:.3f} ms/req, p50 {outcome['p50_ms']} ms, "
         f"errors {outcome['errors']}, server log lines {outcome['server_log_lines']}",
         file=sys.stderr,
         flush=True,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,7 +33,7 @@ from ..telemetry.stats import NoRequestStats, RequestStats
 from .auth import KeyCheck
 from .body import BodyTracker
 from .errors import ErrorReply, error_reply
-from .limits import HttpLimits, checked_request_id
+from .limits import HttpLimits, checked_request_id, new_request_id
 from .observe import CLIENT_CLOSED
 from .routes_azureml import AzureMLRoutes
 from .routes_v2 import V2Routes
@@ -178,7 +177,7 @@ class ScoringApp:
             self.limits.check_header_sizes(count, size)
             request_id = checked_request_id(request_id)
         except HeadersTooLargeError as exc:
-            request_id, refusal = str(uuid.uuid4()).encode(), exc
+            request_id, refusal = new_request_id().encode(), exc
         reply = _ReplySender(send, request_id, body, method == "HEAD")
         try:
             if refusal is not None:

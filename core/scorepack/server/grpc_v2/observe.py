@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar, Token
@@ -33,7 +32,7 @@ from ...proto.messages import SERVICE
 from ...telemetry import tracing
 from ...telemetry.logs import access_logging, log_access
 from ...telemetry.stats import RequestStats
-from ..limits import REQUEST_ID_MAX
+from ..limits import REQUEST_ID_MAX, new_request_id
 from ..observe import CLIENT_CLOSED
 from .errors import GrpcError
 
@@ -188,7 +187,7 @@ def _request_id(context: grpc.ServicerContext, request: Any) -> str:
     given = getattr(request, "id", "")
     if isinstance(given, str) and _usable(given):
         return given
-    return str(uuid.uuid4())
+    return new_request_id()
 
 
 def _usable(given: str) -> bool:
