@@ -26,6 +26,7 @@ import images
 from cli_process import ServerProcess, cli_env, run_cli, run_python
 from scorepack import Backend, BackendSpec, hookimpl, plugins
 from scorepack.cli import build_cli
+from serving_helpers import wait_for
 
 tf = pytest.importorskip("tensorflow")
 
@@ -398,7 +399,15 @@ def test_auth_guards_score_but_not_the_probes(
             )
             assert ok.status_code == 200, ok.text
             assert len(ok.json()["predictions"][0]["top_k"]) == 5
-    # one log line per request, keys never in it
+        last = ok
+    # one log line per request, keys never in it (access lines are written in batches,
+    # every 100 ms, and this server goes on running: wait for them)
+    # (the last request's line is the last written: once it is there, all are)
+    wait_for(
+        lambda: f"id={last.headers['x-request-id']}" in server.log_text,
+        "the last request's access line",
+        60,
+    )
     assert re.search(r"POST /score 401 ", server.log_text)
     assert re.search(r"POST /score 200 ", server.log_text)
     assert KEYS[0] not in server.log_text
