@@ -43,6 +43,7 @@ from .errors import (
     ScorepackError,
     ScoringTimeoutError,
 )
+from .openmp import idle_spin
 from .postprocess import OutputPlan, ScoreParams, plan_outputs
 from .preprocess import ImagePlan, plan_image
 from .signature import Signature
@@ -121,11 +122,16 @@ class Scorer:
         # package's init()), else the SCOREPACK_DECODE_* variables read through it
         settings = decode if decode is not None else DecodeSettings.from_env()
         self.decoder = DecodeStage(settings.with_threads(decode_threads), name=label)
+        #: what the model's OpenMP threads spin when idle (set on start: openmp.py)
+        self.openmp_idle_spin: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self, *, wait: bool = True, timeout: float | None = None) -> Scorer:
         """Load and warm up the model on its own thread; by default wait until ready."""
+        # before any framework loads: its OpenMP threads then sleep soon after a call
+        # instead of spinning through the server's work between requests (openmp.py)
+        self.openmp_idle_spin = idle_spin()
         self.batcher.start(self._setup, self.backend.unload)
         if wait:
             self.wait_ready(timeout)
@@ -261,6 +267,7 @@ class Scorer:
             "preferred_batch_size": self.batcher.batch_rows,
             "max_delay_ms": self.config.batching.max_delay_ms,
             "decode": self.decoder.describe(),
+            "openmp_idle_spin": self.openmp_idle_spin,
         }
         if self.batcher.ready:
             info["signature"] = self.signature.to_dict()
