@@ -32,7 +32,9 @@ def test_an_unset_spin_count_is_bounded(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "user", [{"GOMP_SPINCOUNT": "300000"}, {"OMP_WAIT_POLICY": "ACTIVE"}], ids=lambda u: [*u][0]
+    "user",
+    [{"GOMP_SPINCOUNT": "300000"}, {"OMP_WAIT_POLICY": "ACTIVE"}],
+    ids=["GOMP_SPINCOUNT", "OMP_WAIT_POLICY"],
 )
 def test_the_users_own_setting_wins(tmp_path: Path, user: dict[str, str]) -> None:
     env = dict(user)
@@ -73,4 +75,6 @@ def test_the_served_models_libgomp_reads_the_bound(tmp_path: Path, user: str | N
     want = user or str(IDLE_SPINCOUNT)
     assert _spin_count_libgomp_read(log) == want
     said = info["openmp_idle_spin"]
-    assert said == (f"GOMP_SPINCOUNT={user} (set by the user)" if user else f"GOMP_SPINCOUNT={want}")
+    assert said == (
+        f"GOMP_SPINCOUNT={user} (set by the user)" if user else f"GOMP_SPINCOUNT={want}"
+    )
