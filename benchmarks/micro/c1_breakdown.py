@@ -84,17 +84,28 @@ print(json.dumps(sorted(burnt)))
 """
 
 
-def _schedstat(pid: int) -> tuple[float, float]:
-    """(CPU seconds, seconds waiting for a core) of all the process's threads."""
-    run = wait = 0
+SCHED_FIELDS = ("se.nr_migrations", "nr_voluntary_switches", "nr_involuntary_switches")
+
+
+def _schedstat(pid: int) -> dict[str, float]:
+    """The process's threads together: CPU seconds, seconds waiting for a core, and how
+    often they moved between cores, went to sleep and were preempted."""
+    total = {"cpu": 0.0, "runq_wait": 0.0, **dict.fromkeys(SCHED_FIELDS, 0.0)}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 fields = f.read().split()
+            with open(f"/proc/{pid}/task/{tid}/sched") as f:
+                sched = f.read()
         except OSError:  # the thread ended
             continue
-        run, wait = run + int(fields[0]), wait + int(fields[1])
-    return run / 1e9, wait / 1e9
+        total["cpu"] += int(fields[0]) / 1e9
+        total["runq_wait"] += int(fields[1]) / 1e9
+        for line in sched.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in SCHED_FIELDS:
+                total[key.strip()] += float(value)
+    return total
 
 
 def _histograms(url: str) -> dict[str, tuple[float, float]]:
@@ -169,8 +180,13 @@ def server_round(backend: str, arm: str, seconds: float, c32: float) -> dict[str
             count = after[name][1] - before[name][1]
             row[key] = round(total / count * 1000, 2) if count else None
         row["http_and_client_ms"] = round(row["mean_ms"] - (row["server_ms"] or 0), 2)
-        row["server_cpu_ms_per_request"] = round((cpu1[0] - cpu0[0]) / max(n, 1) * 1000, 2)
-        row["server_runq_wait_ms_per_request"] = round((cpu1[1] - cpu0[1]) / max(n, 1) * 1000, 2)
+        per = {k: (cpu1[k] - cpu0[k]) / max(n, 1) for k in cpu0}
+        row["server_cpu_ms_per_request"] = round(per["cpu"] * 1000, 2)
+        row["server_runq_wait_ms_per_request"] = round(per["runq_wait"] * 1000, 2)
+        # sleeps: an OpenMP worker that stops spinning sleeps (and is woken) once a call
+        row["sleeps_per_request"] = round(per["nr_voluntary_switches"], 1)
+        row["preempted_per_request"] = round(per["nr_involuntary_switches"], 1)
+        row["migrations_per_request"] = round(per["se.nr_migrations"], 2)
         if c32:
             row["c32_rps"] = servers.load(server.url, models.SAMPLE, 32, c32, 2.0)["rps"]
         info = httpx.get(server.url + "/info", timeout=30).json()
@@ -189,6 +205,7 @@ def report(backend: str, limits: dict[str, list[float]], rounds: list[dict[str, 
     print(f"\n## {backend}")
     cols = ["p50_ms", "server_ms", "model_call_ms", "decode_ms", "queue_wait_ms"]
     cols += ["http_and_client_ms", "server_cpu_ms_per_request", "server_runq_wait_ms_per_request"]
+    cols += ["sleeps_per_request", "preempted_per_request", "migrations_per_request"]
     if any("c32_rps" in r for r in rounds):
         cols.append("c32_rps")
     print("| arm | in-process batch-1 ms | " + " | ".join(cols) + " | p50 − in-process |")
