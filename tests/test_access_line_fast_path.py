@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cli_process import run_python
 from scorepack.server.limits import new_request_id
 from scorepack.telemetry import logs
 from scorepack.telemetry.logs import ACCESS_LOGGER, AccessLine, JsonFormatter, TextFormatter
@@ -105,6 +106,33 @@ def test_a_record_factory_of_the_applications_is_used(kept: Kept) -> None:
     finally:
         logging.setLogRecordFactory(logging.LogRecord)
     assert type(kept.records[-1]) is Tagged
+
+
+def test_a_logger_class_of_the_applications_makes_the_record() -> None:
+    # set before scorepack is imported, so the access logger is one of its class
+    code = """
+import logging
+
+class Tagging(logging.Logger):
+    def makeRecord(self, *args, **kwargs):
+        record = super().makeRecord(*args, **kwargs)
+        record.tagged = True
+        return record
+
+logging.setLoggerClass(Tagging)
+from scorepack.telemetry import logs
+
+seen = []
+handler = logging.Handler()
+handler.emit = seen.append
+logs.access_logger.addHandler(handler)
+logs.access_logger.setLevel(logging.INFO)
+logs.log_access("id-7", "GET", "/", 200, 0.001)
+print(getattr(seen[0], "tagged", False))
+"""
+    ran = run_python(code)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "True"
 
 
 def test_filters_still_see_every_access_record(kept: Kept) -> None:

@@ -137,8 +137,11 @@ _LogRecord = logging.LogRecord
 _get_ident = threading.get_ident
 _current_thread = threading.current_thread
 # LogRecord.__init__ as Python 3.11 writes it (3.12 adds taskName, 3.13 counts in ns):
-# elsewhere, or with a record factory or logging switch of the application's, makeRecord
-_FAST_RECORD = sys.version_info[:2] == (3, 11)
+# elsewhere, or with a record factory, logging switch or logger class (setLoggerClass
+# before scorepack was imported) of the application's, makeRecord
+_FAST_RECORD = (
+    sys.version_info[:2] == (3, 11) and type(access_logger).makeRecord is logging.Logger.makeRecord
+)
 
 
 def _access_record(line: AccessLine) -> logging.LogRecord:
