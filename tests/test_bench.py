@@ -413,6 +413,21 @@ def test_closed_loop_by_default() -> None:
     assert server.connections == 2
 
 
+def test_latencies_are_not_whole_milliseconds() -> None:
+    """Times come from a clock finer than uvloop's loop time (whole, cached milliseconds):
+    a loopback answer takes a fraction of a millisecond, and its latency says so."""
+    with _RawServer("length") as server:
+        result = run_bench(
+            BenchConfig(
+                url=f"http://127.0.0.1:{server.port}", body=b"{}", concurrency=1, max_requests=51
+            )
+        )
+    assert result.requests == 51
+    p50 = result.latency_ms["p50"]  # an odd count: one request's own latency
+    assert p50 > 0
+    assert abs(p50 - round(p50)) > 1e-6, result.latency_ms
+
+
 def _bench_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scorepack", "bench", *args],

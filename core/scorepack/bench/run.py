@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,11 @@ __all__ = [
     "Snapshot",
     "run_bench",
 ]
+
+#: the clock every time is read from: not the event loop's ``loop.time()``, which under
+#: uvloop is libuv's cached loop time in whole milliseconds (every latency then came out
+#: a whole number of ms, and up to a loop iteration stale)
+_now = time.monotonic
 
 #: the fraction of failed requests above which ``scorepack bench`` exits non-zero
 DEFAULT_MAX_ERROR_RATE = 0.01
@@ -246,13 +252,12 @@ class _Schedule:
 async def _worker(
     conn: Connection, schedule: _Schedule, recorder: _Recorder, timeout: float
 ) -> None:
-    loop = asyncio.get_running_loop()
     try:
-        while (due := schedule.take(loop.time())) is not None:
-            wait = due - loop.time()
+        while (due := schedule.take(_now())) is not None:
+            wait = due - _now()
             if wait > 0:
                 await asyncio.sleep(wait)
-            sent = loop.time()
+            sent = _now()
             try:
                 status, batch = await asyncio.wait_for(conn.send(), timeout)
             except _TRANSPORT_ERRORS as exc:
@@ -261,7 +266,7 @@ async def _worker(
                     recorder.failed(exc)
                 await asyncio.sleep(0.05)  # a refused connection must not spin
                 continue
-            done = loop.time()
+            done = _now()
             if recorder.counts(due):
                 # from the intended send time: a request that waited for a free
                 # connection (open loop) carries that wait in its latency
@@ -276,8 +281,7 @@ async def _run(
     progress: Callable[[Snapshot], None] | None,
     connect: Callable[[], Connection],
 ) -> BenchResult:
-    loop = asyncio.get_running_loop()
-    now = loop.time()
+    now = _now()
     measure_from = now + config.warmup_s
     stop_at = measure_from + config.duration_s
     recorder = _Recorder(measure_from)
@@ -288,12 +292,12 @@ async def _run(
     ]
     if config.warmup_s:
         await asyncio.wait(tasks, timeout=config.warmup_s)
-    started = loop.time()
+    started = _now()
     while not all(t.done() for t in tasks):
         await asyncio.wait(tasks, timeout=1.0)
         if progress is not None:
-            progress(_snapshot(recorder, loop.time() - started))
-    elapsed = loop.time() - started
+            progress(_snapshot(recorder, _now() - started))
+    elapsed = _now() - started
     for task in tasks:
         task.result()
     return _result(config, recorder, elapsed, schedule.unsent)
