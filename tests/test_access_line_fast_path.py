@@ -1,9 +1,10 @@
-"""The cheaper per-request pieces write what the stdlib's would.
+"""The per-request pieces write what the stdlib's would.
 
-An access line's record is made without ``Logger.makeRecord``, the JSON formatter caches
-the second's date and time, and a new request id is not ``uuid.uuid4()``: each is checked
-here against what it replaces — the same record fields in the same order, the same JSON,
-a valid version-4 UUID — and the record still reaches every handler and filter.
+An access line's record is ``Logger.makeRecord``'s (an application's record factory and
+logger class respected), the JSON formatter caches the second's date and time, and a new
+request id is not ``uuid.uuid4()``: each is checked here against the stdlib — the same
+record fields in the same order, the same JSON, a valid version-4 UUID — and the record
+still reaches every handler and filter.
 """
 
 from __future__ import annotations
