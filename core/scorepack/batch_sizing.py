@@ -18,9 +18,12 @@ window the measuring chose unstable sizes on ResNet50 (ONNX Runtime 2, where bat
 its fastest in-process; TensorFlow 4 in one server and 32 in the next; PyTorch 2, 4 and 8
 across three servers), and ONNX Runtime lost 7 % at c=32 with it. The sizes below 8 run
 within a few per cent of each other per row on a CPU and the sizes are timed one after the
-other, so drift between them decides; until the timing is interleaved across sizes, the
-default is ``off`` (batches fill to ``max_batch_size``, as before) and a fixed size (PyTorch's
-ResNet50 on two cores: ``--preferred-batch-size 8``) is the dependable lever.
+other, so drift between them decides. The confirmation below steadied the choice, but in
+stop 18's window the sizes it chose still lost under load (ONNX Runtime 4: −6 % at c=32;
+PyTorch 2: −13 % at c=8): it times the model alone, while under load every batch also
+pays the server's own work per call. So the default is ``off`` (batches fill to
+``max_batch_size``, as before) and a fixed size (PyTorch's ResNet50 on two cores:
+``--preferred-batch-size 8``, c=32 42 against 35 requests/s) is the dependable lever.
 
 **How ``auto`` chooses.** After the warm-up,
 on the model thread, before the model reports ready, :func:`measure` times the model's own
