@@ -31,6 +31,10 @@ arms equally); the medians are compared, and the spread of each arm's rounds say
 difference must exceed to be measurable. ``--protocol v2|grpc`` loads V2 REST or V2 gRPC
 instead of ``/score`` (gRPC: the servers get ``--grpc-port``). Needs a quiet machine;
 ``--rounds 1 --duration 3`` only checks that it runs.
+
+On a small machine the fresh server per round and the Python load generator make the
+tiny model's A/B a draw of a few per cent either way; ``observability_paired`` measures
+the same arms in pairs of live servers under h2load and gives an interval.
 """
 
 from __future__ import annotations
