@@ -20,6 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from scorepack.hugepages import tunables_with_huge_pages
+
 from . import machine, models, protocols, report, servers
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -75,12 +77,17 @@ def inprocess_command(
 
 def in_process(model: models.BenchModel, image: Path, batches: str, seconds: float) -> list[Any]:
     _say(f"  in-process {model.label}/{model.name} on {model.device}, batches {batches}")
+    # with the allocator setting scorepack's servers run with (hugepages.py), so that the
+    # ratios to these limits measure the serving, not glibc's huge pages
+    # (benchmarks/micro/huge_pages.py measures those on their own)
+    tunables = tunables_with_huge_pages(os.environ)
     out = subprocess.run(
         inprocess_command(model, image, batches, seconds),
         capture_output=True,
         text=True,
         check=True,
         cwd=servers.ROOT,
+        env={**os.environ, **({"GLIBC_TUNABLES": tunables} if tunables else {})},
     )
     return list(json.loads(out.stdout.strip().splitlines()[-1]))
 

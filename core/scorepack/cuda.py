@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import hugepages
 from .errors import PackageError
 
 __all__ = [
@@ -249,5 +250,7 @@ def choose_environment(framework: str, version: str, major: int | None) -> CudaE
 
 
 def service_variables(env: CudaEnvironment | None) -> dict[str, str]:
-    """The environment variables a package's service runs with for its CUDA environment."""
-    return dict(env.environment) if env is not None else {}
+    """The environment variables a package's service runs with: glibc's huge pages for the
+    model's memory (:mod:`scorepack.hugepages`), and its CUDA environment's own."""
+    cuda = dict(env.environment) if env is not None else {}
+    return hugepages.service_variables() | cuda

@@ -43,6 +43,7 @@ from .errors import (
     ScorepackError,
     ScoringTimeoutError,
 )
+from .hugepages import in_effect
 from .openmp import idle_spin
 from .postprocess import OutputPlan, ScoreParams, plan_outputs
 from .preprocess import ImagePlan, plan_image
@@ -268,6 +269,8 @@ class Scorer:
             "max_delay_ms": self.config.batching.max_delay_ms,
             "decode": self.decoder.describe(),
             "openmp_idle_spin": self.openmp_idle_spin,
+            # the model's memory on transparent huge pages or not (hugepages.py)
+            "huge_pages": in_effect(),
         }
         if self.batcher.ready:
             info["signature"] = self.signature.to_dict()

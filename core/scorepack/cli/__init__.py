@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,8 +97,22 @@ def _show_envvars(group: click.Group) -> None:
                 param.show_envvar = True
 
 
+#: the commands that run a server: started again with huge pages asked for (hugepages.py)
+SERVING_COMMANDS = frozenset({"serve", "serve-azureml"})
+
+
 def main(args: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Run as the program (no ``args``), a serving command first starts itself again with
+    glibc's huge pages asked for (:mod:`scorepack.hugepages`); called with ``args`` (from
+    Python, tests) it never replaces the calling process.
+    """
+    if args is None and command_name(_root(), sys.argv[1:]) in SERVING_COMMANDS:
+        # before the plugins and commands are imported: the new image imports them again
+        from ..hugepages import reexec
+
+        reexec()
     try:
         cli = build_cli()
     except ScorepackError as exc:
@@ -105,3 +120,23 @@ def main(args: Sequence[str] | None = None) -> None:
         click.ClickException(exc.message).show()
         raise SystemExit(1) from exc
     cli.main(args=list(args) if args is not None else None, prog_name="scorepack")
+
+
+def command_name(group: click.Group, argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs: its first word that is neither one of the group's own
+    options nor such an option's value."""
+    takes_value = {
+        name
+        for param in group.params
+        if isinstance(param, click.Option) and not param.is_flag
+        for name in param.opts
+    }
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            return next(words, None)
+        if not word.startswith("-"):
+            return word
+        if word in takes_value:
+            next(words, None)  # its value, as a separate word
+    return None

@@ -147,16 +147,19 @@ def dockerfile(spec: PackageSpec, *, with_model: bool = True) -> str:
             build_hint=build_hint,
             driver_note=" (see the package README for the version)" if gpu else "",
             base_image=base_image(spec),
-            gpu_env=(
-                " \\\n    NVIDIA_VISIBLE_DEVICES=all"
-                " \\\n    NVIDIA_DRIVER_CAPABILITIES=compute,utility"
-                # the CUDA environment's own (TensorFlow: a PTX JIT cache that fits)
+            service_env=(
+                (
+                    " \\\n    NVIDIA_VISIBLE_DEVICES=all"
+                    " \\\n    NVIDIA_DRIVER_CAPABILITIES=compute,utility"
+                    if gpu
+                    else ""
+                )
+                # glibc's huge pages (hugepages.py), and the CUDA environment's own
+                # (TensorFlow: a PTX JIT cache that fits)
                 + "".join(
                     f" \\\n    {k}={v}"
                     for k, v in service_variables(spec.requirements.cuda).items()
                 )
-                if gpu
-                else ""
             ),
             uid=USER_ID,
             app_dir=APP_DIR,

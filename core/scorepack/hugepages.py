@@ -1,0 +1,118 @@
+"""The model's memory on transparent huge pages: glibc's ``malloc`` asks the kernel for them.
+
+A CNN's weights and activations are hundreds of megabytes read again on every call; on 4 KiB
+pages each pass walks them through the TLB a page at a time. Linux backs memory with 2 MiB
+pages when a program asks (``madvise``, the default setting of
+``/sys/kernel/mm/transparent_hugepage/enabled`` on most distributions), and the frameworks'
+CPU allocators mostly do not ask: their memory comes from glibc's ``malloc``. glibc 2.35
+and later asks for them itself when the tunable ``glibc.malloc.hugetlb=1`` is set, in the
+``GLIBC_TUNABLES`` environment variable, which glibc reads once, when the process starts.
+
+Measured on this machine (AMD EPYC, 2 cores, ResNet50, the model call alone, fresh
+processes in alternating turns, three each, a first look beside other work;
+``benchmarks/micro/huge_pages.py``, the quiet numbers in ``benchmarks/RESULTS.md``):
+TensorFlow batch 1 31.9 → 27.4 ms; PyTorch batch 8 170 → 158 ms (batch 1 unchanged);
+ONNX Runtime batch 1 19.0 → 17.8 ms (batch 8 unchanged). 300-470 MiB of the process came
+on huge pages instead of 2-8 MiB; resident memory moved by under 1 % (TensorFlow 997
+against 1001 MiB).
+
+So scorepack runs its services with ``glibc.malloc.hugetlb=1``:
+
+* ``scorepack serve`` (the console command or ``python -m scorepack``) re-executes itself
+  once, before it imports anything heavy, with the tunable added to ``GLIBC_TUNABLES``:
+  same process id, same arguments, same environment otherwise (:func:`reexec`);
+* a package's services get it as an environment variable wherever scorepack writes their
+  environment (Azure ML v1 and v2 deployments, the container image, and through it the
+  Kubernetes and KServe manifests; :func:`service_variables`).
+
+Nothing is set when the user's ``GLIBC_TUNABLES`` already names ``glibc.malloc.hugetlb``
+(``glibc.malloc.hugetlb=0`` turns it off), when the kernel's huge pages are ``never``, or
+off Linux and glibc; an older glibc ignores a tunable it does not know. ``/info`` says what
+is in effect (``huge_pages``). A program that loads models in-process
+(``scorepack.load``) starts before scorepack can act: set the variable when starting it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+__all__ = ["TUNABLE", "in_effect", "reexec", "service_variables", "tunables_with_huge_pages"]
+
+#: the glibc tunable, and the value scorepack runs with
+TUNABLE = "glibc.malloc.hugetlb"
+SETTING = f"{TUNABLE}=1"
+#: where Linux says whether programs may ask for transparent huge pages
+THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def user_setting(env: Mapping[str, str]) -> str | None:
+    """The ``glibc.malloc.hugetlb=...`` entry of ``env``'s ``GLIBC_TUNABLES``, if any."""
+    for entry in env.get("GLIBC_TUNABLES", "").split(":"):
+        if entry.split("=", 1)[0].strip() == TUNABLE:
+            return entry.strip()
+    return None
+
+
+def tunables_with_huge_pages(env: Mapping[str, str]) -> str | None:
+    """``GLIBC_TUNABLES`` with scorepack's setting added; None when the user's names it."""
+    if user_setting(env) is not None:
+        return None
+    current = env.get("GLIBC_TUNABLES", "")
+    return f"{current}:{SETTING}" if current else SETTING
+
+
+def kernel_offers(path: str = THP_ENABLED) -> bool:
+    """Whether this Linux lets a program ask for transparent huge pages (``always`` or
+    ``madvise`` selected, shown in brackets); False off Linux or without the file."""
+    try:
+        with open(path, encoding="ascii") as f:
+            modes = f.read()
+    except OSError:
+        return False
+    return "[never]" not in modes and "[" in modes
+
+
+def glibc() -> bool:
+    """Whether this process runs on glibc (whose malloc reads the tunable)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def service_variables() -> dict[str, str]:
+    """What a package's service environment gets (its host's kernel and libc are unknown
+    here; where they cannot use it, glibc and the kernel ignore it)."""
+    return {"GLIBC_TUNABLES": SETTING}
+
+
+def reexec(orig_argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Start this program again with huge pages asked for, when that applies (see the
+    module's docstring); returns only when nothing is to be done."""
+    env = os.environ if env is None else env
+    argv = list(sys.orig_argv if orig_argv is None else orig_argv)
+    tunables = tunables_with_huge_pages(env)
+    if tunables is None or not argv or not sys.platform.startswith("linux"):
+        return
+    if not (glibc() and kernel_offers()):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the same interpreter and the command line it was given (``-m scorepack``, a console
+    # script's path); glibc reads GLIBC_TUNABLES only at start, hence a new image
+    os.execve(sys.executable, argv, {**env, "GLIBC_TUNABLES": tunables})
+
+
+def in_effect(env: Mapping[str, str] | None = None) -> str:
+    """What ``/info`` shows: the tunable this process runs with, or why none."""
+    env = os.environ if env is None else env
+    setting = user_setting(env)
+    if setting is not None:
+        return setting
+    if not (sys.platform.startswith("linux") and glibc()):
+        return "not asked for (not glibc)"
+    if not kernel_offers():
+        return "not asked for (the kernel offers none)"
+    return "not asked for (the process was started without GLIBC_TUNABLES)"
