@@ -1,4 +1,4 @@
-"""The preferred batch size: the batch a model runs fastest per row, measured at warm-up.
+"""The preferred batch size: the batch a model runs fastest per row, tuned under load.
 
 A bigger batch is not always faster per row. On a CPU, PyTorch (and a little TensorFlow)
 run ResNet50 slower per image at batch 32 than at batch 8 (issue 13 measured 31.3 against
@@ -13,19 +13,47 @@ the hard limit: the most the user allows in one model call, and the most one req
 carry in one call (a request of more rows than the preferred size runs whole, alone; one
 of more than ``max_batch_size`` rows is split).
 
-**Off by default; ``preferred_batch_size: auto`` measures it.** In stop 17's quiet
-window the measuring chose unstable sizes on ResNet50 (ONNX Runtime 2, where batch 32 is
-its fastest in-process; TensorFlow 4 in one server and 32 in the next; PyTorch 2, 4 and 8
-across three servers), and ONNX Runtime lost 7 % at c=32 with it. The sizes below 8 run
-within a few per cent of each other per row on a CPU and the sizes are timed one after the
-other, so drift between them decides. The confirmation below steadied the choice, but in
-stop 18's window the sizes it chose still lost under load (ONNX Runtime 4: −6 % at c=32;
-PyTorch 2: −13 % at c=8): it times the model alone, while under load every batch also
-pays the server's own work per call. So the default is ``off`` (batches fill to
-``max_batch_size``, as before) and a fixed size (PyTorch's ResNet50 on two cores:
-``--preferred-batch-size 8``, c=32 42 against 35 requests/s) is the dependable lever.
+**Off by default; ``preferred_batch_size: auto`` measures it, then tunes it under load.**
+Timing the model alone chose sizes that lost under load: in stop 17's quiet window the
+choices were unstable (ONNX Runtime 2, TensorFlow 4 or 32, PyTorch 2, 4 or 8 across
+servers), and in stop 18's, with the confirmation below, ONNX Runtime's 4 lost 6 % at c=32
+and PyTorch's 2 lost 13 % at c=8, while a fixed 8 gained 19 % for PyTorch at c=32 (42
+against 35 requests/s). Under load each call also pays the model thread's own work (gather,
+split, answering) and shares the two cores with decoding: PyTorch's OpenMP workers get
+preempted and each call's barriers stall, so a row costs something else under load than
+alone, and more, smaller calls meet more of it. Hence the tuning under load (below), which
+times the real calls under the real load. The default stays ``off`` (batches fill to
+``max_batch_size``, as before) until a quiet window measures the tuned size against it.
 
-**How ``auto`` chooses.** After the warm-up,
+**Tuning under load** (:class:`LoadTuner`, on the model thread, once the model is ready).
+The warm-up's size (below) is where it starts: nothing better is known before load comes,
+and a low load never leaves it. Each time the model thread comes back for its next batch
+the tuner is told the time and the rows then waiting. *Watching*: once
+:data:`START_STREAK` calls in a row found at least :data:`BACKLOG_ROWS` rows waiting (the
+thread is the bottleneck and batches form), tuning starts; at c=1 it never does. *Tuning*:
+each candidate cap (``max_batch_size`` halving down to 1) gets a turn, in interleaved
+rounds (:data:`ROUNDS`; 32, 16, ..., 1, 32, 16, ...) so that drift in the load weighs on
+all alike; a turn lasts :data:`TURN_CYCLES` counted cycles and at least :data:`TURN_S`.
+A *cycle* is the model thread's time from asking for one batch to asking for the next:
+the gather, the call, the split and answering, and whatever decoding took from its cores
+meanwhile; divided by the rows the batch had, it is the thread's time per row under that
+load. Only a cycle that began with work waiting counts (a thread that waits for traffic
+says nothing about the cap), and not a turn's first (its queue and the decode lookahead,
+two batches, still follow the last cap). A cap larger than the traffic fills still gets
+its turns: its batches are what the queue holds, as with ``off``, and its cycles measure
+that. *Settled*: the candidates with at least :data:`MIN_CYCLES` cycles are compared by
+their median time per row with :func:`choose`'s rules (cap only if the best beats the
+largest by :data:`MARGIN`; then the largest within :data:`NEAR` of the best), the size is
+fixed, and the batcher drops the tuner: a settled server pays nothing per call (while
+tuning, a few attribute reads and one ``perf_counter``). :data:`TUNE_BUDGET_S` or
+:data:`TUNE_BUDGET_CALLS` bound it (the load may leave halfway): then the best so far, or
+the start where no candidate has enough cycles. ResNet50 (ONNX Runtime) on two busy CPU
+cores settled in 16 s of load at c=8; at c=32 the caps of 32 take about a second a call,
+so expect half a minute. It settles once, under
+the load it first meets: a server tuned at c=8 keeps that size at c=32; tuning again when
+the load changes is not done.
+
+**The warm-up's measuring (the start).** After the warm-up,
 on the model thread, before the model reports ready, :func:`measure` times the model's own
 call on zero-filled batches: the largest size first, then halving (32, 16, 8, 4, 2, 1).
 Each size gets one untimed call when the warm-up did not already run it (a new shape's
@@ -59,26 +87,33 @@ batching:``) or a repository's ``model-settings.yaml``. With the warm-up off
 (``ScoringConfig.warmup``) or refused by the model, nothing is measured and batches fill
 to ``max_batch_size``.
 
-**Where it shows.** The load log line (the size and every measured call time), the model's
-metadata (``Scorer.describe()``: ``/info``, ``preferred_batch_size`` and
-``batch_sizing``), and the ``scorepack_preferred_batch_size`` gauge beside
-``scorepack_max_batch_size``. Both hosts (the embedded server, a package's ``init()``
-under azmlinfsrv) load through the same :class:`~scorepack.scorer.Scorer`, so they measure
-and batch the same way.
+**Where it shows.** The load log line (the size and every measured call time), one INFO
+line when tuning settles (the size, the one it replaced, each candidate's time per row,
+cycles and rows per call), the model's metadata (``Scorer.describe()``: ``/info``,
+``preferred_batch_size`` and ``batch_sizing``: ``how`` becomes ``tuned under load``, and
+``under_load`` holds the tuner's state, ``watching``, ``tuning`` or ``settled``, and the
+candidates' measurements), and the ``scorepack_preferred_batch_size`` gauge beside
+``scorepack_max_batch_size`` (the cap in force: while tuning, the candidate's). Both
+hosts (the embedded server, a package's ``init()`` under azmlinfsrv) load through the same
+:class:`~scorepack.scorer.Scorer`, so they measure, tune and batch the same way.
 """
 
 from __future__ import annotations
 
+import statistics
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "CONFIRM_ROUNDS",
     "MARGIN",
     "NEAR",
     "BatchSizing",
+    "LoadStats",
+    "LoadTuner",
     "candidate_sizes",
     "choose",
     "measure",
@@ -105,28 +140,59 @@ SETTLE_BUDGET_S = 3.0
 #: in turns
 CONFIRM_ROUNDS = 2
 
+# --- tuning under load (LoadTuner) ---
+#: consecutive model calls that found at least BACKLOG_ROWS rows waiting before tuning starts
+START_STREAK = 8
+BACKLOG_ROWS = 2
+#: a candidate's turn lasts at least TURN_CYCLES counted cycles and TURN_S seconds; its
+#: first cycle is not counted (the queue and the decode lookahead still follow the last cap)
+TURN_CYCLES = 4
+TURN_S = 0.5
+#: turns per candidate, interleaved (so that drift in the load weighs on all alike)
+ROUNDS = 3
+#: counted cycles a candidate needs to be chosen
+MIN_CYCLES = 6
+#: tuning stops at the best so far after this long or this many model calls
+TUNE_BUDGET_S = 120.0
+TUNE_BUDGET_CALLS = 3000
+
+
+class LoadStats(NamedTuple):
+    """One candidate cap's cycles under load: the median seconds of the model thread's time
+    per row, how many cycles were counted, and the rows per call they averaged (below the
+    cap when the traffic, not the cap, bounded the batches)."""
+
+    seconds_per_row: float
+    cycles: int
+    rows_per_call: float
+
 
 @dataclass(frozen=True)
 class BatchSizing:
     """The preferred batch size and how it came about.
 
-    ``how`` is ``measured``, ``fixed`` (the setting gave a number), ``off`` (the setting),
-    or ``not measured`` (no warm-up, or nothing to choose from); ``seconds`` holds the
-    measured call time per batch size (the minimum of the timed calls).
+    ``how`` is ``measured``, ``tuned under load``, ``fixed`` (the setting gave a number),
+    ``off`` (the setting), or ``not measured`` (no warm-up, or nothing to choose from);
+    ``seconds`` holds the call time per batch size measured at warm-up (the minimum of the
+    timed calls); ``under_load`` each candidate cap's cycles once tuned under load.
     """
 
     size: int
     how: str
     seconds: Mapping[int, float] = field(default_factory=dict)
+    under_load: Mapping[int, LoadStats] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """For the model's metadata: how it was chosen and the milliseconds per call."""
-        return {
+        info: dict[str, Any] = {
             "how": self.how,
             "measured_ms_per_call": {
                 str(rows): round(s * 1000, 3) for rows, s in sorted(self.seconds.items())
             },
         }
+        if self.under_load:
+            info["under_load"] = {"state": "settled", **_load_table(self.under_load)}
+        return info
 
     def summary(self, max_rows: int) -> str:
         """One phrase for the load log line."""
@@ -136,7 +202,22 @@ class BatchSizing:
                 f"{rows} rows {_ms(s)} ms, {rows / s:.0f}/s" if s > 0 else f"{rows} rows"
                 for rows, s in sorted(self.seconds.items(), reverse=True)
             )
+        if self.under_load:
+            text += "; under load: " + ", ".join(
+                f"cap {cap} {_ms(st.seconds_per_row)} ms a row ({st.cycles} calls of "
+                f"{st.rows_per_call:.1f})"
+                for cap, st in sorted(self.under_load.items(), reverse=True)
+            )
         return text + ")"
+
+
+def _load_table(stats: Mapping[int, LoadStats]) -> dict[str, Any]:
+    ordered = sorted(stats.items())
+    return {
+        "ms_per_row": {str(cap): round(st.seconds_per_row * 1000, 3) for cap, st in ordered},
+        "cycles": {str(cap): st.cycles for cap, st in ordered},
+        "rows_per_call": {str(cap): round(st.rows_per_call, 2) for cap, st in ordered},
+    }
 
 
 def _enough(timed: list[float]) -> bool:
@@ -235,3 +316,130 @@ def measure(
                 seconds[rows] = min(seconds[rows], clock() - began)
         chosen = choose(seconds, max_rows, margin)
     return BatchSizing(chosen, "measured", seconds)
+
+
+class LoadTuner:
+    """Chooses the preferred batch size from the model thread's real calls under load.
+
+    The batcher calls :meth:`observe` on its model thread each time it comes back for the
+    next batch, with the time, the rows then waiting and the rows of the call just made,
+    and gathers the next batch with at most the cap it returns. Watching, the cap stays
+    ``start``; after :data:`START_STREAK` calls in a row found at least
+    :data:`BACKLOG_ROWS` rows waiting, each candidate (``max_rows`` halving down to 1)
+    gets interleaved turns (:data:`ROUNDS` each); once every candidate had its turns, or
+    the budget is spent, :meth:`observe` returns the chosen cap with :attr:`settled` set
+    and ``on_settle`` gets the measurements (see the module docstring). Not thread-safe
+    except :meth:`describe`: one thread observes.
+    """
+
+    def __init__(
+        self,
+        start: int,
+        max_rows: int,
+        *,
+        on_settle: Callable[[int, dict[int, LoadStats]], None] | None = None,
+        turn_cycles: int = TURN_CYCLES,
+        turn_s: float = TURN_S,
+        rounds: int = ROUNDS,
+        min_cycles: int = MIN_CYCLES,
+        budget_s: float = TUNE_BUDGET_S,
+        budget_calls: int = TUNE_BUDGET_CALLS,
+        start_streak: int = START_STREAK,
+    ) -> None:
+        self.start = max(1, min(start, max_rows))
+        self.max_rows = max(1, max_rows)
+        self.cap = self.start
+        self.settled = False
+        self.state = "watching"
+        self._on_settle = on_settle
+        self._turn_cycles = turn_cycles
+        self._turn_s = turn_s
+        self._rounds = rounds
+        self._min_cycles = min_cycles
+        self._budget_s = budget_s
+        self._budget_calls = budget_calls
+        self._start_streak = start_streak
+        self._streak = 0
+        self._candidates = candidate_sizes(self.max_rows)
+        self._turn = 0  # index into the candidates × rounds schedule
+        self._turn_began = 0.0
+        self._turn_counted = 0
+        self._turn_first = True  # the turn's first cycle still follows the last cap
+        self._began = 0.0
+        self._calls = 0
+        self._last_entry: float | None = None  # when the last call's batch was asked for
+        self._last_cap = self.cap
+        self._per_row: dict[int, list[float]] = {}
+        self._rows: dict[int, int] = {}
+        self._lock = threading.Lock()  # describe() reads from other threads
+
+    def observe(self, now: float, waiting: int, last_rows: int) -> int:
+        """The model thread asks for its next batch at ``now``, ``waiting`` rows queued;
+        the call before made ``last_rows`` rows. Returns the cap for the next batch."""
+        if self.settled:
+            return self.cap
+        if self.state == "watching":
+            self._streak = self._streak + 1 if waiting >= BACKLOG_ROWS else 0
+            if self._streak >= self._start_streak:
+                self.state = "tuning"
+                self._began = now
+                self._begin_turn(now)
+            return self.cap
+        # the cycle from the last call's ask to this one: the gather, the model call, the
+        # split, and whatever else takes the model thread's cores meanwhile (decoding)
+        last = self._last_entry
+        if last is not None and last_rows > 0 and not self._turn_first:
+            with self._lock:
+                self._per_row.setdefault(self._last_cap, []).append((now - last) / last_rows)
+                self._rows[self._last_cap] = self._rows.get(self._last_cap, 0) + last_rows
+            self._turn_counted += 1
+        self._turn_first = False
+        self._calls += 1
+        if now - self._began >= self._budget_s or self._calls >= self._budget_calls:
+            return self._settle()
+        if self._turn_counted >= self._turn_cycles and now - self._turn_began >= self._turn_s:
+            self._turn += 1
+            if self._turn >= self._rounds * len(self._candidates):
+                return self._settle()
+            self._begin_turn(now)
+        # only a call that finds work waiting starts a counted cycle: an idle thread's wait
+        # for traffic says nothing about the cap
+        self._last_entry = now if waiting > 0 else None
+        self._last_cap = self.cap
+        return self.cap
+
+    def _begin_turn(self, now: float) -> None:
+        self.cap = self._candidates[self._turn % len(self._candidates)]
+        self._turn_began = now
+        self._turn_counted = 0
+        self._turn_first = True
+        self._last_entry = None
+
+    def stats(self) -> dict[int, LoadStats]:
+        """Each candidate's cycles so far."""
+        with self._lock:
+            return {
+                cap: LoadStats(statistics.median(times), len(times), self._rows[cap] / len(times))
+                for cap, times in self._per_row.items()
+                if times
+            }
+
+    def _settle(self) -> int:
+        stats = self.stats()
+        usable = {
+            cap: st.seconds_per_row * cap
+            for cap, st in stats.items()
+            if st.cycles >= self._min_cycles
+        }
+        # nothing measured enough (the load left before the turns were done): keep the start
+        self.cap = choose(usable, self.max_rows) if usable else self.start
+        self.settled = True
+        self.state = "settled"
+        if self._on_settle is not None:
+            self._on_settle(self.cap, stats)
+        return self.cap
+
+    def describe(self) -> dict[str, Any]:
+        """The state (``watching``, ``tuning``, ``settled``), the cap now, and each
+        candidate's cycles so far."""
+        return {"state": self.state, "cap": self.cap, **_load_table(self.stats())}

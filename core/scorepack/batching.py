@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .batch_sizing import LoadTuner
 from .errors import (
     BackendContractError,
     NotReadyError,
@@ -62,7 +63,7 @@ class BatchingConfig:
     ``max_queue_size`` bounds the requests admitted but not yet in a batch;
     ``timeout_ms`` bounds a request's whole wait, from admission to its result.
     ``preferred_batch_size`` is ``off`` (the default: batches fill to ``max_batch_size``),
-    ``auto`` (measured at warm-up) or a number of rows (:mod:`scorepack.batch_sizing`).
+    ``auto`` (tuned under load) or a number of rows (:mod:`scorepack.batch_sizing`).
     """
 
     max_batch_size: int = 32
@@ -206,6 +207,10 @@ class Batcher:
         self._upstream = 0  # admitted, still being decoded
         self._inflight = 0  # admitted, not yet answered by the model (or given up)
         self._last_requests = 0  # requests in the last batch taken (see _next_batch)
+        self._last_rows = 0  # rows in the last batch taken (for the tuner)
+        #: ``preferred_batch_size: auto`` tuning under load; None when not tuning (model
+        #: thread only: batch_sizing.LoadTuner)
+        self._tuner: LoadTuner | None = None
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -242,6 +247,14 @@ class Batcher:
         """Gather batches of at most ``rows`` (the preferred batch size; at most
         :attr:`max_rows`). A single request of more rows still runs whole, alone."""
         self.batch_rows = max(1, min(rows, self.max_rows))
+
+    def set_tuner(self, tuner: LoadTuner | None) -> None:
+        """Let ``tuner`` set the batch cap from the model thread's calls under load until it
+        settles (``preferred_batch_size: auto``; :mod:`scorepack.batch_sizing`). Call it on
+        the model thread (setup) or before :meth:`start`."""
+        self._tuner = tuner
+        if tuner is not None:
+            self.set_batch_rows(tuner.cap)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until setup finished; re-raise its error if it failed."""
@@ -455,6 +468,10 @@ class Batcher:
     def _next_batch(self) -> list[_Work] | None:
         delay = self.config.max_delay_ms / 1000
         with self._cond:
+            if self._tuner is not None:
+                # told when the thread comes back for work, with the rows then waiting
+                # (0: it is about to wait for traffic)
+                self._tune(self._tuner, self._compatible_rows() if self._queue else 0)
             while not self._queue:
                 # on stop, requests still being decoded are let in before the thread ends
                 if self._stopping and self._upstream == 0:
@@ -475,7 +492,14 @@ class Batcher:
                 self._cond.wait(remaining)
             batch = self._take()
             self._last_requests = len(batch)
+            if self._tuner is not None:
+                self._last_rows = sum(w.rows for w in batch)
             return batch
+
+    def _tune(self, tuner: LoadTuner, waiting: int) -> None:
+        self.set_batch_rows(tuner.observe(time.perf_counter(), waiting, self._last_rows))
+        if tuner.settled:
+            self._tuner = None  # settled: the cap stays, and no call pays for tuning again
 
     def _compatible_rows(self) -> int:
         key = self._queue[0].key

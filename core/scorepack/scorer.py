@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend
-from .batch_sizing import BatchSizing, measure
+from .batch_sizing import BatchSizing, LoadStats, LoadTuner, measure
 from .batching import Batcher, BatchResult, Ticket
 from .cancellation import Cancellation
 from .codecs import (
@@ -118,6 +118,8 @@ class Scorer:
         self.load_seconds: float | None = None
         #: the preferred batch size and how it was chosen (set on load)
         self.batch_sizing: BatchSizing | None = None
+        #: preferred_batch_size auto: the tuner until it settles under load (batch_sizing.py)
+        self._tuner: LoadTuner | None = None
         #: decoding off the model's way: bounded lookahead, lower priority (decoding.py)
         # the settings object's decode settings when the caller has them (the CLI, a
         # package's init()), else the SCOREPACK_DECODE_* variables read through it
@@ -191,12 +193,35 @@ class Scorer:
                 warmed.append(rows)
         self.batch_sizing = self._size_batches(warmed)
         self.batcher.set_batch_rows(self.batch_sizing.size)
+        tuning = ""
+        if self.config.batching.preferred_batch_size == "auto" and self.batcher.max_rows > 1:
+            # the warm-up's size is where it starts; the real calls under load decide
+            self._tuner = LoadTuner(
+                self.batch_sizing.size, self.batcher.max_rows, on_settle=self._tuned
+            )
+            self.batcher.set_tuner(self._tuner)
+            tuning = "; tuned under load when load comes"
         self.load_seconds = time.perf_counter() - started
         logger.info(
-            "%s ready in %.2f s (%s; %s)",
+            "%s ready in %.2f s (%s; %s%s)",
             self.name,
             self.load_seconds,
             ", ".join(f"{k}={v}" for k, v in self.backend.describe().items()),
+            self.batch_sizing.summary(self.batcher.max_rows),
+            tuning,
+        )
+
+    def _tuned(self, size: int, stats: dict[int, LoadStats]) -> None:
+        """The tuner settled (on the model thread): the size it chose becomes the
+        preferred batch size everywhere it shows."""
+        before = self.batch_sizing or BatchSizing(self.batcher.max_rows, "not measured")
+        self.batch_sizing = BatchSizing(size, "tuned under load", before.seconds, stats)
+        self._tuner = None
+        logger.info(
+            "%s: preferred batch size %d, tuned under load (was %d; %s)",
+            self.name,
+            size,
+            before.size,
             self.batch_sizing.summary(self.batcher.max_rows),
         )
 
@@ -264,7 +289,7 @@ class Scorer:
             "ready": self.ready,
             "backend": self.backend.describe(),
             "max_batch_size": self.batcher.max_rows,
-            # the batches it forms: measured at warm-up unless fixed (batch_sizing.py)
+            # the batches it forms: tuned under load (auto) unless fixed (batch_sizing.py)
             "preferred_batch_size": self.batcher.batch_rows,
             "max_delay_ms": self.config.batching.max_delay_ms,
             "decode": self.decoder.describe(),
@@ -278,6 +303,9 @@ class Scorer:
             info["classifier_output"] = self.output_plan.classifier
         if self.batch_sizing is not None:
             info["batch_sizing"] = self.batch_sizing.describe()
+            tuner = self._tuner
+            if tuner is not None:
+                info["batch_sizing"]["under_load"] = tuner.describe()
         return info
 
     # --- the request path ------------------------------------------------------------

@@ -246,7 +246,7 @@ class RuntimeSettings(ScorerSettings):
     max_batch_size: int | None = Field(None, ge=1, description="most rows in one model call")
     preferred_batch_size: int | Literal["auto", "off"] | None = Field(
         None,
-        description="rows a batch gathers: auto (measured at warm-up as the fastest per "
+        description="rows a batch gathers: auto (tuned under load to the fastest per "
         "row), off (up to max_batch_size) or N",
     )
     max_delay_ms: float | None = Field(

@@ -165,7 +165,7 @@ def _limit_options(defaults: bool) -> Callable[[F], F]:
         # auto | off | N: one click parameter type that parses as the settings do
         text = (
             "Rows a batch gathers: off fills batches to --max-batch-size; N fixes it; "
-            "auto measures at warm-up which batch size runs fastest per row (at most "
+            "auto tunes it under load to the size fastest per row (at most "
             "--max-batch-size)."
         )
         if defaults:

@@ -102,8 +102,8 @@ class ScorerCollector:
         )
         yield gauge(
             "scorepack_preferred_batch_size",
-            "The most rows a batch gathers: measured at warm-up as the size fastest per row, "
-            "or set (preferred_batch_size).",
+            "The most rows a batch gathers: tuned under load (auto; while tuning, the cap "
+            "being tried), or set (preferred_batch_size).",
             lambda s: float(s.batcher.batch_rows),
         )
         yield gauge(
