@@ -145,6 +145,62 @@ def under_load(
         }
 
 
+#: the "batchauto" part loads a fresh auto server at each level until its batch size was
+#: tuned under load, in runs of --tune seconds, at most this many
+TUNE_RUNS = 8
+
+
+def tuned_under_load(
+    model: models.BenchModel, image: Path, levels: tuple[int, ...], args: Any, label: str
+) -> dict[str, Any]:
+    """``--preferred-batch-size auto``: a fresh server per level (the size is tuned under the
+    load it first meets, then fixed), loaded at that level until ``/info`` says the size was
+    tuned under load (bounded), then measured like the others. Each run carries the size
+    it ran with; ``tuning`` what ``/info`` said (the candidates' cycles under load)."""
+    runs, tuning, ready, peak = [], [], [], []
+    for c in levels:
+        with servers.embedded(model, "--preferred-batch-size", "auto") as server:
+            began = time.monotonic()
+            sizing = server.info().get("batch_sizing", {})
+            tries = 0
+            # c=1 forms no backlog: nothing is tuned there (the warm-up's size serves)
+            while c > 1 and sizing.get("how") != "tuned under load" and tries < TUNE_RUNS:
+                servers.load(server.url, image, c, args.tune, 0.5)
+                sizing = server.info().get("batch_sizing", {})
+                tries += 1
+            tuned_s = round(time.monotonic() - began, 1)
+            result = servers.load(server.url, image, c, args.duration, args.warmup)
+            preferred = server.preferred_batch_size()
+            result["preferred_batch_size"] = preferred
+            _say(
+                f"  {label}: c={c} {result['rps']:.1f} req/s, preferred batch size "
+                f"{preferred} ({sizing.get('how')}, after {tuned_s} s of tuning load)"
+            )
+            runs.append(result)
+            tuning.append(
+                {
+                    "concurrency": c,
+                    "tuning_load_s": tuned_s,
+                    "preferred_batch_size": preferred,
+                    "batch_sizing": sizing,
+                }
+            )
+            ready.append(server.ready_s)
+            peak.append(server.peak_rss_mib())
+    return {
+        "server": "embedded",
+        "label": label,
+        "device": model.device,
+        "options": list(model.options),
+        "ready_s": max((r for r in ready if r is not None), default=None),
+        # the size the last level's server settled on (each run has its own)
+        "preferred_batch_size": runs[-1]["preferred_batch_size"] if runs else None,
+        "peak_rss_mib": max(peak, default=0.0),
+        "runs": runs,
+        "tuning": tuning,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -162,15 +218,23 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma list: limits,embedded,exact,giveway,batchauto,azureml,baseline,tiny,decode,"
-        "protocols (default: all but giveway and batchauto, the A/Bs of the decode stage "
-        "against how it was before and of a measured preferred batch size against the "
-        "default's full batches)",
+        help="comma list: limits,embedded,exact,giveway,batchauto,batch8,azureml,baseline,tiny,"
+        "decode,protocols (default: all but giveway, batchauto and batch8, the A/Bs of the "
+        "decode stage against how it was before and of a preferred batch size tuned under "
+        "load (a fresh server per level) or fixed at 8 against the default's full batches)",
+    )
+    parser.add_argument(
+        "--tune",
+        type=float,
+        default=None,
+        help="batchauto: seconds per tuning run before the measured one (default 15; "
+        f"--quick 3), at most {TUNE_RUNS} runs",
     )
     parser.add_argument("--label", default="", help="a note stored with the results")
     args = parser.parse_args()
     args.duration = args.duration or (4.0 if args.quick else 12.0)
     args.warmup = 1.0 if args.quick else 3.0
+    args.tune = args.tune or (3.0 if args.quick else 15.0)
     seconds = 2.0 if args.quick else 6.0
     parts = set(filter(None, args.only.split(","))) or {
         "limits",
@@ -214,6 +278,7 @@ def main() -> None:
         "exact",
         "giveway",
         "batchauto",
+        "batch8",
         "azureml",
         "baseline",
     }
@@ -236,17 +301,20 @@ def main() -> None:
                     model,
                 )
             )
-        # batches of the size measured at warm-up (--preferred-batch-size auto) against the
-        # default's batches filled to --max-batch-size (the "batchauto" part's A/B)
+        # batches of the size tuned under load (--preferred-batch-size auto), or fixed at 8,
+        # against the default's batches filled to --max-batch-size ("embedded")
         if "batchauto" in parts:
+            label = f"{backend} embedded, preferred batch size auto"
+            results["servers"].append(tuned_under_load(model, sample, CONCURRENCY, args, label))
+        if "batch8" in parts:
             results["servers"].append(
                 under_load(
                     "embedded",
-                    servers.embedded(model, "--preferred-batch-size", "auto"),
+                    servers.embedded(model, "--preferred-batch-size", "8"),
                     sample,
                     CONCURRENCY,
                     args,
-                    f"{backend} embedded, preferred batch size auto",
+                    f"{backend} embedded, preferred batch size 8",
                     model,
                 )
             )

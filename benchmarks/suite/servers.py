@@ -61,6 +61,14 @@ class Running:
                 return next((int(s.value) for s in family.samples), None)
         return None
 
+    def info(self) -> dict[str, Any]:
+        """The server's ``/info`` (one model's metadata), or {} where it answers none."""
+        try:
+            reply = httpx.get(f"{self.url}/info", timeout=10)
+            return dict(reply.json()) if reply.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return {}
+
     def peak_rss_mib(self) -> float:
         """The largest peak RSS (VmHWM) among the server's processes."""
         peaks = [_vm_hwm(pid) for pid in _tree(self.proc.pid)]
