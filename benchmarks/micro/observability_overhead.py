@@ -33,7 +33,7 @@ instead of ``/score`` (gRPC: the servers get ``--grpc-port``). Needs a quiet mac
 ``--rounds 1 --duration 3`` only checks that it runs.
 
 On a small machine the fresh server per round and the Python load generator make the
-tiny model's A/B a draw of a few per cent either way; ``observability_paired`` measures
+tiny model's A/B a draw of a few per cent either way; ``paired_ab`` measures
 the same arms in pairs of live servers under h2load and gives an interval.
 """
 
