@@ -106,3 +106,15 @@ def test_serve_runs_with_huge_pages_asked_for(identity_path: Path, user: str | N
 
 def test_a_packages_service_environment_asks_for_huge_pages() -> None:
     assert service_variables(None) == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+
+
+@linux_glibc
+def test_a_failed_restart_serves_on_as_started(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(*_: object) -> None:
+        raise PermissionError("no exec here")
+
+    monkeypatch.setattr(hugepages.os, "execve", refused)
+    hugepages.reexec(["python", "-m", "scorepack", "serve"], {})  # returns: serves on
+    assert "no exec here" in caplog.text

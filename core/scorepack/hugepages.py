@@ -34,11 +34,14 @@ is in effect (``huge_pages``). A program that loads models in-process
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 
 __all__ = ["TUNABLE", "in_effect", "reexec", "service_variables", "tunables_with_huge_pages"]
+
+logger = logging.getLogger("scorepack.hugepages")
 
 #: the glibc tunable, and the value scorepack runs with
 TUNABLE = "glibc.malloc.hugetlb"
@@ -102,7 +105,10 @@ def reexec(orig_argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     sys.stderr.flush()
     # the same interpreter and the command line it was given (``-m scorepack``, a console
     # script's path); glibc reads GLIBC_TUNABLES only at start, hence a new image
-    os.execve(sys.executable, argv, {**env, "GLIBC_TUNABLES": tunables})
+    try:
+        os.execve(sys.executable, argv, {**env, "GLIBC_TUNABLES": tunables})
+    except OSError as exc:  # e.g. the interpreter moved: serve as started, say why
+        logger.warning("could not start again with glibc's huge pages: %s", exc)
 
 
 def in_effect(env: Mapping[str, str] | None = None) -> str:
