@@ -33,6 +33,8 @@ lower end is at least 0.98; the median alone meeting it is reported as ``median_
 
     .venv/bin/python -m benchmarks.micro.paired_ab                          # ~8 min
     .venv/bin/python -m benchmarks.micro.paired_ab --compare huge-pages
+    .venv/bin/python -m benchmarks.micro.paired_ab --compare huge-pages \\
+        --model resnet50-pytorch -c 32 --pairs 2 --turns 4 --requests 400 --warmup 100
     .venv/bin/python -m benchmarks.micro.paired_ab --pairs 1 --turns 2 --requests 500
 """
 
@@ -242,6 +244,12 @@ def summarise(pairs: list[dict[str, Any]], compare: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare", choices=tuple(COMPARISONS), default="observability")
+    parser.add_argument(
+        "--model",
+        choices=("tiny", "resnet50-onnx", "resnet50-pytorch", "resnet50-tensorflow"),
+        default="tiny",
+        help="what is served (default: the tiny model, whose cost is the server's own)",
+    )
     parser.add_argument("--pairs", type=int, default=8, help="fresh server pairs (default 8)")
     parser.add_argument("--turns", type=int, default=8, help="turns per arm and pair")
     parser.add_argument("--requests", type=int, default=6000, help="requests per turn")
@@ -250,11 +258,14 @@ def main() -> None:
     parser.add_argument("--scrape", type=float, default=5.0, help="seconds between scrapes")
     args = parser.parse_args()
     tool = ensure_h2load()
-    model = models.tiny_tensorflow()
+    if args.model == "tiny":
+        model, image = models.tiny_tensorflow(), models.small_image()
+    else:  # resnet50-BACKEND: the suite's ResNet50 and its sample photo
+        model, image = models.resnet50(args.model.split("-", 1)[1]), models.SAMPLE
     pairs = []
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "score.bin"
-        body.write_bytes(models.small_image().read_bytes())
+        body.write_bytes(image.read_bytes())
         for i in range(args.pairs):
             pair = one_pair(tool, model, body, args)
             pairs.append(pair)
