@@ -31,7 +31,7 @@ from serving_helpers import scoring_config
 Cost = Callable[[int], float]
 
 
-def drive(tuner: LoadTuner, cost: Cost, *, waiting: int = 1000, calls: int = 5000) -> list[int]:
+def drive(tuner: LoadTuner, cost: Cost, *, waiting: int = 64, calls: int = 5000) -> list[int]:
     """A model thread under a steady backlog of ``waiting`` rows: each call takes
     ``cost(rows)`` seconds. Returns the cap of every call made, until the tuner settled."""
     now, last_rows, caps = 0.0, 0, []
@@ -60,9 +60,9 @@ def test_it_settles_on_the_cap_with_the_fewest_seconds_a_row_under_load() -> Non
         assert stats[best].seconds_per_row == pytest.approx(0.001)
 
 
-def test_candidates_take_interleaved_turns_and_the_first_cycle_of_a_turn_is_not_counted() -> None:
+def test_candidates_take_interleaved_turns_after_serving_the_rows_queued_before() -> None:
     tuner = LoadTuner(2, 8, turn_cycles=2, turn_s=0.0, rounds=2, min_cycles=1)
-    caps = drive(tuner, lambda rows: 0.001 * rows)
+    caps = drive(tuner, lambda rows: 0.001 * rows, waiting=8)
     # watching at the start size until the backlog held for START_STREAK calls: the call
     # that completes the streak is the first of the first turn
     first = START_STREAK - 1
@@ -72,8 +72,10 @@ def test_candidates_take_interleaved_turns_and_the_first_cycle_of_a_turn_is_not_
         if cap != turns[-1]:
             turns.append(cap)
     assert turns == [8, 4, 2, 1, 8, 4, 2, 1]
-    # each turn: one call not counted (the switch), then turn_cycles counted
+    # each turn: the calls that serve the 8 rows queued at the switch are not counted
+    # (one of 8 rows, two of 4, ...), then turn_cycles are
     assert caps[first : first + 4] == [8, 8, 8, 4]
+    assert caps[first + 3 : first + 8] == [4, 4, 4, 4, 2]
     assert all(s.cycles == 2 * 2 for s in tuner.stats().values())
 
 
@@ -114,13 +116,14 @@ def test_no_backlog_no_tuning() -> None:
 def test_a_thread_waiting_for_traffic_counts_no_cycle() -> None:
     tuner = LoadTuner(8, 8, turn_cycles=2, turn_s=0.0, rounds=1, min_cycles=1, budget_s=1e6)
     for now in range(START_STREAK):
-        tuner.observe(float(now), 100, 8)
+        tuner.observe(float(now), 8, 8)
     assert tuner.state == "tuning" and tuner.cap == 8
     t = 100.0
-    tuner.observe(t, 100, 8)  # the turn's first call: not counted
-    tuner.observe(t + 1, 0, 8)  # its cycle counts; the next call waits for traffic...
-    tuner.observe(t + 60, 100, 8)  # ...so the minute it idled counts nowhere
-    tuner.observe(t + 61, 100, 8)
+    # the turn's first call served the 8 rows queued before it: not counted
+    tuner.observe(t, 8, 8)
+    tuner.observe(t + 1, 0, 8)  # this cycle counts; the next call waits for traffic...
+    tuner.observe(t + 60, 8, 8)  # ...so the minute it idled counts nowhere
+    tuner.observe(t + 61, 8, 8)
     stats = tuner.stats()[8]
     assert stats.cycles == 2 and stats.seconds_per_row == pytest.approx(1 / 8)
 
@@ -128,13 +131,13 @@ def test_a_thread_waiting_for_traffic_counts_no_cycle() -> None:
 def test_the_budget_settles_on_the_best_so_far_or_keeps_the_start() -> None:
     # ten calls' budget: only 32 and 16 had turns; 16 is four times cheaper a row
     tuner = LoadTuner(2, 32, turn_cycles=3, turn_s=0.0, min_cycles=3, budget_calls=10)
-    drive(tuner, per_row_best_at(16, elsewhere_ms=4.0))
+    drive(tuner, per_row_best_at(16, elsewhere_ms=4.0), waiting=32)
     stats = tuner.stats()
-    assert tuner.cap == 16 and stats[32].cycles == stats[16].cycles == 3
+    assert tuner.cap == 16 and stats[32].cycles == stats[16].cycles == 3 and tuner.decided
     # the budget in seconds, spent before any cap had enough cycles: the start stays
     tuner = LoadTuner(2, 32, min_cycles=50, budget_s=1.0)
     drive(tuner, lambda rows: 0.1)
-    assert tuner.cap == 2 and tuner.settled
+    assert tuner.cap == 2 and tuner.settled and not tuner.decided
 
 
 def test_it_reports_settling_once_and_then_costs_nothing() -> None:
@@ -200,8 +203,8 @@ def test_a_batcher_under_backlog_settles_on_the_engineered_best() -> None:
         return {"y": x}
 
     settled = threading.Event()
-    tuner = quick_tuner()(1, 16, on_settle=lambda cap, stats: settled.set())
-    batcher = Batcher(run, BatchingConfig(max_batch_size=16, max_delay_ms=0))
+    tuner = quick_tuner()(1, 8, on_settle=lambda cap, stats: settled.set())
+    batcher = Batcher(run, BatchingConfig(max_batch_size=8, max_delay_ms=0))
     batcher.set_tuner(tuner)
     batcher.start()
     assert batcher.wait_ready(30)
@@ -209,7 +212,7 @@ def test_a_batcher_under_backlog_settles_on_the_engineered_best() -> None:
     def submit() -> Future[BatchResult]:
         return batcher.admit().submit({"x": np.zeros((1, 2), np.float32)}, 1)
 
-    backlog = Backlog(submit, outstanding=48)
+    backlog = Backlog(submit, outstanding=12)
     try:
         assert settled.wait(120), tuner.describe()
     finally:
@@ -219,7 +222,7 @@ def test_a_batcher_under_backlog_settles_on_the_engineered_best() -> None:
     assert tuner.cap == FAST_ROWS and batcher.batch_rows == FAST_ROWS, tuner.describe()
     assert batcher._tuner is None  # settled: nothing runs per call any more
     stats = tuner.stats()
-    assert set(stats) == {16, 8, 4, 2, 1}
+    assert set(stats) == {8, 4, 2, 1}
     # under the backlog every cap bound its batches
     assert all(s.rows_per_call == cap for cap, s in stats.items())
 
@@ -254,7 +257,7 @@ def test_a_scorer_tunes_under_load_and_shows_it(
         def submit() -> Future[BatchResult]:
             return batcher.admit().submit({"x": np.ones((1, 2), np.float32)}, 1)
 
-        backlog = Backlog(submit, outstanding=48)
+        backlog = Backlog(submit, outstanding=12)
         try:
             for _ in range(12_000):  # bounded: 120 s
                 if scorer.batch_sizing is not None and scorer.batch_sizing.how != "measured":

@@ -28,30 +28,30 @@ times the real calls under the real load. The default stays ``off`` (batches fil
 **Tuning under load** (:class:`LoadTuner`, on the model thread, once the model is ready).
 The warm-up's size (below) is where it starts: nothing better is known before load comes,
 and a low load never leaves it. Each time the model thread comes back for its next batch
-the tuner is told the time and the rows then waiting. *Watching*: once
-:data:`START_STREAK` calls in a row found at least :data:`BACKLOG_ROWS` rows waiting (the
-thread is the bottleneck and batches form), tuning starts; at c=1 it never does. *Tuning*:
-each candidate cap (``max_batch_size`` halving down to 1) gets a turn, in interleaved
-rounds (:data:`ROUNDS`; 32, 16, ..., 1, 32, 16, ...) so that drift in the load weighs on
-all alike; a turn lasts :data:`TURN_CYCLES` counted cycles and at least :data:`TURN_S`.
-A *cycle* is the model thread's time from asking for one batch to asking for the next:
-the gather, the call, the split and answering, and whatever decoding took from its cores
+the tuner is told the time and the rows then waiting. *Watching*: once :data:`START_STREAK`
+calls in a row found at least :data:`BACKLOG_ROWS` rows waiting (the thread is the
+bottleneck and batches form), tuning starts; at c=1 it never does. *Tuning*: each candidate
+cap (``max_batch_size`` halving down to 1) gets a turn, in interleaved rounds
+(:data:`ROUNDS`; 32, 16, ..., 1, 32, 16, ...) so that drift in the load weighs on all
+alike; a turn lasts :data:`TURN_CYCLES` counted cycles and at least :data:`TURN_S`. A
+*cycle* is the model thread's time from asking for one batch to asking for the next: the
+gather, the call, the split and answering, and whatever decoding took from its cores
 meanwhile; divided by the rows the batch had, it is the thread's time per row under that
 load. Only a cycle that began with work waiting counts (a thread that waits for traffic
-says nothing about the cap), and not a turn's first (its queue and the decode lookahead,
-two batches, still follow the last cap). A cap larger than the traffic fills still gets
-its turns: its batches are what the queue holds, as with ``off``, and its cycles measure
-that. *Settled*: the candidates with at least :data:`MIN_CYCLES` cycles are compared by
-their median time per row with :func:`choose`'s rules (cap only if the best beats the
-largest by :data:`MARGIN`; then the largest within :data:`NEAR` of the best), the size is
-fixed, and the batcher drops the tuner: a settled server pays nothing per call (while
-tuning, a few attribute reads and one ``perf_counter``). :data:`TUNE_BUDGET_S` or
-:data:`TUNE_BUDGET_CALLS` bound it (the load may leave halfway): then the best so far, or
-the start where no candidate has enough cycles. ResNet50 (ONNX Runtime) on two busy CPU
-cores settled in 16 s of load at c=8; at c=32 the caps of 32 take about a second a call,
-so expect half a minute. It settles once, under
-the load it first meets: a server tuned at c=8 keeps that size at c=32; tuning again when
-the load changes is not done.
+says nothing about the cap), and only once the rows queued when the turn began have been
+served: they were decoded under the last cap's decode lookahead (two of its batches), and a
+small cap after a large one would first run them without the decoding beside it. A cap
+larger than the traffic fills still gets its turns: its batches are what the queue holds,
+as with ``off``, and its cycles measure that. *Settled*: the candidates with at least
+:data:`MIN_CYCLES` cycles are compared by their median time per row with :func:`choose`'s
+rules (cap only if the best beats the largest by :data:`MARGIN`; then the largest within
+:data:`NEAR` of the best), the size is fixed, and the batcher drops the tuner: a settled
+server pays nothing per call (while tuning, a few attribute reads and one
+``perf_counter``). :data:`TUNE_BUDGET_S` or :data:`TUNE_BUDGET_CALLS` bound it (the load
+may leave halfway): then the best so far, or the start where no candidate has enough
+cycles. ResNet50 (ONNX Runtime) on two busy CPU cores settled in about 17 s of load, at c=8
+and at c=32 alike. It settles once, under the load it first meets: a server tuned at c=8
+keeps that size at c=32; tuning again when the load changes is not done.
 
 **The warm-up's measuring (the start).** After the warm-up,
 on the model thread, before the model reports ready, :func:`measure` times the model's own
@@ -144,8 +144,8 @@ CONFIRM_ROUNDS = 2
 #: consecutive model calls that found at least BACKLOG_ROWS rows waiting before tuning starts
 START_STREAK = 8
 BACKLOG_ROWS = 2
-#: a candidate's turn lasts at least TURN_CYCLES counted cycles and TURN_S seconds; its
-#: first cycle is not counted (the queue and the decode lookahead still follow the last cap)
+#: a candidate's turn lasts at least TURN_CYCLES counted cycles and TURN_S seconds; cycles
+#: count once the rows queued at its start are served (they followed the last cap)
 TURN_CYCLES = 4
 TURN_S = 0.5
 #: turns per candidate, interleaved (so that drift in the load weighs on all alike)
@@ -350,6 +350,8 @@ class LoadTuner:
         self.max_rows = max(1, max_rows)
         self.cap = self.start
         self.settled = False
+        #: settled on measurements (False: the budget ran out first, the start stays)
+        self.decided = False
         self.state = "watching"
         self._on_settle = on_settle
         self._turn_cycles = turn_cycles
@@ -364,7 +366,8 @@ class LoadTuner:
         self._turn = 0  # index into the candidates × rounds schedule
         self._turn_began = 0.0
         self._turn_counted = 0
-        self._turn_first = True  # the turn's first cycle still follows the last cap
+        self._flush = 0  # rows waiting when the turn began: served before cycles count
+        self._served = 0  # rows served in this turn
         self._began = 0.0
         self._calls = 0
         self._last_entry: float | None = None  # when the last call's batch was asked for
@@ -383,17 +386,17 @@ class LoadTuner:
             if self._streak >= self._start_streak:
                 self.state = "tuning"
                 self._began = now
-                self._begin_turn(now)
+                self._begin_turn(now, waiting)
             return self.cap
         # the cycle from the last call's ask to this one: the gather, the model call, the
         # split, and whatever else takes the model thread's cores meanwhile (decoding)
         last = self._last_entry
-        if last is not None and last_rows > 0 and not self._turn_first:
+        if last is not None and last_rows > 0:
             with self._lock:
                 self._per_row.setdefault(self._last_cap, []).append((now - last) / last_rows)
                 self._rows[self._last_cap] = self._rows.get(self._last_cap, 0) + last_rows
             self._turn_counted += 1
-        self._turn_first = False
+        self._served += last_rows
         self._calls += 1
         if now - self._began >= self._budget_s or self._calls >= self._budget_calls:
             return self._settle()
@@ -401,18 +404,22 @@ class LoadTuner:
             self._turn += 1
             if self._turn >= self._rounds * len(self._candidates):
                 return self._settle()
-            self._begin_turn(now)
-        # only a call that finds work waiting starts a counted cycle: an idle thread's wait
-        # for traffic says nothing about the cap
-        self._last_entry = now if waiting > 0 else None
+            self._begin_turn(now, waiting)
+        # a counted cycle begins only with work waiting (an idle thread's wait for traffic
+        # says nothing about the cap), and only once the rows queued before the turn are
+        # served (they were decoded under the last cap's lookahead, two of its batches: a
+        # small cap after a large one would run first without the decoding beside it)
+        clean = waiting > 0 and self._served >= self._flush
+        self._last_entry = now if clean else None
         self._last_cap = self.cap
         return self.cap
 
-    def _begin_turn(self, now: float) -> None:
+    def _begin_turn(self, now: float, waiting: int) -> None:
         self.cap = self._candidates[self._turn % len(self._candidates)]
         self._turn_began = now
         self._turn_counted = 0
-        self._turn_first = True
+        self._flush = waiting
+        self._served = 0
         self._last_entry = None
 
     def stats(self) -> dict[int, LoadStats]:
@@ -433,6 +440,7 @@ class LoadTuner:
         }
         # nothing measured enough (the load left before the turns were done): keep the start
         self.cap = choose(usable, self.max_rows) if usable else self.start
+        self.decided = bool(usable)
         self.settled = True
         self.state = "settled"
         if self._on_settle is not None:

@@ -215,12 +215,16 @@ class Scorer:
         """The tuner settled (on the model thread): the size it chose becomes the
         preferred batch size everywhere it shows."""
         before = self.batch_sizing or BatchSizing(self.batcher.max_rows, "not measured")
-        self.batch_sizing = BatchSizing(size, "tuned under load", before.seconds, stats)
+        # the budget may run out before any candidate had enough cycles: the start stays
+        decided = self._tuner is not None and self._tuner.decided
+        how = "tuned under load" if decided else before.how
+        self.batch_sizing = BatchSizing(size, how, before.seconds, stats)
         self._tuner = None
         logger.info(
-            "%s: preferred batch size %d, tuned under load (was %d; %s)",
+            "%s: preferred batch size %d, %s (was %d; %s)",
             self.name,
             size,
+            "tuned under load" if decided else "not tuned: the load left before the turns ended",
             before.size,
             self.batch_sizing.summary(self.batcher.max_rows),
         )
