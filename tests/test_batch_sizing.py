@@ -363,3 +363,13 @@ def test_the_suite_reports_each_servers_preferred_batch_size() -> None:
     ) in text
     assert "| pytorch embedded | 32 | 43.0 | 1.0 | 0.0 | 0 | - | 8 |" in text
     assert "| article baseline | 32 | 20.0 | 1.0 | 0.0 | 0 | - | - |" in text
+    # batchauto's runs come from a server per level, each with the size it settled on
+    auto = server("pytorch embedded, preferred batch size auto", "embedded", 40.0, 16)
+    auto["runs"] = [
+        dict(auto["runs"][0], concurrency=8, preferred_batch_size=4),
+        dict(auto["runs"][0], preferred_batch_size=16),
+    ]
+    text = report.markdown(dict(results, servers=[*results["servers"], auto]))
+    label = "pytorch embedded, preferred batch size auto"
+    assert f"| {label} | 8 | 40.0 | 1.0 | 0.0 | 0 | - | 4 |" in text
+    assert f"| {label} | 32 | 40.0 | 1.0 | 0.0 | 0 | - | 16 |" in text

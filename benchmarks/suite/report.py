@@ -290,7 +290,8 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{r['latency_ms'].get('p99', 0):.1f}",
                     str(r["errors"]),
                     _sizes(r.get("batch_sizes", {})),
-                    str(s.get("preferred_batch_size") or "-"),
+                    # a run's own size where it has one (batchauto: a server per level)
+                    str(r.get("preferred_batch_size") or s.get("preferred_batch_size") or "-"),
                     str(s["ready_s"]),
                     str(s["peak_rss_mib"]),
                 ]
