@@ -8,6 +8,9 @@ shares the server's cores, and a fresh process is itself a draw (the same server
 again, moved its rate by several per cent, and its model call by ±1.5 ms on ResNet50, stop
 18), so five rounds a side could not tell a 2 % cost from luck.
 
+``--compare metrics`` (off against metrics on, no access lines) and ``--compare
+access-log`` (metrics on, then access lines added) split that cost in two.
+
 ``--compare huge-pages``: ``off`` runs with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=0``,
 ``on`` as scorepack starts itself (``=1``, :mod:`scorepack.hugepages`).
 
@@ -66,6 +69,9 @@ HERE = Path(__file__).resolve().parents[2]
 #: what each comparison's two arms add: serve options and environment variables
 COMPARISONS: dict[str, dict[str, tuple[tuple[str, ...], dict[str, str]]]] = {
     "observability": {"off": (ARMS["off"], {}), "on": (ARMS["on"], {})},
+    # the two halves of it: metrics alone, then access lines on top of metrics
+    "metrics": {"off": (ARMS["off"], {}), "on": (ARMS["metrics"], {})},
+    "access-log": {"off": (ARMS["metrics"], {}), "on": (ARMS["on"], {})},
     "huge-pages": {"off": ((), {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}), "on": ((), {})},
 }
 
@@ -173,7 +179,9 @@ def one_pair(tool: str, model: Any, body: Path, args: argparse.Namespace) -> dic
             n: Target("score", f"{url}/score", ("content-type: image/jpeg",), body, True)
             for n, (url, _) in running.items()
         }
-        scraper = _Scraper(running["on"][0], args.scrape)
+        # a Prometheus scrapes every server whose metrics are on (both, in access-log)
+        scraped = {"observability": ("on",), "metrics": ("on",), "access-log": ("off", "on")}
+        scrapers = {n: _Scraper(running[n][0], args.scrape) for n in scraped.get(args.compare, ())}
         sent = {"off": 0, "on": 0}
         for name in turns:  # warm-up, not recorded
             h2load(tool, target[name], args.concurrency, args.warmup, timeout=600)
@@ -182,16 +190,16 @@ def one_pair(tool: str, model: Any, body: Path, args: argparse.Namespace) -> dic
             for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
                 pid = running[name][1]
                 cpu = _server_cpu(pid)
-                scraped = name == "on" and args.compare == "observability"
-                with scraper.turn() if scraped else _nothing():
+                with scrapers[name].turn() if name in scrapers else _nothing():
                     run = h2load(tool, target[name], args.concurrency, args.requests, 600)
                 cpu = _server_cpu(pid) - cpu
                 sent[name] += args.requests
                 turns[name].append({"rps": run["rps"], "server_cpu_ms": 1000 * cpu / args.requests})
         time.sleep(1.0)  # the access lines' writer flushes at least once a second
         lines = {n: _access_lines(logs[n]) for n in turns}
-    # observability off writes none; every other arm one per request
-    want = {n: 0 if args.compare == "observability" and n == "off" else sent[n] for n in sent}
+    # an arm with --no-access-log writes none; every other arm one per request
+    quiet = {"observability": {"off"}, "metrics": {"off", "on"}, "access-log": {"off"}}
+    want = {n: 0 if n in quiet.get(args.compare, set()) else sent[n] for n in sent}
     if lines != want:
         raise SystemExit(f"access lines {lines} for requests sent {sent}")
     ratios = [on["rps"] / off["rps"] for on, off in zip(turns["on"], turns["off"], strict=True)]
@@ -206,7 +214,7 @@ def one_pair(tool: str, model: Any, body: Path, args: argparse.Namespace) -> dic
         "on_rps": statistics.median(t["rps"] for t in turns["on"]),
         "off_cpu_ms": statistics.median(t["server_cpu_ms"] for t in turns["off"]),
         "on_cpu_ms": statistics.median(t["server_cpu_ms"] for t in turns["on"]),
-        "scrapes": scraper.done,
+        "scrapes": {n: scraper.done for n, scraper in scrapers.items()},
         "turn_ratios": [round(r, 4) for r in ratios],
     }
 
