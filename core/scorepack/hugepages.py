@@ -8,13 +8,16 @@ CPU allocators mostly do not ask: their memory comes from glibc's ``malloc``. gl
 and later asks for them itself when the tunable ``glibc.malloc.hugetlb=1`` is set, in the
 ``GLIBC_TUNABLES`` environment variable, which glibc reads once, when the process starts.
 
-Measured on this machine (AMD EPYC, 2 cores, ResNet50, the model call alone, fresh
-processes in alternating turns, three each, a first look beside other work;
-``benchmarks/micro/huge_pages.py``, the quiet numbers in ``benchmarks/RESULTS.md``):
-TensorFlow batch 1 31.9 → 27.4 ms; PyTorch batch 8 170 → 158 ms (batch 1 unchanged);
-ONNX Runtime batch 1 19.0 → 17.8 ms (batch 8 unchanged). 300-470 MiB of the process came
-on huge pages instead of 2-8 MiB; resident memory moved by under 1 % (TensorFlow 997
-against 1001 MiB).
+Measured on this machine (AMD EPYC, 2 cores, ResNet50, quiet; ``benchmarks/RESULTS.md``,
+stop 19). The model call alone (``benchmarks/micro/huge_pages.py``: fresh processes in
+alternating turns, medians of three): PyTorch batch 8 165.4 → 149.9 ms (−9 %), batch 1
+26.2 → 25.7; TensorFlow batch 1 31.8 → 27.5 ms (−13 %), batch 8 167.0 → 156.2; ONNX
+Runtime batch 8 129.0 → 124.4 ms (−4 %), batch 1 unchanged. The server at c=32
+(``benchmarks/micro/paired_ab.py --compare huge-pages``, live servers in alternating
+turns): PyTorch 1.12 × the requests a second (every one of 8 turns ahead), TensorFlow
+1.02 ×; a tiny model, where the server's own work dominates, 0.99 ×. The price is memory:
+288-472 MiB of the process on huge pages instead of 2-8 MiB, resident memory +31 MiB for
+PyTorch (428 → 459), +32 for ONNX Runtime (416 → 448), +15 for TensorFlow (991 → 1006).
 
 So scorepack runs its services with ``glibc.malloc.hugetlb=1``:
 
