@@ -26,10 +26,12 @@ times the real calls under the real load. Stop 19's quiet window (ResNet50, a fr
 server per level, measured after tuning settled): PyTorch tuned to 16 and served 43.3
 requests/s at c=32 against 39.0 with ``off`` and 42.0 with a fixed 8; ONNX Runtime and
 TensorFlow tuned to 32, which is ``off``'s batch (ONNX 56.6 against 54.2, TensorFlow 46.5
-against 45.8 at c=32: the process draw). So the tuned size no longer loses, and finds
-PyTorch's gain. The default still stays ``off`` (batches fill to ``max_batch_size``): the
-tuning itself serves the first backlog for 15–35 s at every candidate, the poor ones (1, 2)
-included, and it settles once; one window has measured it.
+against 45.8 at c=32: the process draw). A second PyTorch run settled on 16 again: 39.6
+against 37.6 with ``off`` and 44.9 with a fixed 8. So the tuned size no longer loses and
+finds most of PyTorch's gain, but "the largest size within :data:`NEAR` of the best" took
+16 where 8 was as good or better. The default still stays ``off`` (batches fill to
+``max_batch_size``): the tuning itself serves the first backlog for 15–35 s at every
+candidate, the poor ones (1, 2) included, and it settles once; one window measured it.
 
 **Tuning under load** (:class:`LoadTuner`, on the model thread, once the model is ready).
 The warm-up's size (below) is where it starts: nothing better is known before load comes,
