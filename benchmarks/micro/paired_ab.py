@@ -12,7 +12,7 @@ again, moved its rate by several per cent, and its model call by ±1.5 ms on Res
 access-log`` (metrics on, then access lines added) split that cost in two.
 
 ``--compare huge-pages``: ``off`` runs with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=0``,
-``on`` as scorepack starts itself (``=1``, :mod:`scorepack.hugepages`).
+``on`` with ``=1``, what scorepack's services run with (:mod:`scorepack.hugepages`).
 
 Both are measured so that the load generator and the process draw are separated from the
 difference:
@@ -46,15 +46,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +62,16 @@ from benchmarks.micro.observability_overhead import ARMS, TARGET
 from benchmarks.micro.protocols_native import Target, ensure_h2load, h2load
 from benchmarks.suite import models, servers
 
-HERE = Path(__file__).resolve().parents[2]
-
 #: what each comparison's two arms add: serve options and environment variables
 COMPARISONS: dict[str, dict[str, tuple[tuple[str, ...], dict[str, str]]]] = {
     "observability": {"off": (ARMS["off"], {}), "on": (ARMS["on"], {})},
     # the two halves of it: metrics alone, then access lines on top of metrics
     "metrics": {"off": (ARMS["off"], {}), "on": (ARMS["metrics"], {})},
     "access-log": {"off": (ARMS["metrics"], {}), "on": (ARMS["on"], {})},
-    "huge-pages": {"off": ((), {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}), "on": ((), {})},
+    "huge-pages": {
+        "off": ((), {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}),
+        "on": ((), {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}),
+    },
 }
 
 #: t quantiles (0.975) by degrees of freedom, for a 95 % interval over a few pairs
@@ -98,43 +97,16 @@ def interval(ratios: list[float]) -> tuple[float, float, float]:
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
-@contextmanager
-def _server(
-    model: Any, extra: tuple[str, ...], variables: dict[str, str], log: Path
-) -> Iterator[tuple[str, int]]:
-    """A server of this tree with ``extra`` serve options and environment ``variables``,
-    its output into ``log``."""
+def _server(model: Any, extra: tuple[str, ...], variables: dict[str, str], log: Path) -> Any:
+    """A server of this tree at INFO (its access lines written) with ``extra`` serve
+    options and environment ``variables``, its output into ``log``."""
     port = servers.free_port()
     cmd = [
         sys.executable, "-m", "scorepack", "--log-level", "info", "serve",
         str(model.path), *model.serve_args, "--port", str(port), *extra,
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    env.update({"PYTHONUNBUFFERED": "1", **variables})
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=HERE, env=env)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited ({proc.returncode}):\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/health/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server not ready in 300 s:\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return servers.running(cmd, ready_path="/health/ready", url=url, env=variables, log=log)
 
 
 class _Scraper:
@@ -176,21 +148,21 @@ def one_pair(tool: str, model: Any, body: Path, args: argparse.Namespace) -> dic
         logs = {name: Path(tmp) / f"{name}.log" for name in ("off", "on")}
         running = {n: stack.enter_context(_server(model, *arms[n], logs[n])) for n in turns}
         target = {
-            n: Target("score", f"{url}/score", ("content-type: image/jpeg",), body, True)
-            for n, (url, _) in running.items()
+            n: Target("score", f"{server.url}/score", ("content-type: image/jpeg",), body, True)
+            for n, server in running.items()
         }
         # a Prometheus scrapes every server whose metrics are on (both, in access-log)
         scraped = {"observability": ("on",), "metrics": ("on",), "access-log": ("off", "on")}
-        scrapers = {n: _Scraper(running[n][0], args.scrape) for n in scraped.get(args.compare, ())}
+        scrapers = {n: _Scraper(running[n].url, args.scrape) for n in scraped.get(args.compare, ())}
         sent = {"off": 0, "on": 0}
         for name in turns:  # warm-up, not recorded
             h2load(tool, target[name], args.concurrency, args.warmup, timeout=600)
             sent[name] += args.warmup
         for i in range(args.turns):
             for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
-                pid = running[name][1]
+                pid = running[name].proc.pid
                 cpu = _server_cpu(pid)
-                with scrapers[name].turn() if name in scrapers else _nothing():
+                with scrapers[name].turn() if name in scrapers else nullcontext():
                     run = h2load(tool, target[name], args.concurrency, args.requests, 600)
                 cpu = _server_cpu(pid) - cpu
                 sent[name] += args.requests
@@ -217,11 +189,6 @@ def one_pair(tool: str, model: Any, body: Path, args: argparse.Namespace) -> dic
         "scrapes": {n: scraper.done for n, scraper in scrapers.items()},
         "turn_ratios": [round(r, 4) for r in ratios],
     }
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _access_lines(log: Path) -> int:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,24 +113,32 @@ def running(
     env: dict[str, str] | None = None,
     timeout: float = 300.0,
     metrics_url: str | None = None,
+    log: Path | None = None,
 ) -> Iterator[Running]:
     """Start a server, wait until ``ready_path`` answers 200, stop it afterwards.
 
-    ``metrics_url``: where its metrics are; ``""``: at ``/metrics`` on its own port."""
+    ``metrics_url``: where its metrics are; ``""``: at ``/metrics`` on its own port.
+    ``log``: a file the server's output goes to, as a container's runtime takes it,
+    instead of this process reading it (nothing of it on the measured cores); then
+    ``url`` must be given (the printed one is not read)."""
+    if log is not None and not url:
+        raise ValueError("a server whose output goes to a file needs its url given")
     started = time.monotonic()
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
+    with open(log, "w") if log is not None else nullcontext() as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE if out is None else out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
     server = Running(proc, url or "", ready_path, started, metrics_url=metrics_url)
     found = threading.Event()
 
     def drain() -> None:
-        assert proc.stdout is not None
+        if proc.stdout is None:  # into the log file
+            return
         for line in proc.stdout:
             server.log.append(line)
             if server.url:
@@ -150,7 +158,7 @@ def running(
         found.wait(timeout)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[3:6]} exited early:\n{''.join(server.log[-30:])}")
+                raise RuntimeError(f"{cmd[3:6]} exited early:\n{_tail(server, log)}")
             try:
                 if server.url and httpx.get(server.url + ready_path, timeout=2).status_code == 200:
                     server.ready_s = round(time.monotonic() - started, 2)
@@ -159,7 +167,7 @@ def running(
                 pass
             time.sleep(0.1)
         else:
-            raise RuntimeError(f"not ready in {timeout:.0f} s:\n{''.join(server.log[-30:])}")
+            raise RuntimeError(f"not ready in {timeout:.0f} s:\n{_tail(server, log)}")
         yield server
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -168,6 +176,12 @@ def running(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _tail(server: Running, log: Path | None) -> str:
+    """The server's last 30 lines of output, for an error."""
+    lines = log.read_text().splitlines(keepends=True) if log is not None else server.log
+    return "".join(lines[-30:])
 
 
 def embedded_command(model: Any, *extra: str) -> list[str]:
