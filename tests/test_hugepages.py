@@ -19,7 +19,7 @@ from scorepack import cli, hugepages
 from scorepack.cuda import service_variables
 
 linux_glibc = pytest.mark.skipif(
-    not (sys.platform.startswith("linux") and hugepages.glibc() and hugepages.kernel_offers()),
+    hugepages.unavailable() is not None,
     reason="needs Linux, glibc and a kernel that offers transparent huge pages",
 )
 

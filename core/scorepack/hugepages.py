@@ -42,7 +42,18 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-__all__ = ["TUNABLE", "in_effect", "reexec", "service_variables", "tunables_with_huge_pages"]
+__all__ = [
+    "SETTING",
+    "TUNABLE",
+    "glibc",
+    "in_effect",
+    "kernel_offers",
+    "reexec",
+    "service_variables",
+    "tunables_with_huge_pages",
+    "unavailable",
+    "user_setting",
+]
 
 logger = logging.getLogger("scorepack.hugepages")
 
@@ -94,15 +105,23 @@ def service_variables() -> dict[str, str]:
     return {"GLIBC_TUNABLES": SETTING}
 
 
+def unavailable() -> str | None:
+    """Why this process cannot have glibc's huge pages, or None when it can."""
+    if not (sys.platform.startswith("linux") and glibc()):
+        return "not glibc"
+    if not kernel_offers():
+        return "the kernel offers none"
+    return None
+
+
 def reexec(orig_argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> None:
     """Start this program again with huge pages asked for, when that applies (see the
-    module's docstring); returns only when nothing is to be done."""
+    module's docstring). Returns when nothing is to be done, or when the new start was
+    refused (logged): the program then goes on as started."""
     env = os.environ if env is None else env
     argv = list(sys.orig_argv if orig_argv is None else orig_argv)
     tunables = tunables_with_huge_pages(env)
-    if tunables is None or not argv or not sys.platform.startswith("linux"):
-        return
-    if not (glibc() and kernel_offers()):
+    if tunables is None or not argv or unavailable() is not None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -120,8 +139,5 @@ def in_effect(env: Mapping[str, str] | None = None) -> str:
     setting = user_setting(env)
     if setting is not None:
         return setting
-    if not (sys.platform.startswith("linux") and glibc()):
-        return "not asked for (not glibc)"
-    if not kernel_offers():
-        return "not asked for (the kernel offers none)"
-    return "not asked for (the process was started without GLIBC_TUNABLES)"
+    why = unavailable() or "the process was started without GLIBC_TUNABLES"
+    return f"not asked for ({why})"
