@@ -23,7 +23,7 @@ from ..hookspecs import hookimpl
 from . import kubernetes_manifests as km
 from .azureml_common import PackageFiles, wait_for
 from .base import DeployOptions, DeployResult, Progress
-from .kubernetes import apply_all, check_image, delete_all, kustomization, write_dry_run
+from .kubernetes import apply_all, check_image, delete_all, dry_run, kustomization
 
 __all__ = [
     "KServeTarget",
@@ -189,17 +189,7 @@ class KServeTarget:
                 "cluster can read and pass --storage-uri (s3://…, gs://…, pvc://CLAIM/PATH)."
             )
         if options.dry_run:
-            directory = (
-                options.dry_run_dir or Path.cwd() / f"scorepack-dry-run-kserve-{settings.name}"
-            )
-            return DeployResult(
-                service_name=settings.name,
-                scoring_uri=None,
-                keys_hint="",
-                dry_run=True,
-                written=write_dry_run(documents(spec, settings), directory, progress),
-                key_auth=False,
-            )
+            return dry_run(self.name, settings.name, documents(spec, settings), options, progress)
         from .kube_client import Cluster
 
         cluster = Cluster(options.kubeconfig, options.context, options.namespace)

@@ -19,15 +19,15 @@ from ..generator.container import GRPC_PORT, HTTP_PORT, READY_PATH
 from ..generator.spec import PackageSpec
 from ..hookspecs import hookimpl
 from . import kubernetes_manifests as km
-from .azureml_common import PackageFiles, wait_for
+from .azureml_common import PackageFiles, default_dry_run_dir, wait_for
 from .base import DeployOptions, DeployResult, Progress
 
 __all__ = [
     "KubernetesTarget",
     "apply_all",
     "check_image",
+    "dry_run",
     "register_deploy_targets",
-    "write_dry_run",
 ]
 
 DEPLOY_DIR = "deploy/kubernetes"
@@ -65,19 +65,32 @@ def check_image(options: DeployOptions) -> None:
         )
 
 
-def write_dry_run(
-    documents: Sequence[dict[str, Any]], directory: Path, progress: Progress
-) -> tuple[Path, ...]:
-    """Each manifest as ``NN-kind-name.yaml``: exactly what would be applied, in order."""
+def dry_run(
+    target: str,
+    name: str,
+    documents: Sequence[dict[str, Any]],
+    options: DeployOptions,
+    progress: Progress,
+) -> DeployResult:
+    """``--dry-run``: each manifest as ``NN-kind-name.yaml`` in ``--dry-run-dir`` (or the
+    target's default folder), exactly what would be applied, in order; nothing applied."""
+    directory = options.dry_run_dir or default_dry_run_dir(target, name)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for number, document in enumerate(documents, 1):
-        kind, name = document["kind"].lower(), document["metadata"]["name"]
-        path = directory / f"{number:02d}-{kind}-{name}.yaml"
+        kind, doc_name = document["kind"].lower(), document["metadata"]["name"]
+        path = directory / f"{number:02d}-{kind}-{doc_name}.yaml"
         path.write_text(km.to_yaml(document), encoding="utf-8")
         written.append(path)
     progress(f"Dry run: wrote {len(written)} manifests to {directory}")
-    return tuple(written)
+    return DeployResult(
+        service_name=name,
+        scoring_uri=None,
+        keys_hint="",
+        dry_run=True,
+        written=tuple(written),
+        key_auth=False,
+    )
 
 
 def apply_all(cluster: Any, documents: Sequence[dict[str, Any]], progress: Progress) -> None:
@@ -134,17 +147,8 @@ class KubernetesTarget:
         check_image(options)
         settings = km.kube_settings(spec, options)
         if options.dry_run:
-            documents = km.manifests(spec, settings)
-            directory = (
-                options.dry_run_dir or Path.cwd() / f"scorepack-dry-run-kubernetes-{settings.name}"
-            )
-            return DeployResult(
-                service_name=settings.name,
-                scoring_uri=None,
-                keys_hint="",
-                dry_run=True,
-                written=write_dry_run(documents, directory, progress),
-                key_auth=False,
+            return dry_run(
+                self.name, settings.name, km.manifests(spec, settings), options, progress
             )
         from .kube_client import Cluster
 
