@@ -11,6 +11,7 @@ import pytest
 
 from cli_process import ServerProcess, cli_env, run_cli
 from fixture_backends import write_entry_point
+from metrics_helpers import scrape, value
 
 TESTS = Path(__file__).resolve().parent
 X = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
@@ -127,8 +128,9 @@ def test_one_model_the_old_way_is_unchanged(tmp_path: Path, env: dict[str, str])
         assert c.post("/score", json={"inputs": {"x": [[1, 2]]}}).status_code == 200
         # and the same model speaks V2 under its file's name
         assert c.post("/v2/models/m/infer", json=X).status_code == 200
-        metrics = c.get("/metrics").text
-        assert "scorepack_model_ready 1" in metrics
+        # read as Prometheus reads it: the sample, not a line that merely holds the text
+        samples = scrape(c)
+        assert value(samples, "scorepack_model_ready", model="m") == 1
 
 
 @pytest.mark.parametrize(
@@ -146,3 +148,250 @@ def test_usage_errors(args: list[str], words: list[str], env: dict[str, str]) ->
     assert result.returncode == 2, result.stderr
     for word in words:
         assert word in result.stderr, result.stderr
+
+
+# --- scoring packages as models -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny ONNX image classifier packaged by ``scorepack build``, for the CPU and for
+    CUDA (built here without a GPU: a package records the device it is meant for)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from packages import package_for
+
+    root = tmp_path_factory.getbasetemp() / "packages"
+    return {device: package_for("onnx", root, device=device) for device in ("cpu", "cuda")}
+
+
+def onnx_has_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def post_image(client: httpx.Client, query: str, body: bytes) -> httpx.Response:
+    """``POST /score?QUERY`` with an encoded image."""
+    kind = "image/png" if body.startswith(b"\x89PNG") else "image/jpeg"
+    return client.post(f"/score?{query}", content=body, headers={"content-type": kind})
+
+
+def test_packages_by_name_and_in_a_repository_folder(
+    tmp_path: Path, env: dict[str, str], packages: dict[str, Path]
+) -> None:
+    import shutil
+
+    import numpy as np
+    import onnxruntime
+
+    from images import jpeg
+    from scorepack.loading import open_package
+
+    package = packages["cpu"]
+    repo = tmp_path / "repo"
+    shutil.copytree(package, repo / "packed")
+    # a package's own settings, changed for this entry by its settings file
+    (repo / "packed" / "model-settings.yaml").write_text("scoring:\n  postprocess: {top_k: 1}\n")
+    for version in ("1", "2"):
+        shutil.copytree(package, repo / "versioned" / version)
+    echo = model(tmp_path / "m.echo")
+    args = [f"pkg={package}", f"plain={echo}", "--repository", str(repo)]
+    image = jpeg(40, 30, seed=3)
+    with open_package(package) as own:
+        want = own.start().score(image, raw=True)
+    x = np.random.default_rng(7).random((2, 3, 8, 8), dtype=np.float32)
+    session = onnxruntime.InferenceSession(str(next((package / "model").glob("*.onnx"))))
+    (probs,) = session.run(None, {"image": x})
+    tensor = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [2, 3, 8, 8]}]}
+    tensor["inputs"][0]["data"] = x.ravel().tolist()
+    with ServerProcess(args, env) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        assert "4 models (packed, pkg, plain, versioned)" in server.log_text
+        assert c.get("/v2/models").json() == {"models": ["packed", "pkg", "plain", "versioned"]}
+        # each answers under its entry's name, not the package's own (tiny)
+        for name, versions in (("pkg", []), ("packed", []), ("versioned", ["1", "2"])):
+            meta = c.get(f"/v2/models/{name}").json()
+            assert (meta["name"], meta["versions"]) == (name, versions), meta
+            assert meta["platform"] == "onnxruntime_onnx"
+            assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]
+        meta = c.get("/v2/models/versioned/versions/1").json()
+        assert (meta["name"], meta["versions"]) == ("versioned", ["1", "2"])
+        # /score picks the model by ?model= (and ?version=); answers as the package does
+        for query in ("model=pkg", "model=packed", "model=versioned", "model=versioned&version=1"):
+            got = post_image(c, f"{query}&raw=true", image)
+            assert got.status_code == 200, got.text
+            np.testing.assert_allclose(
+                got.json()["outputs"]["probs"], want["outputs"]["probs"], rtol=1e-5, atol=1e-7
+            )
+        top = {
+            name: post_image(c, f"model={name}", image).json()["predictions"][0]["top_k"]
+            for name in ("pkg", "packed")
+        }
+        assert len(top["pkg"]) == 4 and len(top["packed"]) == 1  # packed's settings file
+        assert top["packed"][0] == top["pkg"][0]
+        # V2 REST: the tensor as onnxruntime itself computes it, from every entry
+        for path, version in (
+            ("/v2/models/pkg/infer", ""),
+            ("/v2/models/packed/infer", ""),
+            ("/v2/models/versioned/infer", "2"),  # the default version: the highest
+            ("/v2/models/versioned/versions/1/infer", "1"),
+        ):
+            answer = c.post(path, json=tensor).json()
+            assert answer["model_name"] == path.split("/")[3], answer
+            assert answer.get("model_version", "") == version, answer
+            (output,) = answer["outputs"]
+            assert (output["name"], output["shape"]) == ("probs", [2, 4])
+            np.testing.assert_allclose(
+                np.reshape(output["data"], (2, 4)), probs, rtol=1e-5, atol=1e-7
+            )
+        # the plain model beside them
+        plain = c.post("/score?model=plain&raw=true", json={"inputs": {"x": [[1, 2]]}})
+        assert plain.json()["outputs"]["y"] == [[1.0, 2.0]]
+        assert c.post("/v2/models/plain/infer", json=X).json()["outputs"][0]["data"] == [1, 2]
+
+
+def unavailable(client: httpx.Client, name: str) -> str:
+    """Wait until ``name`` is UNAVAILABLE (its load failed); its reason."""
+    failed = _poll(lambda: client.get(f"/v2/models/{name}").json().get("state") == "UNAVAILABLE")
+    assert failed, client.get(f"/v2/models/{name}").json()
+    reason: str = client.get(f"/v2/models/{name}").json()["reason"]
+    return reason
+
+
+def test_a_package_keeps_its_device_unless_serve_is_given_one(
+    tmp_path: Path, env: dict[str, str], packages: dict[str, Path]
+) -> None:
+    if onnx_has_cuda():
+        pytest.skip("checks a machine where onnxruntime has no CUDA")
+    echo = model(tmp_path / "m.echo")
+    args = [f"gpu={packages['cuda']}", f"plain={echo}"]
+    server = ServerProcess(args, env)
+    try:
+        with httpx.Client(base_url=server.wait_listening(), timeout=30) as c:
+            # built for CUDA: not moved to the CPU behind the user's back
+            reason = unavailable(c, "gpu")
+            assert "cuda:0 was requested" in reason and "can use only: cpu" in reason, reason
+            assert _poll(lambda: c.get("/v2/models/plain/ready").status_code == 200)
+            assert c.post("/v2/models/plain/infer", json=X).status_code == 200
+            assert c.post("/v2/models/gpu/infer", json=X).status_code == 503
+        assert "gpu failed to load: cuda:0 was requested" in server.log_text, server.log_text
+    finally:
+        server.stop()
+    # --device given: every model goes there, the package too (as `serve PKG --device cpu`)
+    with (
+        ServerProcess([*args, "--device", "cpu"], env) as server,
+        httpx.Client(base_url=server.url, timeout=30) as c,
+    ):
+        info = {m["name"]: m for m in c.get("/info").json()["loaded"]}
+        assert info["gpu"]["backend"]["device"] == "cpu"
+        from images import jpeg
+
+        assert post_image(c, "model=gpu", jpeg(20, 20, seed=1)).status_code == 200
+
+
+# --- per-model settings: device and preprocessing -------------------------------------
+
+
+def test_each_model_has_its_own_device(tmp_path: Path, env: dict[str, str]) -> None:
+    pytest.importorskip("onnxruntime")
+    if onnx_has_cuda():
+        pytest.skip("checks a machine where onnxruntime has no CUDA")
+    from onnx_models import conv_classifier
+
+    repo = tmp_path / "repo"
+    for name, device in (("pinned", "cpu"), ("follows", None), ("asks", "cuda")):
+        (repo / name).mkdir(parents=True)
+        conv_classifier(repo / name / "model.onnx")
+        if device:
+            (repo / name / "model-settings.yaml").write_text(f"device: {device}\n")
+    server = ServerProcess(["--repository", str(repo), "--device", "cuda"], env)
+    try:
+        with httpx.Client(base_url=server.wait_listening(), timeout=30) as c:
+            # no GPU here: the models meant for one fail to load, saying why; the one whose
+            # settings say cpu serves on the CPU whatever --device says
+            for name in ("follows", "asks"):
+                reason = unavailable(c, name)
+                assert "cuda:0 was requested" in reason and "can use only: cpu" in reason, reason
+            assert _poll(lambda: c.get("/v2/models/pinned/ready").status_code == 200)
+            info = {m["name"]: m for m in c.get("/info").json()["loaded"]}
+            assert info["pinned"]["backend"]["device"] == "cpu"
+            tensor = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 3, 8, 8]}]}
+            tensor["inputs"][0]["data"] = [0.5] * 192
+            assert c.post("/v2/models/pinned/infer", json=tensor).status_code == 200
+            assert c.get("/v2/health/ready").status_code == 503
+        for name in ("follows", "asks"):
+            assert f"{name} failed to load: cuda:0 was requested" in server.log_text
+    finally:
+        server.stop()
+
+
+def test_a_device_that_is_no_device_stops_serve_naming_the_model(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    repo = tmp_path / "repo"
+    model(repo / "good" / "m.echo")
+    model(repo / "typo" / "m.echo")
+    (repo / "typo" / "model-settings.yaml").write_text("device: tpu\n")
+    result = run_cli("serve", "--repository", str(repo), env=env)
+    assert result.returncode == 2, result.stderr
+    assert "model 'typo'" in result.stderr and "'tpu'" in result.stderr, result.stderr
+    assert "auto, cpu, cuda or cuda:N" in result.stderr
+
+
+def identity(path: Path) -> Path:
+    """An ONNX model whose output is its input: image [N, 3, H, W] float32 → pixels, so an
+    answer shows exactly what preprocessing made of an image."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["pixels"])],
+        "identity",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_each_model_preprocesses_images_as_its_settings_say(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import numpy as np
+    from PIL import Image
+
+    from images import encode
+
+    repo = tmp_path / "repo"
+    identity(repo / "unit" / "model.onnx")
+    identity(repo / "caffe" / "model.onnx")
+    # the command line's preset (unit: 0..1) for one; the other's settings replace it
+    (repo / "unit" / "model-settings.yaml").write_text("scoring:\n  preprocess: {size: [4, 4]}\n")
+    (repo / "caffe" / "model-settings.yaml").write_text(
+        "scoring:\n  preprocess: {preset: caffe, size: [2, 6]}\n"
+    )
+    red, green, blue = 200, 100, 50
+    # one colour (PNG: lossless), so any resize keeps it and the values can be told exactly
+    solid = encode(Image.new("RGB", (10, 10), (red, green, blue)), "PNG")
+    with (
+        ServerProcess(["--repository", str(repo), "--preset", "unit"], env) as server,
+        httpx.Client(base_url=server.url, timeout=30) as c,
+    ):
+        unit = np.array(post_image(c, "model=unit&raw=true", solid).json()["outputs"]["pixels"])
+        caffe = np.array(post_image(c, "model=caffe&raw=true", solid).json()["outputs"]["pixels"])
+        info = {m["name"]: m["preprocess"] for m in c.get("/info").json()["loaded"]}
+    # unit: RGB scaled to 0..1, resized to 4x4
+    assert unit.shape == (1, 3, 4, 4)
+    want = np.array([red, green, blue], dtype=np.float32) / 255
+    np.testing.assert_allclose(unit[0], np.broadcast_to(want[:, None, None], (3, 4, 4)), atol=1e-6)
+    # caffe: BGR, ImageNet means subtracted, no scaling, resized to 2x6
+    assert caffe.shape == (1, 3, 2, 6)
+    want = np.array([blue - 103.939, green - 116.779, red - 123.68], dtype=np.float32)
+    np.testing.assert_allclose(caffe[0], np.broadcast_to(want[:, None, None], (3, 2, 6)), atol=1e-3)
+    assert (info["unit"]["size"], info["unit"]["color"]) == ([4, 4], "RGB")
+    assert (info["caffe"]["size"], info["caffe"]["color"]) == ([2, 6], "BGR")

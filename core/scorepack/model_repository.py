@@ -17,7 +17,8 @@ folder per version (a whole number)::
 ``model-settings.yaml`` (optional) uses the package manifest's keys where they fit::
 
     backend: onnx                 # the manifest's backend.name (default: detected)
-    device: cpu                   # the manifest's device
+    device: cpu                   # the manifest's device (default: serve's --device when
+                                  #   given, else a package's own device, else auto)
     options: {threads: 2}         # the manifest's backend.options (-O)
     labels: labels.txt            # class labels, one a line, relative to this folder
     scoring:                      # the manifest's scoring section; keys given here
@@ -28,14 +29,16 @@ folder per version (a whole number)::
       postprocess: {top_k: 3}
       preprocess: {preset: imagenet}
 
-Backends are resolved when a model loads, so a model that cannot be served leaves the
-others serving and is reported not ready, with the reason.
+Backends are resolved when a model loads, so a model that cannot be served (a device the
+machine lacks among the reasons) leaves the others serving and is reported not ready,
+with the reason. A settings file that cannot be read, or whose ``device`` is not a device
+name, stops the server at start, naming the file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ import yaml
 
 from .config import ScoringConfig
 from .decoding import DecodeSettings
+from .device import Device
 from .errors import PackageError, ScorepackError
 from .loading import open_package, resolve_backend
 from .manifest import LABELS_FILE, is_package
@@ -104,10 +108,16 @@ def read_settings(path: Path) -> ModelSettings:
     for key in ("options", "scoring"):
         if not isinstance(data.get(key, {}), dict):
             raise PackageError(f"{path}: {key} must be a mapping.")
+    device = data.get("device")
+    if device is not None:
+        try:
+            Device.parse(str(device))
+        except ValueError as exc:
+            raise PackageError(f"{path}: the device of model {path.parent.name!r}: {exc}.") from exc
     labels = data.get("labels")
     return ModelSettings(
         backend=data.get("backend"),
-        device=data.get("device"),
+        device=str(device) if device is not None else None,
         options=dict(data.get("options") or {}),
         labels=read_labels(path.parent / str(labels)) if labels else None,
         scoring=dict(data.get("scoring") or {}),
@@ -174,10 +184,15 @@ def scan_repository(
     root: str | Path,
     *,
     defaults: ScoringConfig | None = None,
+    device: str | None = None,
     decode: DecodeSettings | None = None,
 ) -> list[ModelSource]:
-    """Every model (and version) in a repository folder, by name then version
-    (``decode``: how their scorers decode; default: :meth:`DecodeSettings.from_env`)."""
+    """Every model (and version) in a repository folder, by name then version.
+
+    ``device`` (serve's ``--device`` when given) is the device of every model whose
+    settings name none; ``decode``: how their scorers decode (default:
+    :meth:`DecodeSettings.from_env`).
+    """
     root = Path(root)
     if not root.is_dir():
         raise PackageError(f"The model repository {root} is not a folder.")
@@ -185,6 +200,8 @@ def scan_repository(
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         settings_file = folder / SETTINGS_FILE
         settings = read_settings(settings_file) if settings_file.is_file() else ModelSettings()
+        if settings.device is None and device is not None:
+            settings = replace(settings, device=device)
         versions = sorted(
             (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
             key=lambda p: int(p.name),

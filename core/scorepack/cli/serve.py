@@ -382,7 +382,8 @@ def _serve_models(
         repository_dir,
         defaults=checked(settings.scoring_config),
         backend=args.backend,
-        device=args.device,
+        # a package keeps its own device unless --device is given, as with one package
+        device=args.device if "device" in settings.model_fields_set else None,
         backend_options=args.backend_options,
         model_control=model_control,
         decode=settings.decode_settings(),

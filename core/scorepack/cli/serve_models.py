@@ -3,7 +3,10 @@
 Each entry is a model or a scoring package; a repository folder is laid out as
 :mod:`scorepack.model_repository` describes. The command line's scoring options are the
 defaults of every model that is not a package; a model's ``model-settings.yaml`` changes
-them for that model. Models are served through one :class:`~scorepack.repository.Repository`.
+them for that model. ``--device``, when given, is every model's device but for a
+repository model whose settings name one; when not given, a package keeps the device it
+was built for (as ``scorepack serve PKG`` does) and a model gets ``auto``. Models are
+served through one :class:`~scorepack.repository.Repository`.
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ def repository_from(
     *,
     defaults: ScoringConfig,
     backend: str | None,
-    device: str,
+    device: str | None,
     backend_options: dict[str, Any],
     model_control: str,
     decode: DecodeSettings | None = None,
 ) -> Repository:
-    """The repository for ``serve``'s model entries and repository folder."""
+    """The repository for ``serve``'s model entries and repository folder (``device``:
+    ``--device`` when given, else None)."""
     settings = ModelSettings(backend=backend, device=device, options=backend_options)
     sources: list[ModelSource] = [
         model_source(name, path, settings=settings, defaults=defaults, decode=decode)
@@ -58,7 +62,9 @@ def repository_from(
     ]
     if repository_dir is not None:
         try:
-            sources += scan_repository(repository_dir, defaults=defaults, decode=decode)
+            sources += scan_repository(
+                repository_dir, defaults=defaults, device=device, decode=decode
+            )
         except PackageError as exc:
             raise click.UsageError(exc.message) from exc
     try:
