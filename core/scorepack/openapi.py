@@ -12,13 +12,25 @@ What it says comes from the model and the scoring settings: which image types go
 input, the JSON tensors (names, nested-array shapes, dtypes with their ranges), the
 response (top-k of the classifier output, raw outputs), the query parameters, and every
 error status with the codes that can come with it (taken from the one error table).
+
+Several models (a repository, or a package of several): one document for them all.
+``/score`` takes ``model`` (required with several names; an enum of them) and, where
+models have versions, ``version``; each model has its own ``ScoreRequest.KEY`` and
+``ScoreResponse.KEY`` schemas (KEY is the name, ``NAME.VERSION`` with a version), and
+``ScoreRequest``/``ScoreResponse`` are ``anyOf`` them. anyOf, not oneOf: two models with
+one signature accept the same body, and oneOf would then refuse it (exactly one must
+match); Swagger UI and Redoc render both alike, an alternative per schema by its title.
+OpenAPI cannot tie a body schema to a query value, so the description says which model
+takes what. Swagger 2.0 has no anyOf: there the body is an object, and the per-model
+definitions are listed beside it.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +44,8 @@ __all__ = [
     "ApiFacts",
     "api_document",
     "error_codes_by_status",
+    "model_key",
+    "package_facts",
 ]
 
 #: ``?version=`` values azmlinfsrv accepts → the document kind
@@ -114,7 +128,8 @@ class ApiFacts:
 
     @classmethod
     def for_package(cls, spec: Any) -> ApiFacts:
-        """The facts of a :class:`~scorepack.generator.spec.PackageSpec` (azmlinfsrv)."""
+        """The facts of a :class:`~scorepack.generator.spec.PackageSpec` of one model
+        (azmlinfsrv); see :func:`package_facts` for a package of several."""
         from .postprocess import plan_outputs
         from .preprocess import plan_image
 
@@ -143,14 +158,29 @@ class ApiFacts:
         )
 
 
-def api_document(facts: ApiFacts, kind: str = "3.0") -> dict[str, Any]:
-    """The API document of ``kind`` ("2.0", "3.0" or "3.1"; see :data:`SWAGGER_VERSIONS`)."""
+def package_facts(spec: Any) -> list[ApiFacts]:
+    """The facts of every model of a package: one, or each of several (with the package's
+    own deployment settings, which decide whether Azure ML checks keys)."""
+    if not spec.models:
+        return [ApiFacts.for_package(spec)]
+    auth = bool(spec.deployment.auth_enabled)
+    return [replace(ApiFacts.for_package(model), auth=auth) for model in spec.models]
+
+
+def api_document(
+    facts: ApiFacts | Sequence[ApiFacts], kind: str = "3.0", *, title: str | None = None
+) -> dict[str, Any]:
+    """The API document of ``kind`` ("2.0", "3.0" or "3.1"; see :data:`SWAGGER_VERSIONS`)
+    for one model, or one document for several (``title`` names them: a package's name)."""
     if kind not in SWAGGER_FILES:
         raise ValueError(f"unknown document kind {kind!r}; choose from {sorted(SWAGGER_FILES)}")
-    document = _openapi3(facts)
+    models = [facts] if isinstance(facts, ApiFacts) else list(facts)
+    if not models:
+        raise ValueError("an API document needs at least one model")
+    document = _openapi3(models[0]) if len(models) == 1 else _openapi3_several(models, title)
     if kind == "3.1":
         document["openapi"] = "3.1.0"
-        return document
+        return _nullable_31(document)
     if kind == "2.0":
         return _swagger2(document)
     return document
@@ -205,16 +235,78 @@ def _openapi3(facts: ApiFacts) -> dict[str, Any]:
         "components": {"schemas": _schemas(facts)},
     }
     if facts.auth:
-        document["components"]["securitySchemes"] = {
-            # as azmlinfsrv's own document names it
-            "Bearer": {
-                "type": "apiKey",
-                "name": "Authorization",
-                "in": "header",
-                "description": "For example: Bearer abc123",
-            }
-        }
+        document["components"]["securitySchemes"] = _bearer()
     return document
+
+
+def _bearer() -> dict[str, Any]:
+    # as azmlinfsrv's own document names it
+    return {
+        "Bearer": {
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header",
+            "description": "For example: Bearer abc123",
+        }
+    }
+
+
+def _openapi3_several(models: Sequence[ApiFacts], title: str | None) -> dict[str, Any]:
+    first = models[0]
+    auth = any(m.auth for m in models)
+    names = sorted({m.name for m in models})
+    host = "scorepack's embedded server" if first.host == "embedded" else "azmlinfsrv"
+    paths: dict[str, Any] = {
+        "/": {"get": _liveness()},
+        "/score": {"post": _score_several(models, auth)},
+        "/swagger.json": {"get": _swagger_route(names)},
+    }
+    if first.host == "embedded":
+        paths["/health/ready"] = {"get": _ready()}
+        paths["/info"] = {"get": _info(replace(first, auth=auth))}
+        paths["/metrics"] = {"get": _metrics()}
+    schemas: dict[str, Any] = {}
+    requests, responses = [], []
+    for facts in models:
+        key = model_key(facts)
+        own = _schemas(facts)
+        label = f"model {facts.name!r}" + (f" version {facts.version}" if facts.version else "")
+        schemas[f"ScoreRequest.{key}"] = {"title": label, **own["ScoreRequest"]}
+        schemas[f"ScoreResponse.{key}"] = {"title": label, **own["ScoreResponse"]}
+        requests.append(_ref(f"ScoreRequest.{key}"))
+        responses.append(_ref(f"ScoreResponse.{key}"))
+    schemas["ScoreRequest"] = {
+        "anyOf": requests,
+        "description": "The body the model ?model= names takes (ScoreRequest.NAME).",
+    }
+    schemas["ScoreResponse"] = {
+        "anyOf": responses,
+        "description": "The answer of the model ?model= names (ScoreResponse.NAME).",
+    }
+    quoted = ", ".join(repr(n) for n in names)
+    document: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": title or ", ".join(names),
+            "description": (
+                f"Scoring API of the models {quoted}, served by {host}: /score?model=NAME "
+                "picks one. Generated by scorepack from the models' signatures."
+            ),
+            "version": "1",
+        },
+        "paths": paths,
+        "components": {"schemas": dict(sorted(schemas.items()))},
+    }
+    if auth:
+        document["components"]["securitySchemes"] = _bearer()
+    return document
+
+
+def model_key(facts: ApiFacts) -> str:
+    """The model's part of its schema names: NAME, or NAME.VERSION (OpenAPI's component
+    names allow letters, digits, ``.``, ``-`` and ``_`` only)."""
+    key = facts.name + (f".{facts.version}" if facts.version else "")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -319,24 +411,48 @@ def _metrics() -> dict[str, Any]:
     }
 
 
-def _swagger_route() -> dict[str, Any]:
-    return {
-        "operationId": "GetSwaggerSpec",
-        "description": "This document: Swagger 2.0 by default, OpenAPI 3 with ?version=3.",
-        "parameters": [
+def _swagger_route(names: Sequence[str] = ()) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": "version",
+            "in": "query",
+            "required": False,
+            "description": "The document's kind (azmlinfsrv's parameter, not a model version).",
+            "schema": {"type": "string", "enum": sorted(SWAGGER_VERSIONS)},
+        }
+    ]
+    description = "This document: Swagger 2.0 by default, OpenAPI 3 with ?version=3."
+    if names:
+        description += " ?model=NAME (and ?model_version=V) gives one model's document."
+        parameters += [
             {
-                "name": "version",
+                "name": "model",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string", "enum": sorted(SWAGGER_VERSIONS)},
-            }
-        ],
+                "description": "Only this model's document.",
+                "schema": {"type": "string", "enum": list(names)},
+            },
+            {
+                "name": "model_version",
+                "in": "query",
+                "required": False,
+                "description": "With model: that version's document (default: the highest).",
+                "schema": {"type": "string"},
+            },
+        ]
+    missing: dict[str, Any] = {
+        "404": {"description": "No document of that version.", "content": _json({"type": "object"})}
+    }
+    if names:
+        # no such model or version (404), a version without the model (400), loading (503)
+        missing = _errors((400, 404, 503))
+    return {
+        "operationId": "GetSwaggerSpec",
+        "description": description,
+        "parameters": parameters,
         "responses": {
             "200": {"description": "The document.", "content": _json({"type": "object"})},
-            "404": {
-                "description": "No document of that version.",
-                "content": _json({"type": "object"}),
-            },
+            **missing,
         },
     }
 
@@ -353,25 +469,100 @@ def _score(facts: ApiFacts) -> dict[str, Any]:
         )
     limit = f" Bodies up to {facts.max_body_bytes} bytes." if facts.max_body_bytes else ""
     statuses = (400, 401, 413, 415, 500, 503, 504) if facts.auth else (400, 413, 415, 500, 503, 504)
+    return _score_operation(
+        "Score one request: JSON tensors, batch first." + images + limit,
+        _scoring_parameters(),
+        content,
+        statuses,
+        facts.auth,
+    )
+
+
+def _score_several(models: Sequence[ApiFacts], auth: bool) -> dict[str, Any]:
+    names = sorted({m.name for m in models})
+    versions = sorted({m.version for m in models if m.version}, key=_version_order)
+    content: dict[str, Any] = {"application/json": {"schema": _ref("ScoreRequest")}}
+    lines = []
+    for facts in models:
+        line = f"{facts.name!r}" + (f" version {facts.version}" if facts.version else "")
+        line += f": ScoreRequest.{model_key(facts)}"
+        if facts.image_input is not None:
+            line += f", or an image for its input {facts.image_input!r}"
+        if facts.max_body_bytes:
+            line += f"; bodies up to {facts.max_body_bytes} bytes"
+        lines.append(line + ".")
+    if any(m.image_input is not None for m in models):
+        for media in _IMAGE_TYPES:
+            content[media] = {"schema": {"type": "string", "format": "binary"}}
+    several = len(names) > 1
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": "model",
+            "in": "query",
+            "required": several,
+            "description": "The model that scores the request"
+            + (" (required: this server scores several)." if several else "."),
+            "schema": {"type": "string", "enum": names},
+        }
+    ]
+    if versions:
+        parameters.append(
+            {
+                "name": "version",
+                "in": "query",
+                "required": False,
+                "description": "A version of the model (default: the highest that is ready).",
+                "schema": {"type": "string", "enum": versions},
+            }
+        )
+    description = (
+        "Score one request with the model ?model= names: JSON tensors, batch first, as "
+        "that model's ScoreRequest.NAME says (JPEG or PNG images where it takes them; "
+        "application/octet-stream is sniffed). " + " ".join(lines)
+    )
+    statuses = (
+        (400, 401, 404, 413, 415, 500, 503, 504) if auth else (400, 404, 413, 415, 500, 503, 504)
+    )
+    return _score_operation(
+        description, parameters + _scoring_parameters(), content, statuses, auth
+    )
+
+
+def _version_order(version: str) -> tuple[int, int, str]:
+    # as the repository orders them: numbers as numbers, above names
+    return (1, int(version), version) if version.isdigit() else (0, 0, version)
+
+
+def _scoring_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "top_k",
+            "in": "query",
+            "required": False,
+            "description": "How many classes each prediction lists.",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+        {
+            "name": "raw",
+            "in": "query",
+            "required": False,
+            "description": "Add the raw outputs to the response.",
+            "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
+        },
+    ]
+
+
+def _score_operation(
+    description: str,
+    parameters: list[dict[str, Any]],
+    content: dict[str, Any],
+    statuses: tuple[int, ...],
+    auth: bool,
+) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": "RunMLService",
-        "description": "Score one request: JSON tensors, batch first." + images + limit,
-        "parameters": [
-            {
-                "name": "top_k",
-                "in": "query",
-                "required": False,
-                "description": "How many classes each prediction lists.",
-                "schema": {"type": "integer", "minimum": 1},
-            },
-            {
-                "name": "raw",
-                "in": "query",
-                "required": False,
-                "description": "Add the raw outputs to the response.",
-                "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
-            },
-        ],
+        "description": description,
+        "parameters": parameters,
         "requestBody": {"required": True, "content": content},
         "responses": {
             "200": {
@@ -387,7 +578,7 @@ def _score(facts: ApiFacts) -> dict[str, Any]:
             **_errors(statuses),
         },
     }
-    if facts.auth:
+    if auth:
         operation["security"] = [{"Bearer": []}]
     return operation
 
@@ -409,13 +600,15 @@ def _schemas(facts: ApiFacts) -> dict[str, Any]:
         }
     else:
         tensors = named
-    outputs = {s.name: _tensor_schema(s, optional_batch=False) for s in signature.outputs}
+    outputs = {
+        s.name: _tensor_schema(s, optional_batch=False, output=True) for s in signature.outputs
+    }
     response: dict[str, Any] = {"type": "object", "properties": {}}
     if facts.classifier is not None:
         entry: dict[str, Any] = {
             "type": "object",
             "required": ["index", "score"],
-            "properties": {"index": {"type": "integer"}, "score": {"type": "number"}},
+            "properties": {"index": {"type": "integer"}, "score": _NON_FINITE_NULL},
         }
         if facts.labels:
             entry["properties"]["label"] = {"type": "string"}
@@ -452,8 +645,19 @@ def _schemas(facts: ApiFacts) -> dict[str, Any]:
     }
 
 
-def _element(dtype: str) -> dict[str, Any]:
+#: a float the server writes: JSON has no inf or NaN, so a value that is not finite (an
+#: overflow, a model's NaN) is written null
+_NON_FINITE_NULL: dict[str, Any] = {
+    "type": "number",
+    "nullable": True,
+    "description": "null where the value is not finite (inf, NaN)",
+}
+
+
+def _element(dtype: str, *, output: bool = False) -> dict[str, Any]:
     kind = np.dtype(dtype).kind if dtype != "bfloat16" else "f"
+    if kind in "fc" and output:
+        return dict(_NON_FINITE_NULL)
     if kind == "b":
         return {"type": "boolean"}
     if kind in "iu":
@@ -475,8 +679,10 @@ def _nested(element: dict[str, Any], dims: tuple[int | None, ...]) -> dict[str, 
     return schema
 
 
-def _tensor_schema(spec: TensorSpec, *, optional_batch: bool) -> dict[str, Any]:
-    element = _element(spec.dtype)
+def _tensor_schema(
+    spec: TensorSpec, *, optional_batch: bool, output: bool = False
+) -> dict[str, Any]:
+    element = _element(spec.dtype, output=output)
     described = f"{spec.dtype} {spec.shape_text()}"
     if not spec.batched:
         return {**_nested(element, spec.shape), "description": described}
@@ -492,6 +698,18 @@ def _tensor_schema(spec: TensorSpec, *, optional_batch: bool) -> dict[str, Any]:
         "anyOf": [batched, row],
         "description": f"{described}; one row may leave the batch dimension out.",
     }
+
+
+def _nullable_31(schema: Any) -> Any:
+    """OpenAPI 3.1 schemas are JSON Schema: ``nullable`` (3.0) becomes a type list."""
+    if isinstance(schema, list):
+        return [_nullable_31(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _nullable_31(v) for k, v in schema.items() if k != "nullable"}
+    if schema.get("nullable") is True and isinstance(schema.get("type"), str):
+        out["type"] = [schema["type"], "null"]
+    return out
 
 
 # --- Swagger 2.0, from the OpenAPI 3 document ---------------------------------------------
@@ -568,6 +786,14 @@ def _v2_schema(schema: Any) -> Any:
         return [_v2_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
+    if "anyOf" in schema and all("$ref" in s for s in schema["anyOf"]):
+        # several models' bodies: Swagger 2.0 cannot offer a choice; what each model
+        # takes is in its own definition (ScoreRequest.NAME)
+        names = ", ".join(s["$ref"].rsplit("/", 1)[-1] for s in schema["anyOf"])
+        return {
+            "type": "object",
+            "description": f"{schema.get('description', '')} One of: {names}.".strip(),
+        }
     if "anyOf" in schema:
         first = dict(_v2_schema(schema["anyOf"][0]))
         if "description" in schema:
@@ -577,6 +803,8 @@ def _v2_schema(schema: Any) -> Any:
     for key, value in schema.items():
         if key == "$ref":
             out[key] = value.replace("#/components/schemas/", "#/definitions/")
+        elif key == "nullable":
+            out["x-nullable"] = value  # Swagger 2.0 has no null: the common extension
         else:
             out[key] = _v2_schema(value)
     return out

@@ -30,7 +30,7 @@ from ..openapi import SWAGGER_FILES
 from ..postprocess import plan_outputs
 from ..preprocess import plan_image
 from .container import DOCKERFILE, DOCKERIGNORE, INSTALL_SCRIPT, render_container
-from .openapi_files import SWAGGER_DESCRIPTIONS, swagger_files
+from .openapi_files import SWAGGER_DESCRIPTIONS, SWAGGER_DESCRIPTIONS_SEVERAL, swagger_files
 from .spec import PackageSpec
 
 __all__ = ["CORE_FILES", "render", "render_targets", "requirement_lines", "shell"]
@@ -153,6 +153,8 @@ def _render_several(spec: PackageSpec, targets: Mapping[str, Any]) -> dict[str, 
         "environment.yml": _environment_yml(spec),
         "requirements.txt": _requirements_txt(spec),
         ".amlignore": _template("amlignore.tmpl").substitute(),
+        # one API document for every model, where azmlinfsrv serves it from
+        **swagger_files(spec),
     }
     for model in spec.models:
         files[f"{MODELS_DIR}/{model.name}/{MANIFEST_FILE}"] = dump_manifest(model)
@@ -168,7 +170,8 @@ def _render_several(spec: PackageSpec, targets: Mapping[str, Any]) -> dict[str, 
 def _readme_several(
     spec: PackageSpec, paths: Sequence[str], target_files: Mapping[str, str]
 ) -> str:
-    rows = [(f"`{p}`", _DESCRIPTIONS[p]) for p in paths if p in _DESCRIPTIONS]
+    descriptions = {**_DESCRIPTIONS, **SWAGGER_DESCRIPTIONS_SEVERAL}
+    rows = [(f"`{p}`", descriptions[p]) for p in paths if p in descriptions]
     for model in spec.models:
         rows.append(
             (

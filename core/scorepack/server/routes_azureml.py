@@ -7,8 +7,9 @@
     GET  /info           what is served: backend, device, signature, preprocessing (auth)
     GET  /metrics        Prometheus metrics (scorepack.telemetry.metrics)   (auth; absent,
                          so 404, with --no-metrics)
-    GET  /swagger.json   the API as OpenAPI, from the model's signature (?version=2|3|3.1;
-                         with several models, ?model=NAME)
+    GET  /swagger.json   the API as OpenAPI, from the models' signatures (?version=2|3|3.1;
+                         with several models one document for all, or ?model=NAME
+                         &model_version=V for one)
 
 With several models, ``/score?model=NAME`` picks one (``&version=V`` a version; the
 default is the highest); with one model the query may leave it out. Probes never wait on
@@ -126,12 +127,7 @@ class AzureMLRoutes:
 
     async def info(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
-        scorers = [
-            s
-            for name in self.repository.names
-            for v in self.repository.versions(name)
-            if (s := self.repository.find(name, v)) is not None
-        ]
+        scorers = self._loaded()
         if len(self.repository.models()) == 1 and scorers:
             return Response(encode_json(scorers[0].describe()), media_type=_JSON)
         states = {(s.name, s.version): s for s in self.repository.models()}
@@ -160,8 +156,30 @@ class AzureMLRoutes:
                 f"Swagger version [{asked}] is not valid. Supported versions: "
                 f"[{', '.join(sorted(SWAGGER_VERSIONS))}]."
             )
-        scorer = self._scorer({"model": query["model"]} if "model" in query else {})
-        if not scorer.ready:
-            raise NotReadyError("The API document is made from the model: it is loading.")
-        facts = ApiFacts.for_scorer(scorer, auth=self.auth.enabled)
+        # ?version= is the document's kind, as azmlinfsrv has it: a model's version is
+        # ?model_version=
+        if "model" in query or "model_version" in query or len(self._loaded()) == 1:
+            asked_for = {"model": query["model"]} if "model" in query else {}
+            if "model_version" in query:
+                asked_for["version"] = query["model_version"]
+            scorers = [self._scorer(asked_for)]
+        else:
+            scorers = self._loaded()
+            if not scorers:
+                raise NotReadyError("The API document is made from the models: none is loaded.")
+        loading = [s.name for s in scorers if not s.ready]
+        if loading:
+            raise NotReadyError(
+                f"The API document is made from the models: {', '.join(loading)} loading."
+            )
+        facts = [ApiFacts.for_scorer(s, auth=self.auth.enabled) for s in scorers]
         return Response(encode_json(api_document(facts, kind)), media_type=_JSON)
+
+    def _loaded(self) -> list[Scorer]:
+        """Every loaded model version, by name and version."""
+        return [
+            scorer
+            for name in self.repository.names
+            for version in self.repository.versions(name)
+            if (scorer := self.repository.find(name, version)) is not None
+        ]
