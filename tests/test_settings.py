@@ -125,6 +125,89 @@ def test_every_option_has_help_and_serve_shows_every_variable() -> None:
         assert variable in flat
 
 
+#: variables more than one command reads on purpose, besides the settings (README, Settings)
+SHARED_VARIABLES = {"SCOREPACK_SETTINGS", "SCOREPACK_KEY"}
+
+
+def test_every_command_names_every_options_variable_by_one_rule() -> None:
+    """Every visible option of every command has a variable, shown in --help: a setting is
+    SCOREPACK_<SETTING> wherever it is (one meaning), serve's and serve-azureml's options
+    are SCOREPACK_<OPTION>, any other is SCOREPACK_<COMMAND>_<OPTION>."""
+    from scorepack.cli.options import Setting
+
+    cli = build_cli()
+    settings_fields = set(ServeSettings.model_fields) | set(AzureMLServeSettings.model_fields)
+    readers: dict[str, list[tuple[str, click.Option]]] = {}
+    checked = 0
+    for command in (cli, *cli.commands.values()):
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden or not param.expose_value:
+                continue
+            where = f"{command.name} {param.opts[0]}"
+            assert isinstance(param.envvar, str) and param.show_envvar, where
+            assert param.name is not None
+            if isinstance(param, Setting):
+                assert param.name in settings_fields, where
+                assert param.envvar == env_name(param.name), where
+            elif command is cli or command.name in ("serve", "serve-azureml"):
+                assert param.envvar == env_name(param.name) or param.envvar in (
+                    "SCOREPACK_SETTINGS",
+                    "SCOREPACK_AUTH_KEY_FILE",  # joins auth_keys: not a field of its own
+                ), where
+            elif param.envvar not in SHARED_VARIABLES:
+                scope = (command.name or "").upper().replace("-", "_")
+                assert param.envvar == f"SCOREPACK_{scope}_{param.name.upper()}", where
+            readers.setdefault(param.envvar, []).append((command.name or "", param))
+            checked += 1
+    assert checked > 150  # every command was walked
+    # a variable read by several commands is one setting (the same option everywhere), or
+    # one of the few shared on purpose
+    for variable, users in readers.items():
+        if len({name for name, _ in users}) == 1 or variable in SHARED_VARIABLES:
+            continue
+        assert all(isinstance(param, Setting) for _, param in users), (variable, users)
+        assert len({param.name for _, param in users}) == 1, variable
+    # the ones the audit named: one rule, both shown
+    build = readers["SCOREPACK_MAX_BATCH_SIZE"]
+    assert {"serve", "serve-azureml", "build"} <= {name for name, _ in build}
+    assert {name for name, _ in readers["SCOREPACK_TOP_K"]} == {"serve", "serve-azureml", "build"}
+    assert {name for name, _ in readers["SCOREPACK_DEVICE"]} >= {"serve", "inspect"}
+    # build --device (cpu|cuda: what the package is built for) is build's own
+    assert "SCOREPACK_BUILD_DEVICE" in readers
+    for name in ("score", "bench", "inspect", "build", "check", "deploy", "delete"):
+        flat = " ".join(run_cli(name, "--help").stdout.split())
+        assert "env var: SCOREPACK_" in flat, name
+
+
+def test_build_reads_the_settings_variables_as_serve_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SCOREPACK_TOP_K and SCOREPACK_MAX_BATCH_SIZE mean for build what they mean for serve:
+    the package gets them; a command's own variable (SCOREPACK_BUILD_NAME) is its alone."""
+    from click.testing import CliRunner
+
+    from packages import backend_params, tiny_model
+    from scorepack.manifest import load_manifest
+
+    backend = next((p.values[0] for p in backend_params() if not p.marks), None)
+    if backend is None:
+        pytest.skip("no backend installed")
+    model = tiny_model(str(backend), tmp_path / "models")
+    out = tmp_path / "pkg"
+    monkeypatch.setenv("SCOREPACK_TOP_K", "2")
+    monkeypatch.setenv("SCOREPACK_MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("SCOREPACK_BUILD_NAME", "from-env")
+    monkeypatch.setenv("SCOREPACK_DEPLOY_NAME", "not-for-build")
+    result = CliRunner().invoke(
+        build_cli(), ["build", str(model), "-o", str(out), "--device", "cpu", "--no-check"]
+    )
+    assert result.exit_code == 0, result.output + str(result.exception)
+    spec = load_manifest(out)
+    assert spec.name == "from-env"
+    assert spec.config.postprocess.top_k == 2
+    assert spec.config.batching.max_batch_size == 4
+
+
 def test_command_line_over_environment_over_file_over_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

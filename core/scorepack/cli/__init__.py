@@ -85,16 +85,34 @@ def build_cli() -> click.Group:
     for name in BUILTIN_COMMANDS:
         cli.add_command(importlib.import_module(f"{__name__}.{name}").command)
     get_plugin_manager().hook.register_commands(cli=cli)
-    _show_envvars(cli)
+    name_variables(cli)
     return cli
 
 
-def _show_envvars(group: click.Group) -> None:
-    """``--help`` names the environment variable of every option that has one."""
+def name_variables(group: click.Group) -> None:
+    """Give every visible option of every command its environment variable, shown in
+    ``--help``: one rule for the built-in commands and those the plugins add.
+
+    - ``serve`` and ``serve-azureml``: ``SCOREPACK_<OPTION>`` for every option (the server's
+      environment, read through the settings object; see ``settings_options.with_settings``);
+    - an option that is a setting (:class:`~.options.Setting`: backend, device, backend
+      options, preprocessing, top-k, labels, batching, limits, decoding) keeps
+      ``SCOREPACK_<SETTING>`` in every command, one meaning everywhere;
+    - every other option: ``SCOREPACK_<COMMAND>_<OPTION>``, the name click's
+      ``auto_envvar_prefix`` gives, so that one command's option never sets another's;
+    - shared on purpose: the group's ``SCOREPACK_LOG_LEVEL`` and ``SCOREPACK_LOG_FORMAT``,
+      ``SCOREPACK_SETTINGS`` (the settings file) and ``SCOREPACK_KEY`` (score and bench).
+    """
     for command in (group, *group.commands.values()):
+        prefix = "SCOREPACK_"
+        if command is not group:
+            prefix += (command.name or "").upper().replace("-", "_") + "_"
         for param in command.params:
-            if isinstance(param, click.Option) and param.envvar:
-                param.show_envvar = True
+            if not isinstance(param, click.Option) or param.hidden or not param.expose_value:
+                continue  # hidden: serve's deprecated spellings; unexposed: --version
+            if not param.envvar and param.name is not None:
+                param.envvar = prefix + param.name.upper()
+            param.show_envvar = True
 
 
 #: the commands that run a server: started again with huge pages asked for (hugepages.py)

@@ -15,7 +15,7 @@ import click
 from ..errors import BackendOptionError
 from ..generator.rendering import shell
 from ..generator.spec import DeploymentSettings
-from .options import backend_option, scoring_config, scoring_options
+from .options import backend_flag, backend_option, scoring_config, scoring_options
 from .settings_options import settings_file_option
 
 
@@ -69,7 +69,7 @@ def _models(paths: tuple[str, ...], repository_dir: Path | None) -> tuple[str, l
     type=click.Path(),
     help="The package directory to write (with --zip: the archive).",
 )
-@click.option("--backend", help="Backend name; detected from PATH when left out.")
+@backend_flag
 @click.option(
     "--device",
     type=click.Choice(["cpu", "cuda"]),

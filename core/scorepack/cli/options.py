@@ -1,4 +1,11 @@
-"""Options shared by the commands that load a model (inspect, serve, build)."""
+"""Options shared by the commands that load a model (inspect, serve, build).
+
+Each is a :class:`Setting`: a field of the one settings object (:mod:`scorepack.settings`),
+so its variable is ``SCOREPACK_<FIELD>`` in every command that has it, with one meaning —
+``build`` writes into the package what ``serve`` would apply, ``inspect`` preprocesses as
+``serve`` would. The other commands' own options get ``SCOREPACK_<COMMAND>_<OPTION>`` (see
+:func:`scorepack.cli.name_variables`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from ..errors import BackendOptionError
 from ..parsing import (
     LIMIT_FIELDS,
     PREPROCESS_FIELDS,
+    env_name,
     parse_floats,
     parse_option_items,
     parse_preferred_batch_size,
@@ -24,6 +32,22 @@ from ..parsing import (
 from ..preprocess import PRESETS, PreprocessConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Setting(click.Option):
+    """An option that is a field of the settings object: ``SCOREPACK_<FIELD>`` (its
+    ``name`` in capitals) in every command that has it, shown in ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("show_envvar", True)
+        super().__init__(*args, **kwargs)
+        if self.envvar is None and self.name is not None:
+            self.envvar = env_name(self.name)
+
+
+def setting(*decls: str, **attrs: Any) -> Callable[[F], F]:
+    """``click.option`` for a :class:`Setting`."""
+    return click.option(*decls, cls=Setting, **attrs)
 
 
 def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -79,7 +103,7 @@ def _backend_options(
 
 
 #: -O KEY=VALUE, repeatable: options for the backend (``Backend.option_schema``)
-backend_option = click.option(
+backend_option = setting(
     "-O",
     "--option",
     "backend_options",
@@ -91,13 +115,15 @@ backend_option = click.option(
     "where there is one, takes whitespace-separated KEY=VALUE items.",
 )
 
+#: --backend, as every command that loads a model takes it
+backend_flag = setting("--backend", help="Backend name; detected from PATH when left out.")
+
 model_flags = _stack(
-    click.option("--backend", help="Backend name; detected from PATH when left out."),
-    click.option(
+    backend_flag,
+    setting(
         "--device",
         default="auto",
         show_default=True,
-        envvar="SCOREPACK_DEVICE",
         callback=_device,
         help="auto, cpu, cuda or cuda:N.",
     ),
@@ -108,43 +134,43 @@ model_flags = _stack(
 model_options = _stack(click.argument("path", type=click.Path(exists=True)), model_flags)
 
 preprocess_options = _stack(
-    click.option(
+    setting(
         "--preset",
         type=click.Choice(sorted(PRESETS)),
         default="raw",
         show_default=True,
         help="Pixels: raw 0..255, unit 0..1, imagenet, caffe (BGR), inception (-1..1).",
     ),
-    click.option("--input", "image_input", help="The input that takes images (when ambiguous)."),
-    click.option("--image-size", callback=_size, help="N or HxW, when the model does not fix it."),
-    click.option(
+    setting("--input", "image_input", help="The input that takes images (when ambiguous)."),
+    setting("--image-size", callback=_size, help="N or HxW, when the model does not fix it."),
+    setting(
         "--layout",
         type=click.Choice(["NHWC", "NCHW"], case_sensitive=False),
         help="Channels last or first (default: from the model).",
     ),
-    click.option(
+    setting(
         "--resize",
         type=click.Choice(["stretch", "crop"]),
         default="stretch",
         show_default=True,
         help="stretch to size, or shorter side + centre crop.",
     ),
-    click.option(
+    setting(
         "--crop-ratio",
         type=float,
         default=0.875,
         show_default=True,
         help="With --resize crop: the centre crop's share of the resized shorter side.",
     ),
-    click.option(
+    setting(
         "--color",
         type=click.Choice(["RGB", "BGR"], case_sensitive=False),
         help="Channel order (default: from --preset).",
     ),
-    click.option("--scale", type=float, help="Multiply pixels (0..255) by this."),
-    click.option("--mean", callback=_floats, help="Subtract after scaling, per channel."),
-    click.option("--std", callback=_floats, help="Divide by this after the mean, per channel."),
-    click.option("--exact-decode", is_flag=True, help="Always decode JPEGs at full size."),
+    setting("--scale", type=float, help="Multiply pixels (0..255) by this."),
+    setting("--mean", callback=_floats, help="Subtract after scaling, per channel."),
+    setting("--std", callback=_floats, help="Divide by this after the mean, per channel."),
+    setting("--exact-decode", is_flag=True, help="Always decode JPEGs at full size."),
 )
 
 
@@ -154,12 +180,8 @@ def _limit_options(defaults: bool) -> Callable[[F], F]:
 
     def option(flag: str, kind: type, default: Any, help: str) -> Callable[[F], F]:
         if defaults:
-            # the variable counts for `build` too (serve's settings object reads it there)
-            envvar = "SCOREPACK_" + flag.removeprefix("--").replace("-", "_").upper()
-            return click.option(
-                flag, type=kind, default=default, show_default=True, envvar=envvar, help=help
-            )
-        return click.option(flag, type=kind, help=f"{help} (Default: the package's.)")
+            return setting(flag, type=kind, default=default, show_default=True, help=help)
+        return setting(flag, type=kind, help=f"{help} (Default: the package's.)")
 
     def preferred(func: F) -> F:
         # auto | off | N: one click parameter type that parses as the settings do
@@ -169,16 +191,15 @@ def _limit_options(defaults: bool) -> Callable[[F], F]:
             "--max-batch-size)."
         )
         if defaults:
-            return click.option(
+            return setting(
                 "--preferred-batch-size",
                 callback=_preferred,
                 metavar="auto|off|N",
                 default="off",
                 show_default=True,
-                envvar="SCOREPACK_PREFERRED_BATCH_SIZE",
                 help=text,
             )(func)
-        return click.option(
+        return setting(
             "--preferred-batch-size",
             callback=_preferred,
             metavar="auto|off|N",
@@ -213,21 +234,17 @@ def _limit_options(defaults: bool) -> Callable[[F], F]:
 
 def _top_k(defaults: bool) -> Callable[[F], F]:
     if defaults:
-        return click.option(
+        return setting(
             "--top-k", type=int, default=5, show_default=True, help="Classes returned per row."
         )
-    return click.option(
-        "--top-k", type=int, help="Classes returned per row (default: the package's)."
-    )
+    return setting("--top-k", type=int, help="Classes returned per row (default: the package's).")
 
 
 scoring_options = _stack(
     preprocess_options,
     _top_k(True),
-    click.option(
-        "--labels", type=click.Path(exists=True, dir_okay=False), help="One label per line."
-    ),
-    click.option("--output", "classifier_output", help="The output holding class scores."),
+    setting("--labels", type=click.Path(exists=True, dir_okay=False), help="One label per line."),
+    setting("--output", "classifier_output", help="The output holding class scores."),
     _limit_options(True),
 )
 
@@ -236,17 +253,17 @@ package_runtime_options = _stack(_top_k(False), _limit_options(False))
 
 #: how requests are decoded (scorepack.decoding): automatic unless given
 decode_options = _stack(
-    click.option(
+    setting(
         "--decode-threads",
         type=int,
         help="Threads that decode and preprocess requests (default: one per usable core).",
     ),
-    click.option(
+    setting(
         "--decode-lookahead",
         type=int,
         help="Requests decoded ahead of the model at most (default: two batches; 0: no bound).",
     ),
-    click.option(
+    setting(
         "--decode-nice",
         type=int,
         help="How much decode threads lower their priority on Linux, so that the model's "
@@ -255,7 +272,7 @@ decode_options = _stack(
 )
 
 #: how long a begun request may take to arrive (both hosts)
-read_timeout_option = click.option(
+read_timeout_option = setting(
     "--read-timeout-s",
     type=float,
     help="Seconds a begun request may go without a byte arriving; then 408 (default 60).",

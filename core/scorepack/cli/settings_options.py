@@ -16,11 +16,12 @@ import click
 from click.core import ParameterSource
 
 from ..parsing import env_name
+from .options import Setting
 
 __all__ = ["load_settings", "settings_file_option", "with_settings"]
 
 
-class _SettingsOption(click.Option):
+class _SettingsOption(Setting):
     """An option whose ``SCOREPACK_*`` variable the settings object reads, not click."""
 
     def resolve_envvar_value(self, ctx: click.Context) -> str | None:
