@@ -300,6 +300,8 @@ def test_no_rows(ints: Served) -> None:
         ({"ids": [[1, None, 3]], "weights": [[1, 1, 1]]}, ["'ids'", "int32"]),
         ({"ids": [[1, 2, 3]], "weights": [[True, {"a": 1}, 1]]}, ["'weights'", "float32"]),
         ({"ids": [[1, 2, 2**40]], "weights": [[1, 1, 1]]}, ["'ids'", "int32", "range"]),
+        # JSON has no infinity: a float32 input's 1e39 would become one
+        ({"ids": [[1, 2, 3]], "weights": [[1, -1e39, 1]]}, ["'weights'", "float32", "range"]),
     ],
 )
 def test_wrong_dtype(ints: Served, inputs: dict[str, object], words: list[str]) -> None:

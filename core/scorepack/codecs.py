@@ -44,6 +44,7 @@ __all__ = [
     "decode_tensors",
     "encode_json",
     "encoded_image",
+    "float_overflows",
     "loads_json",
     "sniff",
     "tensor_array",
@@ -349,6 +350,15 @@ _KIND_NAMES = {
 }
 
 
+def float_overflows(array: np.ndarray, want: np.dtype[Any]) -> bool:
+    """Whether numbers parsed from JSON would become infinite as ``want`` (float16/32):
+    JSON has no infinity, so one there is an overflow, not a value the client sent."""
+    if array.dtype.kind not in "iuf" or want.itemsize >= 8:
+        return False
+    limit = float(np.finfo(want).max)
+    return bool(array.max() > limit or array.min() < -limit)
+
+
 def tensor_array(
     value: Any, dtype: np.dtype[Any], name: str, *, may_hold_booleans: bool = True
 ) -> np.ndarray:
@@ -399,6 +409,12 @@ def tensor_array(
             raise InvalidTensorError(
                 f"Input {name!r} has values outside the range of {want.name}.", name
             )
+    elif want.kind == "f" and array.size and float_overflows(array, want):
+        raise InvalidTensorError(
+            f"Input {name!r} has values outside the range of {want.name} "
+            f"(at most ±{np.finfo(want).max:.4g}).",
+            name,
+        )
     if strings:
         return array.astype(object)
     return array.astype(want, copy=False)
