@@ -195,6 +195,9 @@ def test_packages_by_name_and_in_a_repository_folder(
     (repo / "packed" / "model-settings.yaml").write_text("scoring:\n  postprocess: {top_k: 1}\n")
     for version in ("1", "2"):
         shutil.copytree(package, repo / "versioned" / version)
+    # labels alone, for every version
+    (repo / "versioned" / "labels.txt").write_text("ant\nbee\ncat\ndog\n")
+    (repo / "versioned" / "model-settings.yaml").write_text("labels: labels.txt\n")
     echo = model(tmp_path / "m.echo")
     args = [f"pkg={package}", f"plain={echo}", "--repository", str(repo)]
     image = jpeg(40, 30, seed=3)
@@ -229,6 +232,11 @@ def test_packages_by_name_and_in_a_repository_folder(
         }
         assert len(top["pkg"]) == 4 and len(top["packed"]) == 1  # packed's settings file
         assert top["packed"][0] == top["pkg"][0]
+        assert "label" not in top["pkg"][0]
+        labelled = post_image(c, "model=versioned", image).json()["predictions"][0]["top_k"]
+        assert [e["label"] for e in labelled] == [
+            "ant bee cat dog".split()[e["index"]] for e in top["pkg"]
+        ]
         # V2 REST: the tensor as onnxruntime itself computes it, from every entry
         for path, version in (
             ("/v2/models/pkg/infer", ""),

@@ -145,7 +145,12 @@ def model_source(
                 backend=settings.backend,
                 device=settings.device,
                 options=settings.options,
-                config=settings.config(_package_defaults(path)) if settings.scoring else None,
+                # the package's own scoring settings, with this entry's changes over them
+                config=(
+                    settings.config(_package_defaults(path))
+                    if settings.scoring or settings.labels is not None
+                    else None
+                ),
                 name=name,
                 version=version,
                 decode=decode,
