@@ -307,6 +307,25 @@ def test_thread_option(models: dict[str, Path]) -> None:
         _loaded(models["pt2"], device="cpu", options={"intra_op_threads": "all"})
 
 
+@pytest.mark.parametrize("kind", ["torchscript", "pt2"])
+def test_unload_frees_the_weights_at_once(models: dict[str, Path], kind: str) -> None:
+    """Freed by unload() itself, before it empties CUDA's cache (which can give back only
+    free blocks): a .pt2's module refers to itself, so only the collector frees it."""
+    import gc
+    import weakref
+
+    backend = _loaded(models[kind], device="cpu")
+    module = weakref.ref(backend._module)  # a frozen TorchScript module holds no parameters
+    enabled = gc.isenabled()
+    gc.disable()  # no automatic collection may do unload()'s work
+    try:
+        backend.unload()
+        assert module() is None
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @pytest.mark.skipif(HAS_GPU, reason="checks the CPU-only machine")
 def test_cuda_without_a_gpu_is_an_error(models: dict[str, Path]) -> None:
     with pytest.raises(DeviceUnavailableError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -506,6 +507,10 @@ class TorchBackend(Backend):
         self._module = None
         self._staging = None
         self._pipeline = None
+        # a torch.export program's GraphModule refers to itself through its graph, so only
+        # the collector frees its weights; collect before empty_cache, which hands the
+        # caching allocator's free blocks back to the driver and cannot reach live ones
+        gc.collect()
         if self.device.is_cuda and hasattr(self, "_torch"):
             self._torch.cuda.empty_cache()
 
