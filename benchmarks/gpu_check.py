@@ -7,8 +7,8 @@ its plugins and the small wheels the machine lacks), and writes one Markdown rep
    architectures torch was built for;
 2. every GPU test of the suite (``pytest -m gpu``; each is one GPU path: device placement,
    half precision with lifted constants, TorchScript half vs fp32, pinned staging, nvJPEG,
-   warm-up, ONNX Runtime CUDA/TensorRT/CUDA graphs/IOBinding, TensorFlow): ran, skipped
-   with the reason, or failed with the error;
+   warm-up, ONNX Runtime CUDA/TensorRT/CUDA graphs/IOBinding, TensorFlow, device memory
+   given back by an unload): ran, skipped with the reason, or failed with the error;
 3. a benchmark, ResNet50 (random weights) in each backend the GPU can run: in-process at
    batch 1/8/32 and served (JPEG in, JSON out, the embedded server) at concurrency 1 and
    32, fp32 and fp16; the first request after ready at each batch size against the
@@ -50,6 +50,7 @@ GPU_TESTS = (
     "tests/test_onnx.py",
     "tests/test_tensorflow.py",
     "tests/test_gpu_levers.py",
+    "tests/test_gpu_unload.py",
 )
 BATCHES = (1, 8, 32)
 DRIVER_CUDA = "driver's CUDA"
@@ -146,6 +147,12 @@ def gpu_paths(out: Path, timeout: float) -> list[PathResult]:
     (out / "gpu-tests.log").write_text(log, "utf-8")
     if not xml.is_file():
         return [PathResult("pytest -m gpu", "failed", log.strip().splitlines()[-1] if log else "")]
+    return read_junit(xml)
+
+
+def read_junit(xml: Path) -> list[PathResult]:
+    """Each test case of pytest's JUnit XML as a path; a test that ran gives the properties
+    it recorded (``record_property``: what it measured) as its detail."""
     results = []
     for case in ET.parse(xml).getroot().iter("testcase"):
         name = f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}"
@@ -161,7 +168,10 @@ def gpu_paths(out: Path, timeout: float) -> list[PathResult]:
             reason = (skipped.get("message") or "").strip()
             results.append(PathResult(name, "skipped", reason[:300], seconds))
         else:
-            results.append(PathResult(name, "ran", "", seconds))
+            recorded = [
+                f"{p.get('name')}: {p.get('value')}" for p in case.iter("property") if p.get("name")
+            ]
+            results.append(PathResult(name, "ran", "; ".join(recorded)[:300], seconds))
     return results
 
 
@@ -438,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine()
     _say(f"{facts['GPU']}, driver CUDA {facts.get(DRIVER_CUDA)}")
     work = Path(tempfile.mkdtemp(prefix="scorepack-gpu-tests-"))
-    paths = [] if args.no_tests else gpu_paths(work, timeout=args.budget * 0.4)
+    paths = [] if args.no_tests else gpu_paths(work, timeout=args.budget * 0.5)
     if (work / "gpu-tests.log").is_file():
         shutil.copy(work / "gpu-tests.log", out.with_suffix(".tests.log"))
     rows: list[Row] = []

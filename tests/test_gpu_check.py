@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
-from benchmarks.gpu_check import PathResult, Row, report
+from benchmarks.gpu_check import PathResult, Row, read_junit, report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,3 +60,30 @@ def test_the_report_says_what_ran_was_skipped_and_failed() -> None:
     assert "AssertionError: x / y" in text  # a pipe would break the table
     assert "| pytorch | fp16 | served | 32 | 812.5 | 38.20 |  |" in text
     assert "- tensorflow: no GPU build of its framework here" in text
+
+
+def test_the_report_reads_each_test_from_pytests_junit_xml(tmp_path: Path) -> None:
+    """What a GPU test measured (``record_property``) comes back as its detail."""
+    (tmp_path / "test_paths.py").write_text(
+        "import pytest\n"
+        "def test_measures(record_property):\n"
+        "    record_property('ts MiB', '900 / 1412 / 901')\n"
+        "def test_skips():\n"
+        "    pytest.skip('needs a CUDA build of torch and a GPU')\n"
+        "def test_fails():\n"
+        "    assert 1 == 2, 'after unload 1400 MiB'\n"
+    )
+    xml = tmp_path / "out.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    found = {p.name: (p.outcome, p.detail) for p in read_junit(xml)}
+    assert found == {
+        "test_paths::test_measures": ("ran", "ts MiB: 900 / 1412 / 901"),
+        "test_paths::test_skips": ("skipped", "needs a CUDA build of torch and a GPU"),
+        "test_paths::test_fails": ("failed", "AssertionError: after unload 1400 MiB"),
+    }
