@@ -162,7 +162,8 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from packages import package_for
 
     root = tmp_path_factory.getbasetemp() / "packages"
-    return {device: package_for("onnx", root, device=device) for device in ("cpu", "cuda")}
+    # the CPU one is the package other tests build (package_for builds it once a session)
+    return {"cpu": package_for("onnx", root), "cuda": package_for("onnx", root, device="cuda")}
 
 
 def onnx_has_cuda() -> bool:
