@@ -233,6 +233,63 @@ def test_json_in_the_wrong_layout(cnn: Served, document: Any, words: list[str]) 
     refused(cnn, 400, *words, response=post_json(cnn, document))
 
 
+_IDS = '{"name": "ids", "datatype": "INT32", "shape": [1, 3], "data": [1, 2, 3]}'
+_WEIGHTS = '{"name": "weights", "datatype": "FP32", "shape": [1, 3], "data": [1, 1, 1]}'
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        # a parser keeps the last of two equal keys: [4, 5, 6] would be scored, silently
+        (
+            '{"inputs": [{"name": "ids", "datatype": "INT32", "shape": [1, 3], '
+            f'"data": [1, 2, 3], "data": [4, 5, 6]}}, {_WEIGHTS}]}}',
+            "data",
+        ),
+        # the second "inputs" would replace the first
+        (f'{{"inputs": [{_IDS}, {_WEIGHTS}], "inputs": [{_IDS}, {_WEIGHTS}]}}', "inputs"),
+        (f'{{"inputs": [{_IDS}, {_WEIGHTS}], "parameters": {{"p": 1, "p": 2}}}}', "p"),
+    ],
+    ids=["data", "inputs", "parameters"],
+)
+def test_a_duplicate_key_is_refused_by_name(ints: Served, text: str, key: str) -> None:
+    # /score's promise (tests/test_codecs.py): one strict JSON parser for both routes
+    response = post(ints, text.encode(), {"content-type": "application/json"})
+    refused(ints, 400, repr(key), "twice", response=response)
+
+
+def test_a_duplicate_key_in_a_binary_requests_json_header(cnn: Served) -> None:
+    raw = array_to_bytes(np.array([GOOD], dtype=object), "BYTES")
+    header = (
+        '{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "shape": [2], '
+        f'"parameters": {{"binary_data_size": {len(raw)}}}}}]}}'
+    ).encode()
+    headers = {"inference-header-content-length": str(len(header))}
+    refused(cnn, 400, "'shape'", "twice", response=post(cnn, header + raw, headers))
+
+
+@pytest.mark.parametrize(
+    ("ids", "weights", "words"),
+    [
+        # NumPy would make [1, true, 3] integers and [1, true, 1] floats: /score refuses them
+        ("[[1, true, 3]]", "[[1, 1, 1]]", ["'ids'", "INT32", "booleans"]),
+        ("[[1, 2, 3]]", "[[1, true, 1]]", ["'weights'", "FP32", "booleans"]),
+        ("[[1, 2, 3]]", "[[0.5, false, 1]]", ["'weights'", "FP32", "booleans"]),
+        ("[[1, 2, 3]]", "[[true, false, true]]", ["'weights'", "FP32", "booleans"]),
+        ("[true, false, true]", "[1, 1, 1]", ["'ids'", "INT32", "booleans"]),
+    ],
+)
+def test_booleans_only_for_bool_inputs(
+    ints: Served, ids: str, weights: str, words: list[str]
+) -> None:
+    text = (
+        f'{{"inputs": [{{"name": "ids", "datatype": "INT32", "shape": [1, 3], "data": {ids}}}, '
+        f'{{"name": "weights", "datatype": "FP32", "shape": [1, 3], "data": {weights}}}]}}'
+    )
+    response = post(ints, text.encode(), {"content-type": "application/json"})
+    refused(ints, 400, *words, "true/false only for bool inputs", response=response)
+
+
 def test_unknown_top_level_keys_are_ignored_as_v2_clients_send_them(cnn: Served) -> None:
     # KServe's client sends "model_name"; the V2 twin of /score's "extra key" is accepted
     zeros = np.zeros((1, 32, 32, 3)).tolist()

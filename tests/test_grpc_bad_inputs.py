@@ -22,7 +22,7 @@ from serving_helpers import scoring_config
 
 pytest.importorskip("onnxruntime")
 
-from scorepack.proto.messages import messages
+from scorepack.proto.messages import SERVICE, messages
 
 MAX_BODY = 64 * 1024
 MAX_PIXELS = 256 * 256
@@ -235,11 +235,34 @@ def _typed(a_values: list[Any], b_values: list[Any], b_field: str = "int64_conte
     [
         (_typed([1, 2], [1, 2, 3]), ["'a'"]),
         (_typed([1, 2, 3], [1, 2, 3], "fp32_contents"), ["'b'", "int64_contents"]),
+        # the twin of /score's "true/false only for bool inputs": protobuf's typed fields
+        # keep booleans in bool_contents, which an INT64 input refuses
+        (
+            _typed([1, 2, 3], [True, False, True], "bool_contents"),
+            ["'b'", "INT64", "bool_contents"],
+        ),
     ],
-    ids=["too few values", "wrong contents field"],
+    ids=["too few values", "wrong contents field", "booleans for numbers"],
 )
 def test_malformed_typed_tensors(served: GrpcServed, request_: Any, words: list[str]) -> None:
     refused(served, request_, INVALID, *words)
+
+
+def test_a_message_given_twice_is_not_a_silent_last_one_wins(served: GrpcServed) -> None:
+    # The twin of a duplicate JSON key: protobuf has no keys to repeat, but two messages
+    # written back to back parse as one, scalar fields last-wins and repeated ones
+    # appended (the protobuf encoding's rule, which no parser can refuse). The inputs
+    # then come twice, and that is refused by name rather than one copy scored.
+    twice = _pair_request(GOOD_A, GOOD_B).SerializeToString() * 2
+    with grpc.insecure_channel(served.grpc_address) as channel:
+        call = channel.unary_unary(
+            f"/{SERVICE}/ModelInfer", response_deserializer=messages.ModelInferResponse.FromString
+        )
+        with pytest.raises(grpc.RpcError) as excinfo:
+            call(twice, timeout=TIMEOUT)
+    assert excinfo.value.code() == INVALID, excinfo.value.details()
+    assert "'a' is given twice" in excinfo.value.details()
+    still_serves(served)
 
 
 def test_broken_bytes_length_prefix(served: GrpcServed) -> None:

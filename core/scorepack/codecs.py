@@ -360,7 +360,12 @@ def float_overflows(array: np.ndarray, want: np.dtype[Any]) -> bool:
 
 
 def tensor_array(
-    value: Any, dtype: np.dtype[Any], name: str, *, may_hold_booleans: bool = True
+    value: Any,
+    dtype: np.dtype[Any],
+    name: str,
+    *,
+    may_hold_booleans: bool = True,
+    label: str | None = None,
 ) -> np.ndarray:
     """A JSON value (nested lists) as an array of ``dtype``, its elements checked by type.
 
@@ -370,6 +375,8 @@ def tensor_array(
     ``[true, 2.5]`` into floats and ``[1, "a"]`` into strings, so the elements are looked
     at one by one where its coercion could hide a wrong one. ``may_hold_booleans=False``
     (the body has no ``true``/``false`` in it) skips that look for numeric inputs.
+    ``label`` names the type in messages (V2 gives its datatype, e.g. ``FP32``; default:
+    the NumPy dtype's name). An empty array holds no wrong element: any dtype takes it.
     Shapes are not checked here.
     """
     want = np.dtype(dtype)
@@ -386,7 +393,7 @@ def tensor_array(
         # an object array handed over as it is (V2 BYTES): strings or bytes, nothing else
         if not all(isinstance(x, str | bytes) for x in array.flat):
             problem = "values that are neither strings nor bytes"
-    elif kind not in ("US" if strings else _ACCEPTED_KINDS.get(want.kind, "")):
+    elif array.size and kind not in ("US" if strings else _ACCEPTED_KINDS.get(want.kind, "")):
         problem = _KIND_NAMES.get(kind, array.dtype.name)
     elif coerced and array.size and strings:
         if not all(type(x) is str for x in np.asarray(value, dtype=object).flat):
@@ -395,9 +402,11 @@ def tensor_array(
         if any(type(x) is bool for x in np.asarray(value, dtype=object).flat):
             problem = "booleans mixed with numbers"
     if problem is not None:
-        wanted = (
-            "strings" if strings else f"{want.name} numbers" if want.kind != "b" else "booleans"
-        )
+        what = "strings" if strings else "booleans" if want.kind == "b" else None
+        if what is None:
+            wanted = f"{label or want.name} numbers"
+        else:
+            wanted = f"{what} ({label})" if label else what
         raise InvalidTensorError(
             f"Input {name!r} must hold {wanted}, but the JSON holds {problem} (true/false "
             "only for bool inputs, strings only for string inputs, no nulls).",
@@ -407,7 +416,7 @@ def tensor_array(
         info = np.iinfo(want)
         if array.size and (array.min() < info.min or array.max() > info.max):
             raise InvalidTensorError(
-                f"Input {name!r} has values outside the range of {want.name}.", name
+                f"Input {name!r} has values outside the range of {label or want.name}.", name
             )
     elif want.kind == "f" and array.size and float_overflows(array, want):
         raise InvalidTensorError(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codecs import tensor_array
 from ..errors import InvalidTensorError
 
 __all__ = [
@@ -156,11 +157,21 @@ def array_to_bytes(array: np.ndarray, datatype: str) -> bytes:
     return np.ascontiguousarray(array, dtype=numpy_dtype(datatype)).tobytes()
 
 
-def array_from_data(name: str, datatype: str, shape: Sequence[int], data: Any) -> np.ndarray:
-    """A tensor from JSON ``data``, nested or flat, checked against its shape and type."""
+def array_from_data(
+    name: str, datatype: str, shape: Sequence[int], data: Any, *, may_hold_booleans: bool = True
+) -> np.ndarray:
+    """A tensor from JSON ``data``, nested or flat, checked against its shape and type.
+
+    Elements are checked by :func:`scorepack.codecs.tensor_array`, ``/score``'s one check
+    (numbers for numeric datatypes, ``true``/``false`` only for BOOL, no nulls), so a body
+    is refused the same way on either route. ``may_hold_booleans=False`` says the data
+    cannot hold a boolean (no ``true``/``false`` in the body; gRPC's typed fields), which
+    spares numeric data the look at each element.
+    """
     dims = _check_shape(name, shape)
     dtype = numpy_dtype(datatype)
     if datatype == "BYTES":
+        # not through tensor_array: NumPy would pad every string to the longest one
         flat = list(_flatten(data))
         if not all(isinstance(item, str | bytes) for item in flat):
             raise InvalidTensorError(f"Input {name!r} is BYTES: its data must be strings.", name)
@@ -168,13 +179,9 @@ def array_from_data(name: str, datatype: str, shape: Sequence[int], data: Any) -
         items[:] = [item.encode("utf-8") if isinstance(item, str) else item for item in flat]
         array = items
     else:
-        try:
-            array = np.asarray(data)
-        except ValueError as exc:
-            raise InvalidTensorError(
-                f"Input {name!r} is not a rectangular array: {exc}", name
-            ) from exc
-        array = _checked_cast(name, datatype, dtype, array.reshape(-1))
+        array = tensor_array(
+            data, dtype, name, may_hold_booleans=may_hold_booleans, label=datatype
+        ).reshape(-1)
     if array.size != _count(dims):
         raise InvalidTensorError(
             f"Input {name!r} holds {array.size} values; shape {list(dims)} takes {_count(dims)}.",
@@ -189,22 +196,3 @@ def _flatten(data: Any) -> Any:
             yield from _flatten(item)
     else:
         yield data
-
-
-def _checked_cast(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> np.ndarray:
-    kind = array.dtype.kind
-    if array.size == 0:
-        return array.astype(dtype)
-    ok = {"b": "b", "u": "biu", "i": "biu", "f": "biuf"}[dtype.kind]
-    if kind not in ok:
-        got = {"U": "strings", "f": "floats", "b": "booleans", "O": "mixed values"}.get(
-            kind, array.dtype.name
-        )
-        raise InvalidTensorError(f"Input {name!r} is {datatype}, but its data holds {got}.", name)
-    if dtype.kind in "iu" and kind in "iu":
-        info = np.iinfo(dtype)
-        if array.min() < info.min or array.max() > info.max:
-            raise InvalidTensorError(
-                f"Input {name!r} has values outside the range of {datatype}.", name
-            )
-    return array.astype(dtype)

@@ -14,9 +14,8 @@ import math
 from typing import Any
 
 import numpy as np
-import orjson
 
-from ..codecs import sniff
+from ..codecs import encode_json, loads_json, sniff
 from ..errors import BadRequestError, EmptyBodyError, InvalidJSONError, InvalidTensorError
 from ..signature import Signature
 from .datatypes import array_from_bytes, array_from_data, array_to_bytes, datatype_of, numpy_dtype
@@ -58,6 +57,8 @@ def decode_infer_request(body: bytes, json_length: int | None = None) -> InferRe
         raise EmptyBodyError()
     head = body if json_length is None else body[:json_length]
     document = _json(head)
+    # only a body with true/false in it can hide a boolean among numbers (as /score)
+    booleans = b"true" in head or b"false" in head
     binary = memoryview(body)[len(head) :]
     items = document.get("inputs")
     if not isinstance(items, list) or not items:
@@ -65,7 +66,7 @@ def decode_infer_request(body: bytes, json_length: int | None = None) -> InferRe
     offset = 0
     inputs = []
     for index, item in enumerate(items):
-        tensor, offset = _input(item, index, binary, offset)
+        tensor, offset = _input(item, index, binary, offset, booleans)
         inputs.append(tensor)
     if offset != len(binary):
         raise BadRequestError(
@@ -129,11 +130,9 @@ def raw_infer_request(signature: Signature, image_input: str | None, body: bytes
     )
 
 
-def _json(head: bytes | memoryview) -> dict[str, Any]:
-    try:
-        document = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSONError(f"The inference request is not valid JSON: {exc}") from exc
+def _json(head: bytes) -> dict[str, Any]:
+    # /score's strict parser: a duplicate key anywhere is a 400 naming it, not the last kept
+    document = loads_json(head)
     if not isinstance(document, dict):
         raise InvalidJSONError('The inference request must be a JSON object with "inputs".')
     return document
@@ -148,7 +147,9 @@ def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
     return parameters
 
 
-def _input(item: Any, index: int, binary: memoryview, offset: int) -> tuple[InferInput, int]:
+def _input(
+    item: Any, index: int, binary: memoryview, offset: int, booleans: bool
+) -> tuple[InferInput, int]:
     if not isinstance(item, dict):
         raise InvalidJSONError(f"Input {index} must be a JSON object.")
     name = item.get("name")
@@ -174,7 +175,7 @@ def _input(item: Any, index: int, binary: memoryview, offset: int) -> tuple[Infe
         array = array_from_bytes(name, datatype, shape, binary[offset : offset + size])
         offset += size
     elif "data" in item:
-        array = array_from_data(name, datatype, shape, item["data"])
+        array = array_from_data(name, datatype, shape, item["data"], may_hold_booleans=booleans)
     else:
         raise InvalidJSONError(f'Input {name!r} has no "data" (and no binary_data_size).')
     return InferInput(name, datatype, tuple(shape), array, parameters), offset
@@ -221,7 +222,7 @@ def encode_infer_response(
         document["id"] = response.id
     if response.parameters:
         document["parameters"] = response.parameters
-    head = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    head = encode_json(document)
     if not chunks:
         return head, None
     return b"".join([head, *chunks]), len(head)
@@ -230,7 +231,7 @@ def encode_infer_response(
 def _json_data(output: InferOutput) -> Any:
     flat = output.data.reshape(-1)
     if output.datatype != "BYTES":
-        # orjson writes NumPy arrays directly, far faster than a list of Python floats
+        # orjson (encode_json) writes NumPy arrays directly, far faster than Python floats
         return np.ascontiguousarray(flat)
     try:
         return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in flat]

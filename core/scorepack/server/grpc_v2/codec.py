@@ -109,7 +109,10 @@ def _from_contents(name: str, datatype: str, shape: tuple[int, ...], contents: A
             f"the request fills contents.{others[0]}.",
             name,
         )
-    return array_from_data(name, datatype, shape, list(getattr(contents, field_name)))
+    # each typed field holds only its own type: no boolean can hide among numbers (a
+    # BOOL field for an FP32 input is refused above), so the per-element look is skipped
+    values = list(getattr(contents, field_name))
+    return array_from_data(name, datatype, shape, values, may_hold_booleans=False)
 
 
 def write_outputs(response: Any, outputs: Sequence[InferOutput]) -> None:
