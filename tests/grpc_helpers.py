@@ -89,9 +89,25 @@ def grpc_serving(
         ModelSource(name, None, lambda b=backend, n=name: Scorer(b, config, name=n))
         for name, backend in backends.items()
     ]
-    grpc = GrpcOptions(0, max_message_bytes=config.max_body_bytes)
-    repository = Repository(sources)
-    server = BackgroundServer(repository, grpc=grpc, auth_keys=auth_keys).start()
+    options = GrpcOptions(0, max_message_bytes=config.max_body_bytes)
+    with grpc_serving_repository(
+        Repository(sources), grpc_options=options, auth_keys=auth_keys
+    ) as served:
+        yield served
+
+
+@contextmanager
+def grpc_serving_repository(
+    repository: Repository,
+    *,
+    wait_ready: bool = True,
+    grpc_options: GrpcOptions | None = None,
+    auth_keys: tuple[str, ...] = (),
+) -> Iterator[GrpcServed]:
+    """Serve a repository over HTTP and gRPC until the block ends, then unload it."""
+    options = grpc_options or GrpcOptions(0)
+    server = BackgroundServer(repository, grpc=options, auth_keys=auth_keys)
+    server.start(wait_ready=wait_ready)
     served = GrpcServed(server, repository)
     try:
         yield served

@@ -15,7 +15,13 @@ import pytest
 from fixture_backends import EchoBackend, EncodedImageBackend, TypesBackend
 from images import jpeg, png
 from scorepack import Scorer
-from scorepack.errors import ImageTooLargeError, InvalidImageError, InvalidTensorError
+from scorepack.errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidTensorError,
+    ModelNotFoundError,
+)
+from scorepack.repository import ModelSource, Repository
 from scorepack.v2 import (
     DATATYPES,
     InferInput,
@@ -27,6 +33,7 @@ from scorepack.v2 import (
     datatype_of,
     infer,
     model_metadata,
+    not_ready,
     numpy_dtype,
 )
 from serving_helpers import scoring_config
@@ -259,9 +266,20 @@ def test_pixels_still_work_on_an_image_model(image_scorer: Scorer) -> None:
 # --- metadata ----------------------------------------------------------------------------
 
 
-def test_model_metadata(types_scorer: Scorer) -> None:
-    meta = model_metadata(types_scorer)
-    assert meta["name"] == "types" and meta["versions"] == ["3"]
+def test_model_metadata(types_scorer: Scorer, tmp_path: Path) -> None:
+    def echo(version: str) -> ModelSource:
+        path = tmp_path / f"e{version}.echo"
+        return ModelSource("types", version, lambda: Scorer(EchoBackend(path), name="types"))
+
+    # every version is listed; the tensors are the version asked for's (default: highest)
+    repository = Repository([echo("1"), ModelSource("types", "3", lambda: types_scorer)])
+    repository.start()
+    try:
+        meta = model_metadata(repository, "types")
+    finally:
+        repository.close()
+    assert meta["name"] == "types" and meta["versions"] == ["1", "3"]
+    assert "state" not in meta and "reason" not in meta
     assert meta["platform"] == "fixture_backends"
     assert meta["inputs"] == [
         {"name": "f", "datatype": "FP32", "shape": [-1, 2]},
@@ -269,3 +287,19 @@ def test_model_metadata(types_scorer: Scorer) -> None:
         {"name": "b", "datatype": "BOOL", "shape": [-1, 1]},
     ]
     assert meta["outputs"][3] == {"name": "word", "datatype": "BYTES", "shape": [-1]}
+    # a version not loaded: no tensors, its state and why; not_ready says both
+    unloaded = Repository([echo("1"), echo("2")])
+    meta = model_metadata(unloaded, "types", "2")
+    assert meta == {
+        "name": "types",
+        "versions": ["1", "2"],
+        "platform": "",
+        "inputs": [],
+        "outputs": [],
+        "state": "UNAVAILABLE",
+        "reason": "not loaded",
+    }
+    error = not_ready(unloaded.state("types", "2"))
+    assert error.message == "The model 'types' version '2' is not ready: UNAVAILABLE (not loaded)."
+    with pytest.raises(ModelNotFoundError):
+        model_metadata(unloaded, "types", "9")

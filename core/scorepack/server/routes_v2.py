@@ -29,7 +29,7 @@ from starlette.responses import Response
 from ..codecs import encode_json
 from ..errors import NotReadyError, UnsupportedMediaTypeError
 from ..repository import READY, Repository
-from ..v2 import infer, model_metadata, platform_of
+from ..v2 import infer, model_metadata, not_ready
 from ..v2.rest import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -165,30 +165,15 @@ class V2Routes:
     async def model_metadata(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
         name, version = request.path_params["name"], request.path_params.get("version")
-        scorer = self.repository.find(name, version)
-        state = self.repository.state(name, version)
-        versions = [v for v in self.repository.versions(name) if v is not None]
-        if scorer is not None and state.state == READY:
-            return _json({**model_metadata(scorer), "versions": versions})
-        # not loaded, loading or failed: say so, and why, where clients look for a model
-        return _json(
-            {
-                "name": name,
-                "versions": versions,
-                "platform": platform_of(scorer) if scorer is not None else "",
-                "inputs": [],
-                "outputs": [],
-                "state": state.state,
-                "reason": state.reason,
-            }
-        )
+        # not loaded, loading or failed: 200 all the same, with its state and why, where
+        # clients look for a model
+        return _json(model_metadata(self.repository, name, version))
 
     async def model_ready(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         state = self.repository.state(name, version)
         if state.state != READY:
-            label = name + (f" version {version}" if version else "")
-            raise NotReadyError(f"Model {label} is not ready: {state.reason}.")
+            raise not_ready(state)
         return _json({"name": name, "ready": True})
 
     # --- the repository extension -------------------------------------------------------

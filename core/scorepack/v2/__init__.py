@@ -11,7 +11,7 @@ from .datatypes import (
     numpy_dtype,
 )
 from .infer import decode_request, infer, infer_blocking
-from .metadata import model_metadata, platform_of, tensor_metadata
+from .metadata import model_metadata, not_ready, platform_of, tensor_metadata
 from .types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "infer",
     "infer_blocking",
     "model_metadata",
+    "not_ready",
     "numpy_dtype",
     "platform_of",
     "tensor_metadata",

@@ -1,14 +1,21 @@
-"""V2 model metadata from a scorer's signature."""
+"""V2 model metadata: a scorer's signature, and the state of a model that is not ready.
+
+One answer for both adapters: V2 REST returns :func:`model_metadata` as it is; gRPC's
+``ModelMetadataResponse`` has no ``state`` or ``reason`` fields, so for a model that is not
+ready it answers :func:`not_ready` (UNAVAILABLE, as Triton does) with both in the message.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import NotReadyError
+from ..repository import READY, ModelState, Repository
 from ..scorer import Scorer
 from ..signature import TensorSpec
 from .datatypes import datatype_of
 
-__all__ = ["model_metadata", "platform_of", "tensor_metadata"]
+__all__ = ["model_metadata", "not_ready", "platform_of", "tensor_metadata"]
 
 #: Triton's platform names for the built-in backends, so V2 clients see familiar ones
 _PLATFORMS = {
@@ -33,13 +40,40 @@ def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     }
 
 
-def model_metadata(scorer: Scorer) -> dict[str, Any]:
-    """The V2 model metadata of a loaded scorer."""
+def model_metadata(repository: Repository, name: str, version: str | None = None) -> dict[str, Any]:
+    """The V2 metadata of model ``name``: ``versions`` lists all its versions, and the
+    version asked for (default: the one requests go to) gives its ``platform``,
+    ``inputs`` and ``outputs`` when it is ready. When it is not (loading, failed, unloaded)
+    the tensors are empty and ``state`` and ``reason`` say why.
+
+    Raises :class:`~scorepack.errors.ModelNotFoundError` for an unknown name or version.
+    """
+    state = repository.state(name, version)
+    scorer = repository.find(name, state.version)
+    versions = [v for v in repository.versions(name) if v is not None]
+    platform = platform_of(scorer) if scorer is not None else ""
+    if scorer is None or state.state != READY:
+        return {
+            "name": name,
+            "versions": versions,
+            "platform": platform,
+            "inputs": [],
+            "outputs": [],
+            "state": state.state,
+            "reason": state.reason,
+        }
     signature = scorer.signature
     return {
-        "name": scorer.name,
-        "versions": [scorer.version] if scorer.version else [],
-        "platform": platform_of(scorer),
+        "name": name,
+        "versions": versions,
+        "platform": platform,
         "inputs": [tensor_metadata(s) for s in signature.inputs],
         "outputs": [tensor_metadata(s) for s in signature.outputs],
     }
+
+
+def not_ready(state: ModelState) -> NotReadyError:
+    """The error for a model version that is not ready, naming its state and the reason
+    (a load failure's message, "unloaded", "loading")."""
+    label = f"model {state.name!r}" + (f" version {state.version!r}" if state.version else "")
+    return NotReadyError(f"The {label} is not ready: {state.state} ({state.reason}).")

@@ -38,8 +38,9 @@ from typing import Any
 import grpc
 
 from ... import v2
-from ...errors import BodyTooLargeError, NotReadyError
+from ...errors import BodyTooLargeError
 from ...proto.messages import SERVICE, messages, method_types
+from ...repository import READY, ModelState
 from ...telemetry.stats import RequestStats
 from ...version import __version__
 from ..auth import KeyCheck
@@ -148,12 +149,18 @@ class InferenceService:
         return messages.ServerReadyResponse(ready=bool(self.repository.ready))
 
     def model_ready(self, request: Any, context: grpc.ServicerContext) -> Any:
-        # an unknown model is NOT_FOUND (as V2 REST's 404); a known one says whether it is
-        try:
-            scorer = self.repository.get(request.name, request.version or None)
-        except NotReadyError:
-            return messages.ModelReadyResponse(ready=False)
-        return messages.ModelReadyResponse(ready=bool(scorer.ready))
+        # an unknown model is NOT_FOUND (as V2 REST's 404); a known one says whether it is,
+        # as Triton does (ready=false, not an error: tritonclient's is_model_ready reads it),
+        # and, in trailing metadata, its state and why (REST's 503 message says the same)
+        state = self.repository.state(request.name, request.version or None)
+        if state.state != READY:
+            context.set_trailing_metadata(
+                (
+                    ("scorepack-model-state", state.state),
+                    ("scorepack-model-reason", _ascii(state.reason)),
+                )
+            )
+        return messages.ModelReadyResponse(ready=state.state == READY)
 
     def server_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         return messages.ServerMetadataResponse(
@@ -161,15 +168,17 @@ class InferenceService:
         )
 
     def model_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        scorer = self.repository.get(request.name, request.version or None)
-        meta = v2.model_metadata(scorer)
+        name, version = request.name, request.version or None
+        meta = v2.model_metadata(self.repository, name, version)
+        if "state" in meta:
+            # the message has no state or reason fields: answer as Triton does, an error
+            # (UNAVAILABLE), with both in its message
+            raise v2.not_ready(ModelState(name, version, meta["state"], meta["reason"]))
         response = messages.ModelMetadataResponse(
-            name=meta["name"],
-            versions=[str(v) for v in meta.get("versions", ())],
-            platform=meta.get("platform", ""),
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"]
         )
         for key, tensors in (("inputs", response.inputs), ("outputs", response.outputs)):
-            for spec in meta.get(key, ()):
+            for spec in meta[key]:
                 tensors.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
         return response
 
@@ -203,7 +212,7 @@ class InferenceService:
     def repository_index(self, request: Any, context: grpc.ServicerContext) -> Any:
         response = messages.RepositoryIndexResponse()
         for state in self.repository.models():
-            if request.ready and state.state != "READY":
+            if request.ready and state.state != READY:
                 continue
             response.models.add(
                 name=state.name,
@@ -235,6 +244,11 @@ class _Watch:
         # False: the call is already over, nobody waits for this request
         if not self._context.add_callback(future.cancel):
             future.cancel()
+
+
+def _ascii(text: str) -> str:
+    # metadata values other than "-bin" ones must be printable ASCII
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
 
 
 def _authorization(context: grpc.ServicerContext) -> str | None:
