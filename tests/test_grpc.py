@@ -374,6 +374,9 @@ def test_full_queue_is_unavailable_with_retry_after(tmp_path: Path) -> None:
         served.backend("slow").gate.set()
         first.result(timeout=TIMEOUT)
         queued.result(timeout=TIMEOUT)
+        # the refused call never reached the model; the next one is answered
+        after = served.infer("slow", np.full((1, 2), 5.0, np.float32))
+        np.testing.assert_array_equal(after, [[5.0, 5.0]])
 
 
 def test_message_over_the_body_limit_is_resource_exhausted(tmp_path: Path) -> None:

@@ -204,6 +204,10 @@ def test_the_servers_own_timeout_is_counted_as_timed_out(tmp_path: Path) -> None
         finally:
             backend.gate.set()
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "SCOREPACK_TIMEOUT_MS" in late.value.details()
+        wait_for(lambda: served.scorer("slow").batcher.queue_depth == 0, "an empty queue")
+        # the server goes on: the next call is answered
+        np.testing.assert_array_equal(served.infer("slow", np.full((1, 2), 3.0, np.float32)), 3)
         after = metrics(served)
     assert value(after, "scorepack_timed_out_requests_total", model="slow") == 1
     assert value(after, "scorepack_cancelled_requests_total", model="slow") == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -468,3 +469,69 @@ def test_a_failed_load_reports_its_reason(tmp_path: Path) -> None:
         assert client.get("/v2/health/live").status_code == 200
         x = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
         assert client.post("/v2/models/good/infer", json=x).status_code == 200
+
+
+# --- overload: a full queue and a timeout, as /score answers them ---------------------------
+
+
+def _infer_x(client: httpx.Client, model: str, value: float) -> httpx.Response:
+    x = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [value, value]}]}
+    return client.post(f"/v2/models/{model}/infer", json=x)
+
+
+def _y(response: httpx.Response) -> list[float]:
+    assert response.status_code == 200, response.text
+    return list(response.json()["outputs"][0]["data"])
+
+
+def test_queue_full_is_503_at_once_with_retry_after(tmp_path: Path) -> None:
+    # tests/test_server.py's /score case, over V2: the model thread held by a closed gate,
+    # two requests queued behind it, so the third can only be refused by the full queue
+    backend = SlowBackend(tmp_path / "s.slow")
+    config = scoring_config(max_batch_size=1, max_queue_size=2, max_delay_ms=0)
+    repo = Repository([ModelSource("slow", None, lambda: Scorer(backend, config, name="slow"))])
+    with serving_repository(repo) as (_, client), ThreadPoolExecutor(3) as pool:
+        batcher = repo.get("slow").batcher
+        backend.gate.clear()
+        backend.entered.clear()
+        try:
+            first = pool.submit(_infer_x, client, "slow", 1.0)
+            assert backend.entered.wait(20)  # the model thread holds request 1
+            queued = [pool.submit(_infer_x, client, "slow", float(v)) for v in (2, 3)]
+            wait_for(lambda: batcher.queue_depth == 2, "two queued requests")
+            # the gate is still closed, so this answer cannot have waited on the model
+            full = _infer_x(client, "slow", 4.0)
+            v2_error(full, 503, "queue is full", "--max-queue-size")
+            assert int(full.headers["retry-after"]) >= 1
+            assert client.get("/v2/health/ready").json() == {"ready": True}
+            assert client.get("/v2/models/slow/ready").status_code == 200
+            assert not first.done()
+        finally:
+            backend.gate.set()
+        assert _y(first.result(20)) == [1.0, 1.0]
+        assert [_y(f.result(20)) for f in queued] == [[2.0, 2.0], [3.0, 3.0]]
+        assert (4.0, 4.0) not in backend.seen
+        assert _y(_infer_x(client, "slow", 5.0)) == [5.0, 5.0]
+
+
+def test_request_waiting_past_its_timeout_is_504(tmp_path: Path) -> None:
+    backend = SlowBackend(tmp_path / "s.slow")
+    config = scoring_config(max_batch_size=1, timeout_ms=300)
+    repo = Repository([ModelSource("slow", None, lambda: Scorer(backend, config, name="slow"))])
+    with serving_repository(repo) as (_, client), ThreadPoolExecutor(2) as pool:
+        batcher = repo.get("slow").batcher
+        backend.gate.clear()
+        backend.entered.clear()
+        try:
+            held = pool.submit(_infer_x, client, "slow", 1.0)
+            assert backend.entered.wait(20)
+            # the gate stays closed well past 300 ms: this one can only time out
+            v2_error(_infer_x(client, "slow", 2.0), 504, "300 ms", "SCOREPACK_TIMEOUT_MS")
+            # so does the one the model holds: the timeout bounds the whole wait
+            v2_error(held.result(20), 504, "300 ms")
+        finally:
+            backend.gate.set()
+        # the timed-out request is dropped, never scored; the server goes on
+        wait_for(lambda: batcher.queue_depth == 0, "an empty queue")
+        assert _y(_infer_x(client, "slow", 3.0)) == [3.0, 3.0]
+        assert (2.0, 2.0) not in backend.seen
