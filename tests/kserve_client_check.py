@@ -1,9 +1,11 @@
-"""KServe's InferenceRESTClient against a V2 server: ``python kserve_client_check.py URL``.
+"""KServe's InferenceRESTClient against a V2 server:
+``python kserve_client_check.py URL JPEG``.
 
 Runs in a process of its own (tests/test_v2_clients.py starts it): importing kserve
 registers the V2 protos' ``inference.*`` names in protobuf's default pool, as
 tritonclient.grpc does, and one process cannot hold both. Prints one JSON line of what it
-saw; the test asserts on it.
+saw; the test asserts on it. JPEG is an image file, sent to the ``cnn`` model as a BYTES
+input in the binary extension (the test compares the answer with ``/score``'s).
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ def _types_request(binary: bool) -> InferRequest:
     return InferRequest("types", inputs, request_id=f"k-{binary}", request_outputs=outputs)
 
 
-async def _check(url: str) -> dict[str, Any]:
+def _jpeg_request(picture: bytes) -> InferRequest:
+    image = InferInput("image", [1], "BYTES")
+    # JPEG bytes are not UTF-8: JSON cannot carry them, the binary extension can
+    image.set_data_from_numpy(np.array([picture], dtype=np.object_), binary_data=True)
+    probs = RequestedOutput("probs", {"binary_data": False})
+    return InferRequest("cnn", [image], request_id="k-jpeg", request_outputs=[probs])
+
+
+async def _check(url: str, jpeg_path: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
     try:
@@ -46,6 +56,10 @@ async def _check(url: str) -> dict[str, Any]:
                 "id": response.id,
                 **{o.name: o.as_numpy().tolist() for o in response.outputs},
             }
+        with open(jpeg_path, "rb") as file:
+            picture = file.read()
+        response = await client.infer(url, _jpeg_request(picture), model_name="cnn")
+        seen["jpeg"] = {o.name: o.as_numpy().tolist() for o in response.outputs}
         bad = InferInput("x", [1, 3], "FP32")
         bad.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32), binary_data=False)
         for model in ("echo", "nope"):
@@ -60,4 +74,4 @@ async def _check(url: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(_check(sys.argv[1]))))
+    print(json.dumps(asyncio.run(_check(sys.argv[1], sys.argv[2]))))

@@ -1,7 +1,7 @@
 """KServe's InferenceGRPCClient against scorepack's V2 gRPC server:
 ``python kserve_grpc_check.py HOST:PORT``.
 
-Runs in a process of its own (tests/test_grpc_kserve.py starts it): importing kserve
+Runs in a process of its own (tests/test_grpc_clients.py starts it): importing kserve
 registers its V2 proto's ``inference.*`` names in protobuf's default pool, where
 tritonclient.grpc registers the same names, and one process cannot hold both. Prints one
 JSON line of what it saw; the test asserts on it.

@@ -136,6 +136,49 @@ def test_triton_infer_fp32_int64_bool_and_bytes_out(
     assert response["id"] == "r1" and response["model_version"] == "1"
 
 
+@pytest.mark.parametrize("binary_out", [True, False])
+def test_triton_fp16_through_the_binary_extension(tmp_path: Path, binary_out: bool) -> None:
+    # FP16 has no JSON form of its own: tritonclient sends it as binary data; it comes back
+    # binary (half-precision bytes) or as JSON numbers, which the client reads as float16
+    from typed_backend import TypedBackend
+
+    halves = np.array([[0.5, -1.5], [1000.0, 2.0**-14]], dtype=np.float16)  # exact halves
+    values = {
+        "flags": ("BOOL", np.array([[True, False, True], [False, False, True]])),
+        "counts": ("INT64", np.array([[1, 2], [3, 4]], dtype=np.int64)),
+        "halves": ("FP16", halves),
+        "texts": ("BYTES", np.array([b"ab", b"c"], dtype=np.object_)),
+    }
+    inputs = []
+    for name, (datatype, value) in values.items():
+        item = httpclient.InferInput(name, list(value.shape), datatype)
+        item.set_data_from_numpy(value, binary_data=True)
+        inputs.append(item)
+    wanted = [httpclient.InferRequestedOutput("halves_out", binary_data=binary_out)]
+    backend = TypedBackend(tmp_path / "t.typed")
+    repo = Repository([ModelSource("typed", None, lambda: Scorer(backend, name="typed"))])
+    with serving_repository(repo) as (srv, _):
+        client = httpclient.InferenceServerClient(
+            srv.url.removeprefix("http://"), connection_timeout=30, network_timeout=60
+        )
+        try:
+            meta = client.get_model_metadata("typed")
+            assert {"name": "halves", "datatype": "FP16", "shape": [-1, 2]} in meta["inputs"]
+            result = client.infer("typed", inputs, outputs=wanted)
+        finally:
+            client.close()
+    out = result.as_numpy("halves_out")
+    assert out.dtype == np.float16
+    np.testing.assert_array_equal(out, halves * np.float16(2))  # doubling is exact
+    (entry,) = result.get_response()["outputs"]
+    assert (entry["datatype"], entry["shape"]) == ("FP16", [2, 2])
+    if binary_out:
+        assert entry["parameters"]["binary_data_size"] == halves.nbytes  # 2 bytes a value
+    else:
+        assert "parameters" not in entry and len(entry["data"]) == 4
+    assert backend.calls[-1] == 2
+
+
 def test_triton_jpeg_as_bytes_is_the_same_answer_as_score(triton: Any, server: str) -> None:
     picture = jpeg(48, 40, seed=9)
     image = httpclient.InferInput("image", [1], "BYTES")
@@ -255,16 +298,20 @@ def test_load_and_unload_under_traffic(tmp_path: Path) -> None:
 # --- KServe's client -------------------------------------------------------------------
 
 
-def test_kserve_rest_client(server: str) -> None:
+def test_kserve_rest_client(server: str, tmp_path: Path) -> None:
     # found here, imported only in the child process (see there): importing it here would
     # clash with tritonclient.grpc in this process
     if importlib.util.find_spec("kserve") is None:
         pytest.skip("kserve is not installed")
+    picture = jpeg(52, 44, seed=11)
+    picture_path = tmp_path / "picture.jpg"
+    picture_path.write_bytes(picture)
     result = run_python(
         "import runpy, sys; sys.argv = sys.argv[1:]; "
         "runpy.run_path(sys.argv[0], run_name='__main__')",
         str(TESTS / "kserve_client_check.py"),
         server,
+        str(picture_path),
         env=cli_env([TESTS]),
         timeout=180,
     )
@@ -277,6 +324,16 @@ def test_kserve_rest_client(server: str) -> None:
             "twice": [[3.0, 4.0]],
             "total": [6],
         }
+    # a JPEG in a BYTES input: the same decoding and preprocessing as /score, the same answer
+    scored = httpx.post(
+        server + "/score", params={"model": "cnn", "raw": "true"}, content=picture, timeout=30
+    )
+    assert scored.status_code == 200, scored.text
+    probs = np.asarray(seen["jpeg"]["probs"], dtype=np.float32)
+    assert probs.shape == (1, 10)
+    np.testing.assert_allclose(
+        probs, np.asarray(scored.json()["outputs"]["probs"]), rtol=1e-5, atol=1e-6
+    )
     status, message = seen["error_echo"]
     assert status == 400 and "shape [1, 3]" in message
     status, message = seen["error_nope"]
