@@ -390,6 +390,8 @@ def test_no_rows(ints: Served) -> None:
         (("INT32", [[1, None, 3]]), ("FP32", [[1, 1, 1]]), ["'ids'", "INT32"]),
         (("INT32", [[1, 2, 3]]), ("FP32", [[True, {"a": 1}, 1]]), ["'weights'", "FP32"]),
         (("INT32", [[1, 2, 2**40]]), ("FP32", [[1, 1, 1]]), ["'ids'", "INT32", "range"]),
+        # JSON has no infinity: an FP32 input's 1e39 would become one
+        (("INT32", [[1, 2, 3]]), ("FP32", [[1, -1e39, 1]]), ["'weights'", "FP32", "range"]),
     ],
 )
 def test_wrong_dtype(

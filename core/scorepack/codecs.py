@@ -420,7 +420,7 @@ def tensor_array(
             )
     elif want.kind == "f" and array.size and float_overflows(array, want):
         raise InvalidTensorError(
-            f"Input {name!r} has values outside the range of {want.name} "
+            f"Input {name!r} has values outside the range of {label or want.name} "
             f"(at most ±{np.finfo(want).max:.4g}).",
             name,
         )
