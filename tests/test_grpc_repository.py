@@ -104,6 +104,8 @@ def test_a_failed_model_is_unavailable_with_its_reason(tmp_path: Path) -> None:
     repository = Repository(
         [
             echo_source(tmp_path, "bad", load_delay="not a number"),
+            # a reason longer than gRPC clients take in metadata (8 KiB), and not ASCII
+            echo_source(tmp_path, "long", load_delay="é" * 20_000),
             echo_source(tmp_path, "good"),
         ]
     )
@@ -125,6 +127,15 @@ def test_a_failed_model_is_unavailable_with_its_reason(tmp_path: Path) -> None:
         assert trailer["scorepack-model-state"] == "UNAVAILABLE"
         assert "not a number" in trailer["scorepack-model-reason"]
         refused(lambda: infer(triton, "bad"), "UNAVAILABLE", "not a number")
+        wait_for(lambda: repository.state("long").state == "UNAVAILABLE", "the load to fail")
+        assert not triton.is_model_ready("long")
+        ready, trailer = model_ready_trailer(served, "long")
+        reason = trailer["scorepack-model-reason"]
+        assert not ready and len(reason) <= 2000 and reason.endswith("...") and "??" in reason
+        # errors quoting it are cut too: the client gets the status meant, not a dropped call
+        for call in (lambda: triton.get_model_metadata("long"), lambda: infer(triton, "long")):
+            message = refused(call, "UNAVAILABLE", "'long'", "could not convert")
+            assert len(message.encode()) <= 2000 and message.endswith("...")
         # the other model serves, and says nothing in ModelReady's trailer
         assert triton.is_model_ready("good")
         assert model_ready_trailer(served, "good") == (True, {})

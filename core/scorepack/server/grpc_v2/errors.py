@@ -16,7 +16,7 @@ import grpc
 
 from ..errors import error_reply
 
-__all__ = ["GrpcError", "grpc_error"]
+__all__ = ["MESSAGE_LIMIT", "GrpcError", "bounded", "grpc_error"]
 
 _CODE_BY_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -46,6 +46,20 @@ class GrpcError:
     status: int = 500
 
 
+#: UTF-8 bytes of a message: gRPC sends it in a trailer, each byte past ASCII escaped as 3
+#: characters, and clients drop a call whose trailers pass 8 KiB (grpc.max_metadata_size)
+#: with RESOURCE_EXHAUSTED instead of the status meant (a load failure can quote a file)
+MESSAGE_LIMIT = 2000
+
+
+def bounded(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``message`` cut to ``limit`` UTF-8 bytes, ending in "..." when cut."""
+    data = message.encode("utf-8")
+    if len(data) <= limit:
+        return message
+    return data[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
 def grpc_error(exc: BaseException) -> GrpcError:
     """Map any exception to a gRPC status; unexpected ones are logged and are INTERNAL."""
     reply = error_reply(exc)
@@ -53,4 +67,4 @@ def grpc_error(exc: BaseException) -> GrpcError:
     metadata = [("scorepack-error-code", reply.code)]
     if "Retry-After" in reply.headers:
         metadata.append(("retry-after", reply.headers["Retry-After"]))
-    return GrpcError(code, reply.message, tuple(metadata), reply.status)
+    return GrpcError(code, bounded(reply.message), tuple(metadata), reply.status)

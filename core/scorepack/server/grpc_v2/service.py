@@ -45,7 +45,7 @@ from ...telemetry.stats import RequestStats
 from ...version import __version__
 from ..auth import KeyCheck
 from .codec import read_request, write_outputs, write_parameters
-from .errors import grpc_error
+from .errors import bounded, grpc_error
 from .observe import CallObserver, method_path, note_result, note_scoring
 
 __all__ = ["InferenceService"]
@@ -247,8 +247,9 @@ class _Watch:
 
 
 def _ascii(text: str) -> str:
-    # metadata values other than "-bin" ones must be printable ASCII
-    return "".join(c if " " <= c <= "~" else "?" for c in text)
+    # metadata values other than "-bin" ones must be printable ASCII, and short: clients
+    # drop a call whose metadata passes 8 KiB, which would make ready=false an error
+    return "".join(c if " " <= c <= "~" else "?" for c in bounded(text))
 
 
 def _authorization(context: grpc.ServicerContext) -> str | None:
