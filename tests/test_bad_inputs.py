@@ -308,6 +308,14 @@ def test_wrong_dtype(ints: Served, inputs: dict[str, object], words: list[str]) 
     refused(ints, 400, "invalid_tensor", *words, response=ints.score_json(inputs))
 
 
+def test_one_long_string_among_many_is_refused_without_padding(ints: Served) -> None:
+    # NumPy would pad all 200,000 strings to the longest one's 4 million characters: 3.2
+    # TB asked for by a 5 MB body (a MemoryError, or worse, gigabytes actually taken)
+    weights = ["x" * 4_000_000] + ["y"] * 199_999
+    response = ints.score_json({"ids": [[1, 2, 3]], "weights": weights})
+    refused(ints, 400, "invalid_tensor", "'weights'", "float32", "strings", response=response)
+
+
 @pytest.mark.parametrize(
     "inputs",
     [

@@ -404,6 +404,17 @@ def test_wrong_dtype(
     refused(ints, 400, *words, response=post_json(ints, {"inputs": inputs}))
 
 
+def test_one_long_string_among_many_is_refused_without_padding(ints: Served) -> None:
+    # NumPy would pad all 200,000 strings to the longest one's 4 million characters: 3.2
+    # TB asked for by a 5 MB body (a MemoryError, or worse, gigabytes actually taken)
+    inputs = [
+        tensor("ids", "INT32", [1, 3], [1, 2, 3]),
+        tensor("weights", "FP32", [1, 3], ["x" * 4_000_000] + ["y"] * 199_999),
+    ]
+    response = post_json(ints, {"inputs": inputs})
+    refused(ints, 400, "'weights'", "FP32", "strings", response=response)
+
+
 @pytest.mark.parametrize(
     ("ids", "weights"),
     [

@@ -46,6 +46,7 @@ __all__ = [
     "encoded_image",
     "float_overflows",
     "loads_json",
+    "plain_numbers",
     "sniff",
     "tensor_array",
 ]
@@ -229,9 +230,7 @@ def decode_tensors(body: bytes, signature: Signature) -> Decoded:
         tensors = {signature.inputs[0].name: tensors}
     if not isinstance(tensors, dict):
         raise InvalidJSONError(f'"inputs" must map input names to arrays: {expected}.')
-    # only a body with true/false in it can hide a boolean among numbers
-    booleans = b"true" in body or b"false" in body
-    return check_tensors(tensors, signature, booleans=booleans)
+    return check_tensors(tensors, signature, plain=plain_numbers(body, document))
 
 
 def _expected(signature: Signature) -> str:
@@ -239,11 +238,11 @@ def _expected(signature: Signature) -> str:
 
 
 def check_tensors(
-    tensors: Mapping[str, Any], signature: Signature, *, booleans: bool = True
+    tensors: Mapping[str, Any], signature: Signature, *, plain: bool = False
 ) -> Decoded:
     """Named array-likes checked against the signature: names, dtypes, shapes, batch size.
 
-    ``booleans=False`` says no value can hold a JSON boolean (see :func:`tensor_array`).
+    ``plain=True`` says the values can hold only numbers (see :func:`tensor_array`).
     """
     names = signature.input_names
     missing = [n for n in names if n not in tensors]
@@ -256,7 +255,7 @@ def check_tensors(
         raise InvalidTensorError(
             f"Missing input(s) {missing}; the model's inputs are {names}.", missing[0]
         )
-    arrays = {spec.name: _tensor(tensors[spec.name], spec, booleans) for spec in signature.inputs}
+    arrays = {spec.name: _tensor(tensors[spec.name], spec, plain) for spec in signature.inputs}
     rows = {name: a.shape[0] for name, a in arrays.items()}
     if len(set(rows.values())) > 1:
         raise InvalidTensorError(f"The inputs disagree on the batch size: {rows}.")
@@ -266,8 +265,8 @@ def check_tensors(
     return Decoded(arrays, count)
 
 
-def _tensor(value: Any, spec: TensorSpec, booleans: bool) -> np.ndarray:
-    array = tensor_array(value, np.dtype(spec.dtype), spec.name, may_hold_booleans=booleans)
+def _tensor(value: Any, spec: TensorSpec, plain: bool) -> np.ndarray:
+    array = tensor_array(value, np.dtype(spec.dtype), spec.name, plain=plain)
     item = spec.item_shape
     if spec.batched and array.ndim == len(item):
         array = array[None]
@@ -303,25 +302,42 @@ def loads_json(body: bytes) -> Any:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidJSONError(f"The body is not valid JSON: {exc}") from exc
-    objects, keys = _count_objects(document)
+    objects, keys, _ = _count_objects(document)
     if body.count(b"{") != objects or body.count(b":") != keys:
         json.loads(body, object_pairs_hook=_refuse_duplicates)
     return document
 
 
-def _count_objects(value: Any) -> tuple[int, int]:
-    """Objects and keys reachable through objects, and lists that start with an object."""
-    objects = keys = 0
+def _count_objects(value: Any) -> tuple[int, int, int]:
+    """Objects, keys and the strings that are their values, reachable through objects and
+    through lists that start with an object (arrays of data are not walked)."""
+    objects = keys = strings = 0
     stack = [value]
     while stack:
         item = stack.pop()
         if type(item) is dict:
             objects += 1
             keys += len(item)
-            stack.extend(v for v in item.values() if type(v) in (dict, list))
+            for v in item.values():
+                kind = type(v)
+                if kind is str:
+                    strings += 1
+                elif kind is dict or kind is list:
+                    stack.append(v)
         elif type(item) is list and item and type(item[0]) is dict:
             stack.extend(v for v in item if type(v) in (dict, list))
-    return objects, keys
+    return objects, keys, strings
+
+
+def plain_numbers(body: bytes, document: Any) -> bool:
+    """Whether the arrays of a parsed JSON ``body`` can hold nothing but numbers: the text
+    has no ``true`` or ``false``, and every ``"`` in it belongs to a key or to a string
+    that is an object's value (one in an array, or an escaped quote, counts against it).
+    Then NumPy may parse the arrays directly (:func:`tensor_array`'s ``plain``)."""
+    if b"true" in body or b"false" in body:
+        return False
+    _, keys, strings = _count_objects(document)
+    return body.count(b'"') == 2 * (keys + strings)
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -364,7 +380,7 @@ def tensor_array(
     dtype: np.dtype[Any],
     name: str,
     *,
-    may_hold_booleans: bool = True,
+    plain: bool = False,
     label: str | None = None,
 ) -> np.ndarray:
     """A JSON value (nested lists) as an array of ``dtype``, its elements checked by type.
@@ -372,61 +388,118 @@ def tensor_array(
     The one element-type check for every datatype: numbers for numeric inputs (integers
     for integer inputs, in range), ``true``/``false`` only for boolean inputs, strings
     only for string (BYTES) inputs; nulls and mixtures nowhere. NumPy alone would turn
-    ``[true, 2.5]`` into floats and ``[1, "a"]`` into strings, so the elements are looked
-    at one by one where its coercion could hide a wrong one. ``may_hold_booleans=False``
-    (the body has no ``true``/``false`` in it) skips that look for numeric inputs.
+    ``[true, 2.5]`` into floats and ``[1, "a"]`` into strings, and it pads every string
+    to the longest one (a long string among many short ones, in a body of a megabyte,
+    would ask for gigabytes). So nested lists become an array of the Python objects
+    themselves, whose element types are looked at, unless ``plain`` says they can hold
+    only numbers (:func:`plain_numbers`: no string values and no ``true``/``false`` in
+    the body; gRPC's typed fields): then NumPy parses them directly, the fast way.
     ``label`` names the type in messages (V2 gives its datatype, e.g. ``FP32``; default:
     the NumPy dtype's name). An empty array holds no wrong element: any dtype takes it.
     Shapes are not checked here.
     """
     want = np.dtype(dtype)
-    try:
-        array = np.asarray(value)
-    except ValueError as exc:
-        raise InvalidTensorError(f"Input {name!r} is not a rectangular array: {exc}", name) from exc
-    kind = array.dtype.kind
     strings = want.kind in "USO"
-    # an array came in as it is; only nested lists can have been coerced by NumPy
-    coerced = not isinstance(value, np.ndarray)
-    problem: str | None = None
-    if strings and kind == "O" and not coerced:
-        # an object array handed over as it is (V2 BYTES): strings or bytes, nothing else
-        if not all(isinstance(x, str | bytes) for x in array.flat):
-            problem = "values that are neither strings nor bytes"
-    elif array.size and kind not in ("US" if strings else _ACCEPTED_KINDS.get(want.kind, "")):
-        problem = _KIND_NAMES.get(kind, array.dtype.name)
-    elif coerced and array.size and strings:
-        if not all(type(x) is str for x in np.asarray(value, dtype=object).flat):
-            problem = "numbers mixed with strings"
-    elif coerced and array.size and want.kind != "b" and may_hold_booleans:
-        if any(type(x) is bool for x in np.asarray(value, dtype=object).flat):
-            problem = "booleans mixed with numbers"
-    if problem is not None:
-        what = "strings" if strings else "booleans" if want.kind == "b" else None
-        if what is None:
-            wanted = f"{label or want.name} numbers"
-        else:
-            wanted = f"{what} ({label})" if label else what
-        raise InvalidTensorError(
-            f"Input {name!r} must hold {wanted}, but the JSON holds {problem} (true/false "
-            "only for bool inputs, strings only for string inputs, no nulls).",
-            name,
-        )
+    typename = label or want.name
+    if isinstance(value, np.ndarray):
+        # an array handed over as it is (V2 binary data, V2 BYTES): nothing was coerced
+        array = value
+        if strings and array.dtype.kind == "O":
+            if not all(isinstance(x, str | bytes) for x in array.flat):
+                _refuse(name, want, label, "values that are neither strings nor bytes")
+        elif array.size and array.dtype.kind not in _accepted(want):
+            _refuse(name, want, label, _KIND_NAMES.get(array.dtype.kind, array.dtype.name))
+    elif plain and not strings:
+        array = _rectangular(name, value, None)
+        if array.size and array.dtype.kind not in _accepted(want):
+            _refuse(name, want, label, _KIND_NAMES.get(array.dtype.kind, array.dtype.name))
+    else:
+        array = _from_objects(name, value, want, label)
     if want.kind in "iu":
         info = np.iinfo(want)
         if array.size and (array.min() < info.min or array.max() > info.max):
             raise InvalidTensorError(
-                f"Input {name!r} has values outside the range of {label or want.name}.", name
+                f"Input {name!r} has values outside the range of {typename}.", name
             )
     elif want.kind == "f" and array.size and float_overflows(array, want):
         raise InvalidTensorError(
-            f"Input {name!r} has values outside the range of {label or want.name} "
+            f"Input {name!r} has values outside the range of {typename} "
             f"(at most ±{np.finfo(want).max:.4g}).",
             name,
         )
     if strings:
-        return array.astype(object)
+        return array.astype(object, copy=False)
     return array.astype(want, copy=False)
+
+
+#: the Python types of JSON elements each kind of wanted element type takes
+_ACCEPTED_TYPES: dict[str, frozenset[type]] = {
+    "f": frozenset({int, float}),
+    "c": frozenset({int, float}),
+    "i": frozenset({int}),
+    "u": frozenset({int}),
+    "b": frozenset({bool}),
+}
+#: JSON elements by Python type, as messages name them
+_TYPE_NAMES: dict[type, str] = {str: "strings", float: "floats", int: "integers", bool: "booleans"}
+
+
+def _accepted(want: np.dtype[Any]) -> str:
+    return "US" if want.kind in "USO" else _ACCEPTED_KINDS.get(want.kind, "")
+
+
+def _rectangular(name: str, value: Any, dtype: type | None) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=dtype)
+    except ValueError as exc:
+        raise InvalidTensorError(f"Input {name!r} is not a rectangular array: {exc}", name) from exc
+
+
+def _from_objects(name: str, value: Any, want: np.dtype[Any], label: str | None) -> np.ndarray:
+    """Nested lists as an array of their Python elements (references: nothing padded),
+    refused unless every element is of a type ``want`` takes; numbers come back as int64,
+    float64 or bool for the range checks."""
+    objects = _rectangular(name, value, object)
+    found = set(map(type, objects.ravel()))
+    if list in found:
+        # ragged: NumPy made an array of the rows that did not line up
+        raise InvalidTensorError(
+            f"Input {name!r} is not a rectangular array: its rows differ in length.", name
+        )
+    wanted = {str} if want.kind in "USO" else _ACCEPTED_TYPES.get(want.kind, frozenset())
+    wrong = found - wanted
+    if wrong:
+        if len(found) > 1 and str in found:
+            problem = "numbers mixed with strings"
+        elif len(found) > 1 and bool in found:
+            problem = "booleans mixed with numbers"
+        elif len(wrong) == 1 and (kind := next(iter(wrong))) in _TYPE_NAMES:
+            problem = _TYPE_NAMES[kind]
+        else:
+            problem = "nulls or mixed values"
+        _refuse(name, want, label, problem)
+    if want.kind in "USO" or not objects.size:
+        return objects
+    base = {"b": np.bool_, "i": np.int64, "u": np.int64}.get(want.kind, np.float64)
+    try:
+        return objects.astype(base)
+    except OverflowError:
+        raise InvalidTensorError(
+            f"Input {name!r} has values outside the range of {label or want.name}.", name
+        ) from None
+
+
+def _refuse(name: str, want: np.dtype[Any], label: str | None, problem: str) -> None:
+    what = "strings" if want.kind in "USO" else "booleans" if want.kind == "b" else None
+    if what is None:
+        wanted = f"{label or want.name} numbers"
+    else:
+        wanted = f"{what} ({label})" if label else what
+    raise InvalidTensorError(
+        f"Input {name!r} must hold {wanted}, but the JSON holds {problem} (true/false "
+        "only for bool inputs, strings only for string inputs, no nulls).",
+        name,
+    )
 
 
 def encode_json(document: Mapping[str, Any]) -> bytes:

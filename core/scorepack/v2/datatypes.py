@@ -158,20 +158,20 @@ def array_to_bytes(array: np.ndarray, datatype: str) -> bytes:
 
 
 def array_from_data(
-    name: str, datatype: str, shape: Sequence[int], data: Any, *, may_hold_booleans: bool = True
+    name: str, datatype: str, shape: Sequence[int], data: Any, *, plain: bool = False
 ) -> np.ndarray:
     """A tensor from JSON ``data``, nested or flat, checked against its shape and type.
 
     Elements are checked by :func:`scorepack.codecs.tensor_array`, ``/score``'s one check
     (numbers for numeric datatypes, ``true``/``false`` only for BOOL, no nulls), so a body
-    is refused the same way on either route. ``may_hold_booleans=False`` says the data
-    cannot hold a boolean (no ``true``/``false`` in the body; gRPC's typed fields), which
-    spares numeric data the look at each element.
+    is refused the same way on either route. ``plain=True`` says the data can hold only
+    numbers (:func:`scorepack.codecs.plain_numbers`; gRPC's typed fields), which spares
+    numeric data the look at each element.
     """
     dims = _check_shape(name, shape)
     dtype = numpy_dtype(datatype)
     if datatype == "BYTES":
-        # not through tensor_array: NumPy would pad every string to the longest one
+        # BYTES elements become bytes (strings encoded as UTF-8), each as long as it is
         flat = list(_flatten(data))
         if not all(isinstance(item, str | bytes) for item in flat):
             raise InvalidTensorError(f"Input {name!r} is BYTES: its data must be strings.", name)
@@ -179,9 +179,7 @@ def array_from_data(
         items[:] = [item.encode("utf-8") if isinstance(item, str) else item for item in flat]
         array = items
     else:
-        array = tensor_array(
-            data, dtype, name, may_hold_booleans=may_hold_booleans, label=datatype
-        ).reshape(-1)
+        array = tensor_array(data, dtype, name, plain=plain, label=datatype).reshape(-1)
     if array.size != _count(dims):
         raise InvalidTensorError(
             f"Input {name!r} holds {array.size} values; shape {list(dims)} takes {_count(dims)}.",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..codecs import encode_json, loads_json, sniff
+from ..codecs import encode_json, loads_json, plain_numbers, sniff
 from ..errors import BadRequestError, EmptyBodyError, InvalidJSONError, InvalidTensorError
 from ..signature import Signature
 from .datatypes import array_from_bytes, array_from_data, array_to_bytes, datatype_of, numpy_dtype
@@ -57,8 +57,8 @@ def decode_infer_request(body: bytes, json_length: int | None = None) -> InferRe
         raise EmptyBodyError()
     head = body if json_length is None else body[:json_length]
     document = _json(head)
-    # only a body with true/false in it can hide a boolean among numbers (as /score)
-    booleans = b"true" in head or b"false" in head
+    # only a head with string values or true/false in it can hide them among numbers
+    plain = plain_numbers(head, document)
     binary = memoryview(body)[len(head) :]
     items = document.get("inputs")
     if not isinstance(items, list) or not items:
@@ -66,7 +66,7 @@ def decode_infer_request(body: bytes, json_length: int | None = None) -> InferRe
     offset = 0
     inputs = []
     for index, item in enumerate(items):
-        tensor, offset = _input(item, index, binary, offset, booleans)
+        tensor, offset = _input(item, index, binary, offset, plain)
         inputs.append(tensor)
     if offset != len(binary):
         raise BadRequestError(
@@ -148,7 +148,7 @@ def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _input(
-    item: Any, index: int, binary: memoryview, offset: int, booleans: bool
+    item: Any, index: int, binary: memoryview, offset: int, plain: bool
 ) -> tuple[InferInput, int]:
     if not isinstance(item, dict):
         raise InvalidJSONError(f"Input {index} must be a JSON object.")
@@ -175,7 +175,7 @@ def _input(
         array = array_from_bytes(name, datatype, shape, binary[offset : offset + size])
         offset += size
     elif "data" in item:
-        array = array_from_data(name, datatype, shape, item["data"], may_hold_booleans=booleans)
+        array = array_from_data(name, datatype, shape, item["data"], plain=plain)
     else:
         raise InvalidJSONError(f'Input {name!r} has no "data" (and no binary_data_size).')
     return InferInput(name, datatype, tuple(shape), array, parameters), offset

@@ -109,10 +109,10 @@ def _from_contents(name: str, datatype: str, shape: tuple[int, ...], contents: A
             f"the request fills contents.{others[0]}.",
             name,
         )
-    # each typed field holds only its own type: no boolean can hide among numbers (a
-    # BOOL field for an FP32 input is refused above), so the per-element look is skipped
+    # each typed field holds only its own type: no boolean or string can hide among
+    # numbers (a BOOL field for an FP32 input is refused above): no per-element look
     values = list(getattr(contents, field_name))
-    return array_from_data(name, datatype, shape, values, may_hold_booleans=False)
+    return array_from_data(name, datatype, shape, values, plain=True)
 
 
 def write_outputs(response: Any, outputs: Sequence[InferOutput]) -> None:
