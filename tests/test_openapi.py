@@ -7,17 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import numpy as np
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 
 from fixture_backends import EchoBackend, EncodedImageBackend
-from metrics_helpers import labelled, scrape, total
+from fuzz_helpers import MODES, fuzz_from_document
+from metrics_helpers import total
 from packages import sample_spec
 from scorepack import Backend, Signature, TensorSpec
 from scorepack.generator import render
@@ -168,61 +165,14 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServe
         yield server
 
 
-@pytest.mark.parametrize("mode", ["positive", "negative"])
+@pytest.mark.parametrize("mode", MODES)
 def test_fuzz_the_embedded_server_from_its_document(fuzzed: BackgroundServer, mode: str) -> None:
     """Requests generated from the served document (valid ones, then ones that break it):
-    never a 5xx, and valid ones get the statuses, content types and bodies it promises.
-
-    Bounded: a fixed number of examples per operation, derandomized, no deadline.
-    """
-    from hypothesis import given
-    from schemathesis import GenerationMode
-    from schemathesis.checks import (
-        content_type_conformance,
-        not_a_server_error,
-        response_headers_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
-
-    document = httpx.get(fuzzed.url + "/swagger.json", params={"version": "3"}, timeout=30).json()
-    schema = schemathesis.openapi.from_dict(document)
-    checks = [not_a_server_error]
-    if mode == "positive":
-        checks += [
-            status_code_conformance,
-            content_type_conformance,
-            response_headers_conformance,
-            response_schema_conformance,
-        ]
-    generation = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert {f"{o.method.upper()} {o.path}" for o in operations} >= {"POST /score", "GET /"}
-    if mode == "negative":
-        # only what takes input can be sent input that breaks the document
-        operations = [o for o in operations if o.definition.raw.get("parameters") or o.body]
-    for operation in operations:
-
-        @given(case=operation.as_strategy(generation_mode=generation))
-        @settings(
-            max_examples=30,
-            deadline=None,  # a loaded machine must not turn slow answers into failures
-            derandomize=True,  # the same examples every run
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        )
-        def call(case: Any) -> None:
-            case.call_and_validate(base_url=fuzzed.url, timeout=30, checks=checks)
-
-        call()
-    with httpx.Client(base_url=fuzzed.url, timeout=30) as client:
-        answered = scrape(client)
-    statuses = {
-        labels["status"]: total(answered, "scorepack_requests_total", **labels)
-        for labels in labelled(answered, "scorepack_requests_total")
-    }
-    assert not [s for s in statuses if s.startswith("5")], statuses
+    never a 5xx, and valid ones get the statuses, content types and bodies it promises
+    (:func:`fuzz_helpers.fuzz_from_document`, 30 examples per operation)."""
+    operations, answered = fuzz_from_document(fuzzed.url, mode, max_examples=30)
+    assert operations >= {"POST /score", "GET /"}
     # the fuzzing reached the model: valid bodies were scored, invalid ones refused
     scored = total(answered, "scorepack_requests_total", route="/score", status="200")
     refused = total(answered, "scorepack_requests_total", route="/score", status="400")
-    assert scored > 0 and refused > 0, statuses
+    assert scored > 0 and refused > 0, answered

@@ -14,12 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 
 from fixture_backends import EchoBackend
-from metrics_helpers import labelled, scrape, total
+from fuzz_helpers import MODES, fuzz_from_document
+from metrics_helpers import total
 from packages import AzmlinfsrvServer, backend_params, tiny_model
 from scorepack.generator import build_package, render
 from scorepack.openapi import SWAGGER_FILES, ApiFacts, api_document, package_facts
@@ -208,55 +207,11 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServe
         yield server
 
 
-@pytest.mark.parametrize("mode", ["positive", "negative"])
+@pytest.mark.parametrize("mode", MODES)
 def test_fuzz_a_two_model_server_from_its_document(fuzzed: BackgroundServer, mode: str) -> None:
     """As the one-model fuzz run (tests/test_openapi.py), with fewer examples per operation
     (a few seconds): never a 5xx, and valid requests get what the document promises."""
-    from hypothesis import given
-    from schemathesis import GenerationMode
-    from schemathesis.checks import (
-        content_type_conformance,
-        not_a_server_error,
-        response_headers_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
-
-    document = httpx.get(fuzzed.url + "/swagger.json", params={"version": "3"}, timeout=30).json()
-    schema = schemathesis.openapi.from_dict(document)
-    checks = [not_a_server_error]
-    if mode == "positive":
-        checks += [
-            status_code_conformance,
-            content_type_conformance,
-            response_headers_conformance,
-            response_schema_conformance,
-        ]
-    generation = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
-    operations = [result.ok() for result in schema.get_all_operations()]
-    if mode == "negative":
-        operations = [o for o in operations if o.definition.raw.get("parameters") or o.body]
-    for operation in operations:
-
-        @given(case=operation.as_strategy(generation_mode=generation))
-        @settings(
-            max_examples=12,
-            deadline=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        )
-        def call(case: Any) -> None:
-            case.call_and_validate(base_url=fuzzed.url, timeout=30, checks=checks)
-
-        call()
-    with httpx.Client(base_url=fuzzed.url, timeout=30) as client:
-        answered = scrape(client)
-    statuses = {
-        labels["status"]: total(answered, "scorepack_requests_total", **labels)
-        for labels in labelled(answered, "scorepack_requests_total")
-    }
-    assert not [s for s in statuses if s.startswith("5")], statuses
+    _, answered = fuzz_from_document(fuzzed.url, mode, max_examples=12)
     if mode == "positive":
         # the fuzzing reached the models: some bodies were scored
         assert total(answered, "scorepack_requests_total", route="/score", status="200") > 0
