@@ -9,7 +9,7 @@ tensor is each element as a 4-byte little-endian length followed by its bytes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,11 +70,17 @@ def datatype_of(dtype: Any) -> str:
         raise ValueError(f"no V2 datatype for NumPy dtype {dt.name}") from None
 
 
-def _count(shape: Sequence[int]) -> int:
+def _count(shape: Iterable[int]) -> int:
     count = 1
     for dim in shape:
         count *= dim
     return count
+
+
+#: NumPy's limits on any array: at most 64 dimensions, and a byte size (elements × an
+#: item of up to 8 bytes) that fits a signed 64-bit integer, zero dimensions left out
+_MAX_DIMS = 64
+_MAX_ELEMENTS = (2**63 - 1) // 8
 
 
 def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -85,7 +91,20 @@ def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
             f"Input {name!r} has shape {shape!r}; a shape is a list of sizes (integers >= 0).",
             name,
         )
+    # checked before any array is made, so a shape NumPy cannot hold (even with a zero
+    # dimension in it, which makes its data empty) is a 400, not NumPy's ValueError
+    if len(shape) > _MAX_DIMS or _count(d or 1 for d in shape) > _MAX_ELEMENTS:
+        raise InvalidTensorError(
+            f"Input {name!r} has shape {_shape_text(shape)}, larger than any tensor can be "
+            f"(at most {_MAX_DIMS} dimensions and 2^60 elements).",
+            name,
+        )
     return tuple(shape)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    text = str(list(shape))
+    return text if len(text) <= 200 else text[:200] + "...]"
 
 
 def array_from_bytes(
@@ -117,6 +136,14 @@ def array_from_bytes(
 
 def _unpack_bytes(name: str, raw: bytes | memoryview, count: int) -> np.ndarray:
     view = memoryview(raw).cast("B")
+    if count * 4 > len(view):
+        # every element takes at least its 4-byte length: refused before the shape's
+        # count is allocated (a shape of [10**12] would ask for terabytes)
+        raise InvalidTensorError(
+            f"Input {name!r} holds {len(view) // 4} BYTES elements at most (each takes a "
+            f"4-byte length, and it has {len(view)} bytes); its shape needs {count}.",
+            name,
+        )
     items = np.empty(count, dtype=object)
     offset = 0
     for index in range(count):
@@ -188,9 +215,17 @@ def array_from_data(
     return array.reshape(dims)
 
 
-def _flatten(data: Any) -> Any:
-    if isinstance(data, list | tuple):
-        for item in data:
-            yield from _flatten(item)
-    else:
-        yield data
+def _flatten(data: Any) -> Iterator[Any]:
+    # a loop with a stack, not recursion: JSON may nest a thousand lists deep
+    stack = [iter((data,))]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, list | tuple):
+            stack.append(iter(item))
+        else:
+            yield item
+
+
+_END = object()
