@@ -304,7 +304,14 @@ def loads_json(body: bytes) -> Any:
         raise InvalidJSONError(f"The body is not valid JSON: {exc}") from exc
     objects, keys, _ = _count_objects(document)
     if body.count(b"{") != objects or body.count(b":") != keys:
-        json.loads(body, object_pairs_hook=_refuse_duplicates)
+        try:
+            json.loads(body, object_pairs_hook=_refuse_duplicates)
+        except RecursionError:
+            # orjson takes 1,024 levels; the standard library's parser recurses in Python
+            # and gives up sooner (a "[" a thousand deep with a ":" in a string)
+            raise InvalidJSONError(
+                "The body's JSON is nested too deeply to check for duplicate keys."
+            ) from None
     return document
 
 

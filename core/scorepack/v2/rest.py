@@ -38,9 +38,11 @@ def header_length(value: str | None, body_size: int | None = None) -> int | None
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit():
+    # ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses, and
+    # more than 18 digits would be past any body (and past int()'s 4,300-digit limit)
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise BadRequestError(
-            f"Inference-Header-Content-Length must be a byte count, not {value!r}."
+            f"Inference-Header-Content-Length must be a byte count, not {value[:40]!r}."
         )
     length = int(text)
     if body_size is not None and length > body_size:
@@ -144,7 +146,30 @@ def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
         return {}
     if not isinstance(parameters, dict):
         raise InvalidJSONError(f'The "parameters" of {where} must be a JSON object.')
+    if _depth(parameters) > _MAX_PARAMETER_DEPTH:
+        # the request's parameters are echoed in the response, and orjson writes at most
+        # 254 levels: deeper ones would fail after the model ran (a 500)
+        raise InvalidJSONError(
+            f'The "parameters" of {where} nest more than {_MAX_PARAMETER_DEPTH} levels deep.'
+        )
     return parameters
+
+
+#: parameters are flat in the protocol (strings, numbers, booleans); some nesting is let
+#: through, as before, but not past what the response's JSON encoder can write
+_MAX_PARAMETER_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > _MAX_PARAMETER_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+    return deepest
 
 
 def _input(
