@@ -1,7 +1,8 @@
 """Tensor descriptions that lie, over V2 REST and V2 gRPC: shapes NumPy cannot hold, BYTES
 shapes that ask for terabytes before the data is read, JSON nested past what a recursive
-parser takes, echoed parameters nested past what the response encoder writes, and
-Inference-Header-Content-Length values that ``str.isdigit`` takes but ``int`` does not.
+parser takes, echoed parameters nested past what the response encoder writes,
+Inference-Header-Content-Length values that ``str.isdigit`` takes but ``int`` does not, and
+gRPC messages that do not parse (grpcio's own INTERNAL before).
 
 Each was a 500 (NumPy's ValueError or MemoryError, RecursionError, orjson's TypeError or
 int's ValueError); each is now a 400 saying what was wrong, and a good request follows it
@@ -22,7 +23,7 @@ import pytest
 
 from fixture_backends import EchoBackend
 from grpc_helpers import TIMEOUT, GrpcServed, grpc_serving, raw_stub
-from scorepack.proto.messages import messages
+from scorepack.proto.messages import SERVICE, messages
 
 MODEL = "echo"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -224,3 +225,39 @@ def test_grpc_bytes_shape_asks_for_terabytes(
     request.inputs.add(name="x", datatype="BYTES", shape=shape)
     request.raw_input_contents.append((1).to_bytes(4, "little") + b"a")
     grpc_refused(served, client, request, "4-byte length")
+
+
+def _valid_infer() -> bytes:
+    request = messages.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+    request.raw_input_contents.append(np.array([1, 2], "<f4").tobytes())
+    return bytes(request.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("method", "payload"),
+    [
+        pytest.param("ModelInfer", lambda: _valid_infer().replace(b"echo", b"ech\xff"), id="name"),
+        pytest.param("ModelInfer", lambda: _valid_infer()[:-3], id="truncated"),
+        pytest.param("ModelInfer", lambda: b"\xff\xff\xff\xff", id="garbage"),
+        pytest.param("ModelReady", lambda: b"\x0a\x04ech\xff", id="ModelReady"),
+        pytest.param("ModelMetadata", lambda: b"\x0a\x04ech\xff", id="ModelMetadata"),
+        pytest.param("ServerLive", lambda: b"\xff\xff", id="ServerLive"),
+    ],
+)
+def test_grpc_message_that_does_not_parse(
+    served: GrpcServed, client: httpx.Client, method: str, payload: Any
+) -> None:
+    """Bytes that are not the RPC's message (a string field that is not UTF-8, a message
+    cut short) were grpcio's INTERNAL "Exception deserializing request!"."""
+    with grpc.insecure_channel(served.grpc_address) as channel:
+        call = channel.unary_unary(
+            f"/{SERVICE}/{method}",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as excinfo:
+            call(payload(), timeout=TIMEOUT)
+        assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT, excinfo.value.details()
+        assert "not a valid inference." in excinfo.value.details()
+    still_serves(served, client)

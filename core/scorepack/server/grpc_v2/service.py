@@ -36,9 +36,10 @@ from concurrent.futures import Future
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ... import v2
-from ...errors import BodyTooLargeError
+from ...errors import BadRequestError, BodyTooLargeError
 from ...proto.messages import SERVICE, messages, method_types
 from ...repository import READY, ModelState
 from ...telemetry.stats import RequestStats
@@ -104,23 +105,28 @@ class InferenceService:
         for name, (fn, guarded) in rpcs.items():
             request_type, response_type = method_types(name)
             handlers[name] = grpc.unary_unary_rpc_method_handler(
-                self._wrap(name, fn, guarded),
-                request_deserializer=request_type.FromString,
+                self._wrap(name, fn, guarded, request_type),
+                # the bytes as they came, parsed in the call (_parse): a message that does
+                # not parse is the client's INVALID_ARGUMENT, where grpcio's own
+                # deserializer would answer INTERNAL ("Exception deserializing request!")
+                request_deserializer=None,
                 response_serializer=response_type.SerializeToString,
             )
         return handlers
 
-    def _wrap(self, name: str, fn: Handler, guarded: bool) -> Handler:
+    def _wrap(self, name: str, fn: Handler, guarded: bool, request_type: Any) -> Handler:
         auth = self.auth if guarded and self.auth.enabled else None
         observer, path = self.observer, method_path(name)
 
-        def rpc(request: Any, context: grpc.ServicerContext) -> Any:
+        def rpc(raw: bytes, context: grpc.ServicerContext) -> Any:
             call = observer.begin()
+            request: Any = None
             try:
                 with observer.span(name, context, call):
                     try:
                         if auth is not None:
                             auth.check(_authorization(context))
+                        request = _parse(request_type, raw)
                         return fn(request, context)
                     except FutureCancelled:
                         # the client went away or its deadline passed: gRPC answers nobody
@@ -250,6 +256,17 @@ def _ascii(text: str) -> str:
     # metadata values other than "-bin" ones must be printable ASCII, and short: clients
     # drop a call whose metadata passes 8 KiB, which would make ready=false an error
     return "".join(c if " " <= c <= "~" else "?" for c in bounded(text))
+
+
+def _parse(request_type: Any, raw: bytes) -> Any:
+    """The request message from its bytes; bytes that are not one are a 400."""
+    try:
+        return request_type.FromString(raw)
+    except DecodeError as exc:
+        raise BadRequestError(
+            f"The request is not a valid inference.{request_type.DESCRIPTOR.name} message "
+            f"({exc}); its string fields must be UTF-8."
+        ) from None
 
 
 def _authorization(context: grpc.ServicerContext) -> str | None:
