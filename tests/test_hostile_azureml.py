@@ -229,6 +229,22 @@ def test_a_compressed_body_is_415(azml: AzmlinfsrvServer) -> None:
     good_request(azml.url)
 
 
+def test_json_too_deep_for_the_duplicate_key_check_is_400(azml: AzmlinfsrvServer) -> None:
+    """A colon in a key sends the body to the standard library's parser (loads_json's
+    duplicate-key check), which recursed past Python's limit on 1,000 nested lists (orjson
+    takes them): a RecursionError, a 500."""
+    body = b'{"a:b": 1, "inputs": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    got = httpx.post(
+        azml.url + "/score",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert got.status_code == 400, got.text
+    assert "nested too deeply" in got.json()["error"]["message"]
+    good_request(azml.url)
+
+
 def test_every_405_says_what_is_allowed(azml: AzmlinfsrvServer) -> None:
     for method, path, allow in (
         ("PUT", "/score", "POST"),
