@@ -245,6 +245,21 @@ def test_json_too_deep_for_the_duplicate_key_check_is_400(azml: AzmlinfsrvServer
     good_request(azml.url)
 
 
+@pytest.mark.parametrize("query", ["raw=true&raw=nope", "top_k=1&top_k=2"])
+def test_a_query_parameter_given_twice_is_400(azml: AzmlinfsrvServer, query: str) -> None:
+    """Werkzeug keeps the first of two equal names, the embedded server's Starlette the
+    last: refused on both, so one request never means two things."""
+    got = httpx.post(
+        azml.url + "/score?" + query,
+        content=jpeg(40, 30, seed=3),
+        headers={"content-type": "image/jpeg"},
+        timeout=60,
+    )
+    assert got.status_code == 400, got.text
+    assert "given twice" in got.json()["error"]["message"]
+    good_request(azml.url)
+
+
 def test_every_405_says_what_is_allowed(azml: AzmlinfsrvServer) -> None:
     for method, path, allow in (
         ("PUT", "/score", "POST"),

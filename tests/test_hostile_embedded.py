@@ -135,6 +135,16 @@ def test_request_ids_are_bounded_as_azmlinfsrv_bounds_them(served: Served) -> No
     good(served)
 
 
+@pytest.mark.parametrize("query", ["raw=true&raw=nope", "model=m&model=other", "top_k=1&top_k=2"])
+def test_a_query_parameter_given_twice_is_400(served: Served, query: str) -> None:
+    """Starlette keeps the last of two equal names, azmlinfsrv's Werkzeug the first: the
+    two hosts would answer ``?model=a&model=b`` from different models."""
+    got = served.client.post("/score?" + query, json=GOOD)
+    assert got.status_code == 400, got.text
+    assert "given twice" in error_of(got)["message"]
+    good(served)
+
+
 def test_metrics_need_the_key_like_info(served: Served) -> None:
     for path in ("/metrics", "/info"):
         bare = httpx.get(served.server.url + path, timeout=30)

@@ -12,7 +12,7 @@ The response body, for every request::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,14 @@ import numpy as np
 from .errors import BadRequestError
 from .signature import Signature
 
-__all__ = ["OutputPlan", "PostprocessConfig", "ScoreParams", "plan_outputs", "read_labels"]
+__all__ = [
+    "OutputPlan",
+    "PostprocessConfig",
+    "ScoreParams",
+    "plan_outputs",
+    "query_values",
+    "read_labels",
+]
 
 _FLOATS = ("float16", "float32", "float64", "bfloat16")
 
@@ -41,6 +48,20 @@ class PostprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "output": self.output}
+
+
+def query_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``/score``'s query string as one value per name, on both hosts; a name given twice
+    is a 400. Starlette's and Werkzeug's parsers would keep the last and the first of
+    ``?model=a&model=b``: the same request would score a different model on each host."""
+    values: dict[str, str] = {}
+    for name, value in pairs:
+        if name in values:
+            raise BadRequestError(
+                f"The query parameter {name[:100]!r} is given twice; give each once."
+            )
+        values[name] = value
+    return values
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from ..errors import (
 from ..generator.spec import PackageSpec
 from ..loading import open_package
 from ..manifest import MODELS_DIR, load_manifest
+from ..postprocess import query_values
 from ..repository import ModelSource, Repository, score_target
 from ..scorer import Scorer, ScoreResult
 from ..server.errors import error_reply
@@ -170,7 +171,7 @@ class AzureMLRuntime:
         try:
             if request.method != "POST":
                 raise MethodNotAllowedError(request.method, "/score", ["POST"])
-            query = request.args.to_dict()
+            query = query_values(request.args.items(multi=True))
             scorer = score_target(self.repository, query)
             check_content_encoding(request.headers.get("Content-Encoding"))
             body = self._read_body(request, scorer.config.max_body_bytes)

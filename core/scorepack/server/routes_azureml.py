@@ -26,6 +26,7 @@ from starlette.responses import Response
 from ..codecs import encode_json
 from ..errors import NotFoundError, NotReadyError
 from ..openapi import SWAGGER_VERSIONS, ApiFacts, api_document
+from ..postprocess import query_values
 from ..repository import READY, Repository, score_target
 from ..scorer import Scorer
 from ..telemetry.metrics import Metrics
@@ -78,7 +79,7 @@ class AzureMLRoutes:
     async def score(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
         # parse_qsl drops blank values (``?top_k=``), as the server always has
-        query = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
+        query = query_values(parse_qsl(request.scope["query_string"].decode("latin-1")))
         scorer = self._scorer(query)
         note_scoring(request.scope, scorer, "azureml")
         body = await self.body.read(request, scorer.config.max_body_bytes)
