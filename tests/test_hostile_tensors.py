@@ -261,3 +261,24 @@ def test_grpc_message_that_does_not_parse(
         assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT, excinfo.value.details()
         assert "not a valid inference." in excinfo.value.details()
     still_serves(served, client)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"parameters": {"binary_data_output": "false"}},
+        {"parameters": {"binary_data_output": 0}},
+        {"outputs": [{"name": "y", "parameters": {"binary_data": "false"}}]},
+        {"outputs": [{"name": "y", "parameters": {"binary_data": None}}]},
+    ],
+    ids=["request string", "request number", "output string", "output null"],
+)
+def test_binary_data_flags_that_are_not_booleans(
+    served: GrpcServed, client: httpx.Client, document: dict[str, Any]
+) -> None:
+    """They were taken by truth: "false" asked for binary data, and got it."""
+    body = {**one_input([1, 2], "FP32", data=[1, 2]), **document}
+    rest_refused(served, client, json.dumps(body).encode(), "binary_data", "true or false")
+    asked = {"parameters": {"binary_data_output": False}}
+    got = client.post(INFER, json={**one_input([1, 2], "FP32", data=[1, 2]), **asked})
+    assert got.status_code == 200 and got.json()["outputs"][0]["data"] == [1.0, 2.0], got.text

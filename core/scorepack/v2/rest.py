@@ -84,12 +84,9 @@ def decode_infer_request(body: bytes, json_length: int | None = None) -> InferRe
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidJSONError('"id" must be a string.')
-    return InferRequest(
-        inputs=inputs,
-        outputs=requested,
-        id=request_id,
-        parameters=_parameters(document, "the request"),
-    )
+    parameters = _parameters(document, "the request")
+    _flag(parameters, "binary_data_output", "the request")
+    return InferRequest(inputs=inputs, outputs=requested, id=request_id, parameters=parameters)
 
 
 def raw_infer_request(signature: Signature, image_input: str | None, body: bytes) -> InferRequest:
@@ -209,7 +206,19 @@ def _input(
 def _requested(item: Any, index: int) -> RequestedOutput:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise InvalidJSONError(f'Output {index} must be an object with a "name".')
-    return RequestedOutput(item["name"], _parameters(item, f"output {item['name']!r}"))
+    where = f"output {item['name']!r}"
+    parameters = _parameters(item, where)
+    _flag(parameters, "binary_data", where)
+    return RequestedOutput(item["name"], parameters)
+
+
+def _flag(parameters: dict[str, Any], name: str, where: str) -> None:
+    # taken by truth otherwise: "false" (a string) would ask for binary data
+    if name in parameters and not isinstance(parameters[name], bool):
+        raise InvalidJSONError(
+            f'The "{name}" parameter of {where} must be true or false, not '
+            f"{parameters[name]!r:.40}."
+        )
 
 
 def encode_infer_response(
