@@ -282,3 +282,39 @@ def test_binary_data_flags_that_are_not_booleans(
     asked = {"parameters": {"binary_data_output": False}}
     got = client.post(INFER, json={**one_input([1, 2], "FP32", data=[1, 2]), **asked})
     assert got.status_code == 200 and got.json()["outputs"][0]["data"] == [1.0, 2.0], got.text
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [("classification", 2), ("shared_memory_region", "out0")],
+)
+def test_output_parameters_of_extensions_not_offered(
+    served: GrpcServed, client: httpx.Client, parameter: str, value: Any
+) -> None:
+    """tritonclient's class_count and shared-memory outputs were ignored: the client got
+    plain numbers where it asked for class labels, or nothing where it looked."""
+    body = one_input([1, 2], "FP32", data=[1, 2])
+    body["outputs"] = [{"name": "y", "parameters": {parameter: value}}]
+    rest_refused(served, client, json.dumps(body).encode(), parameter, "extension")
+    request = messages.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+    request.raw_input_contents.append(np.array([1, 2], "<f4").tobytes())
+    output = request.outputs.add(name="y")
+    if isinstance(value, int):
+        output.parameters[parameter].int64_param = value
+    else:
+        output.parameters[parameter].string_param = value
+    grpc_refused(served, client, request, parameter, "extension")
+
+
+@pytest.mark.parametrize("ready", ["false", 0, [True]])
+def test_repository_index_ready_that_is_not_a_boolean(
+    served: GrpcServed, client: httpx.Client, ready: Any
+) -> None:
+    """Taken by truth, {"ready": "false"} listed only the ready models."""
+    got = client.post("/v2/repository/index", json={"ready": ready})
+    assert got.status_code == 400, got.text
+    assert '"ready" must be true or false' in got.json()["error"]
+    listed = client.post("/v2/repository/index", json={"ready": False})
+    assert listed.status_code == 200 and [m["name"] for m in listed.json()] == [MODEL]
+    still_serves(served, client)

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..codecs import encode_json
-from ..errors import NotReadyError, UnsupportedMediaTypeError
+from ..errors import BadRequestError, NotReadyError, UnsupportedMediaTypeError
 from ..repository import READY, Repository
 from ..v2 import infer, model_metadata, not_ready
 from ..v2.rest import (
@@ -184,7 +184,12 @@ class V2Routes:
         ready_only = False
         if body.strip():
             options = _options(body)
-            ready_only = bool(options.get("ready", False))
+            ready = options.get("ready")
+            ready = False if ready is None else ready  # null: not given
+            if not isinstance(ready, bool):
+                # taken by truth, {"ready": "false"} would hide the models not ready
+                raise BadRequestError(f'"ready" must be true or false, not {ready!r:.40}.')
+            ready_only = ready
         entries = []
         for state in self.repository.models():
             if ready_only and state.state != READY:

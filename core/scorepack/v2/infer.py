@@ -97,10 +97,31 @@ class _Call:
         )
 
 
+#: output parameters of V2 extensions this server does not offer (ServerMetadata lists the
+#: ones it does): ignored, the client would read plain outputs as class labels, or look for
+#: them in a shared-memory region nobody wrote (an input in shared memory arrives without
+#: data, which is refused as such)
+_EXTENSION_PARAMETERS = {
+    "classification": "classification",
+    "shared_memory_region": "shared-memory",
+}
+
+
+def _refuse_extensions(parameters: Any, where: str) -> None:
+    for key, extension in _EXTENSION_PARAMETERS.items():
+        if key in parameters:
+            raise BadRequestError(
+                f"{where} has the parameter {key!r} of the V2 {extension} extension, which "
+                "this server does not offer: ask for the output without it."
+            )
+
+
 def _requested_outputs(signature: Signature, request: InferRequest) -> list[str]:
     names = signature.output_names
     if request.outputs is None:
         return names
+    for output in request.outputs:
+        _refuse_extensions(output.parameters, f"Output {output.name!r}")
     asked = [o.name for o in request.outputs]
     unknown = [n for n in asked if n not in names]
     if unknown:
