@@ -78,8 +78,11 @@ class AzureMLRoutes:
 
     async def score(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
-        # parse_qsl drops blank values (``?top_k=``), as the server always has
-        query = query_values(parse_qsl(request.scope["query_string"].decode("latin-1")))
+        # blank values kept, as Werkzeug keeps them under azmlinfsrv: ``?top_k=`` is the
+        # same 400 on both hosts
+        query = query_values(
+            parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        )
         scorer = self._scorer(query)
         note_scoring(request.scope, scorer, "azureml")
         body = await self.body.read(request, scorer.config.max_body_bytes)
