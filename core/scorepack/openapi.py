@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import errors
+from .repository import version_key
 from .signature import Signature, TensorSpec
 
 __all__ = [
@@ -480,7 +481,7 @@ def _score(facts: ApiFacts) -> dict[str, Any]:
 
 def _score_several(models: Sequence[ApiFacts], auth: bool) -> dict[str, Any]:
     names = sorted({m.name for m in models})
-    versions = sorted({m.version for m in models if m.version}, key=_version_order)
+    versions = sorted({m.version for m in models if m.version}, key=version_key)
     content: dict[str, Any] = {"application/json": {"schema": _ref("ScoreRequest")}}
     lines = []
     for facts in models:
@@ -526,11 +527,6 @@ def _score_several(models: Sequence[ApiFacts], auth: bool) -> dict[str, Any]:
     return _score_operation(
         description, parameters + _scoring_parameters(), content, statuses, auth
     )
-
-
-def _version_order(version: str) -> tuple[int, int, str]:
-    # as the repository orders them: numbers as numbers, above names
-    return (1, int(version), version) if version.isdigit() else (0, 0, version)
 
 
 def _scoring_parameters() -> list[dict[str, Any]]:
