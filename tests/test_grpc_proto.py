@@ -40,6 +40,25 @@ def test_messages_round_trip_and_live_beside_tritonclient() -> None:
     )
 
 
+def test_nested_message_classes_outlive_the_garbage_collector() -> None:
+    """upb holds a message class only weakly; a nested one (``InferInputTensor``) that no
+    one held was freed by the collector and made again, and a thread handed it while the
+    collector had half-cleared it died (a segfault). The module holds every class."""
+    import gc
+
+    from scorepack.proto.messages import messages
+
+    def nested() -> list[type]:
+        request = messages.ModelInferRequest()
+        tensor = request.inputs.add()
+        return [type(tensor), type(tensor.contents), type(tensor.parameters.get_or_create("k"))]
+
+    first = [id(cls) for cls in nested()]
+    gc.collect()
+    assert [id(cls) for cls in nested()] == first
+    assert nested()[0] is messages.ModelInferRequest.InferInputTensor
+
+
 _BLOCK_GRPC = """
 import sys
 class _Block:

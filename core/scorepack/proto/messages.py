@@ -15,6 +15,16 @@ version of the protoc that made it. Descriptors loaded into a pool of our own av
 ``scripts/gen-grpc-proto`` compiles the protos once into ``inference.binpb`` (a
 test checks it is current), and this module turns that into classes at import.
 
+Every class, nested ones included, is built once and held here for the life of the
+process (:func:`_classes`). protobuf's upb runtime keeps a message class only weakly and
+makes it again on demand, and a class is freed only by the garbage collector, which clears
+it (its descriptor first) before it frees it; in that gap another thread, taking the GIL
+from the collector, was handed the half-cleared class for a nested message
+(``request.inputs[0]``) and the process died in ``PyUpb_Descriptor_GetDef`` (a
+segmentation fault seen in the test suite, reproduced with ``gc.collect()`` on a thread of
+its own). Generated ``_pb2`` modules never meet this: they hold their nested classes as
+attributes of the outer ones.
+
 Importing this module needs ``protobuf`` only (the ``grpc`` extra); grpcio is needed by
 the server and client modules, never by ``import scorepack``.
 """
@@ -34,19 +44,35 @@ SERVICE = "inference.GRPCInferenceService"
 
 
 @cache
-def _pool() -> descriptor_pool.DescriptorPool:
+def _pool() -> tuple[descriptor_pool.DescriptorPool, list[str]]:
+    """The private pool, and the names of the files it holds."""
     data = (Path(__file__).parent / "inference.binpb").read_bytes()
     fds = descriptor_pb2.FileDescriptorSet.FromString(data)
     pool = descriptor_pool.DescriptorPool()
     for proto in fds.file:  # --include_imports lists dependencies first
         pool.Add(proto)
-    return pool
+    return pool, [proto.name for proto in fds.file]
 
 
 @cache
+def _classes() -> dict[str, Any]:
+    """Every message class of the pool by full name, nested and map-entry ones included,
+    held strongly (see the module's docstring for why)."""
+    pool, files = _pool()
+    classes = {}
+    pending = [
+        desc for name in files for desc in pool.FindFileByName(name).message_types_by_name.values()
+    ]
+    while pending:
+        desc = pending.pop()
+        classes[desc.full_name] = message_factory.GetMessageClass(desc)
+        pending.extend(desc.nested_types)
+    return classes
+
+
 def message(name: str) -> Any:
     """The message class for ``inference.NAME`` (``message("ModelInferRequest")``)."""
-    return message_factory.GetMessageClass(_pool().FindMessageTypeByName(f"inference.{name}"))
+    return _classes()[f"inference.{name}"]
 
 
 class _Messages:
@@ -66,9 +92,7 @@ messages = _Messages()
 
 def method_types(method: str) -> tuple[Any, Any]:
     """The (request, response) classes of one RPC of the service."""
-    service = _pool().FindServiceByName(SERVICE)
+    service = _pool()[0].FindServiceByName(SERVICE)
     desc = service.methods_by_name[method]
-    return (
-        message_factory.GetMessageClass(desc.input_type),
-        message_factory.GetMessageClass(desc.output_type),
-    )
+    classes = _classes()
+    return classes[desc.input_type.full_name], classes[desc.output_type.full_name]
