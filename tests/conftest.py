@@ -16,6 +16,14 @@ from scorepack import plugins
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("SCOREPACK_GC_STRESS"):
+        # hunting crashes in C extensions that only a collection at the wrong moment shows
+        from gc_stress import start
+
+        start()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_plugins() -> Iterator[None]:
     """Each test starts from a freshly loaded plugin manager."""
