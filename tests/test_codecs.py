@@ -7,11 +7,24 @@ import numpy as np
 import orjson
 import pytest
 
-from images import encode, image, jpeg, png, truncated_jpeg, with_declared_size
+from images import (
+    encode,
+    flat_png,
+    image,
+    jpeg,
+    many_chunks_png,
+    many_scans_jpeg,
+    many_segments_jpeg,
+    padded_jpeg,
+    png,
+    truncated_jpeg,
+    with_declared_size,
+)
 from scorepack import Signature, TensorSpec
 from scorepack.codecs import body_kind, decode_image, decode_tensors, encode_json, sniff
 from scorepack.errors import (
     EmptyBodyError,
+    ImageTooComplexError,
     ImageTooLargeError,
     InvalidImageError,
     InvalidJSONError,
@@ -339,3 +352,38 @@ def test_tensor_array_is_the_one_element_check_for_every_datatype() -> None:
             tensor_array(value, np.dtype(dtype), "x")
     # arrays given as arrays are trusted for their dtype kind
     assert tensor_array(np.ones((2, 2)), np.dtype("float32"), "x").dtype == np.float32
+
+
+# --- the limits on hostile images within the pixel limit (imagelimits.py) -----------------
+
+
+def test_a_jpegs_scans_are_limited_to_100() -> None:
+    assert PLAN is not None
+    # Pillow's progressive greyscale JPEG has 6 scans of its own
+    decode_image(many_scans_jpeg(94, 64, 48), PLAN)
+    with pytest.raises(ImageTooComplexError, match="more than 100 scans"):
+        decode_image(many_scans_jpeg(95, 64, 48), PLAN)
+
+
+def test_a_side_over_65535_pixels_is_refused_whatever_the_pixel_count() -> None:
+    assert PLAN is not None
+    decode_image(flat_png(1, 65_535), PLAN)
+    decode_image(flat_png(65_535, 1), PLAN)
+    with pytest.raises(ImageTooComplexError, match="65536x1"):
+        decode_image(flat_png(65_536, 1), PLAN)
+    # the pixel limit still comes first, with its own message
+    with pytest.raises(ImageTooLargeError):
+        decode_image(flat_png(1, 70_000), PLAN, max_pixels=60_000)
+
+
+def test_header_floods_are_refused_before_pillow_parses_them() -> None:
+    assert PLAN is not None
+    decode_image(many_segments_jpeg(990), PLAN)
+    decode_image(padded_jpeg(60_000), PLAN)
+    decode_image(many_chunks_png(4000), PLAN)
+    with pytest.raises(InvalidImageError, match="1000 segments"):
+        decode_image(many_segments_jpeg(1001), PLAN)
+    with pytest.raises(InvalidImageError, match="padding"):
+        decode_image(padded_jpeg(70_000), PLAN)
+    with pytest.raises(InvalidImageError, match="chunks"):
+        decode_image(many_chunks_png(4096 + 24 + 1), PLAN)

@@ -28,7 +28,7 @@ from hostile import (
     stalled_uploads,
     timed_get,
 )
-from images import jpeg
+from images import HOSTILE_IMAGES, jpeg
 from packages import AzmlinfsrvServer, backend_params, child_env, free_port, package_for
 from scorepack.batching import BatchingConfig
 from scorepack.config import ScoringConfig
@@ -227,6 +227,28 @@ def test_a_compressed_body_is_415(azml: AzmlinfsrvServer) -> None:
     assert got.status_code == 415, got.text
     assert got.json()["error"]["code"] == "unsupported_encoding"
     good_request(azml.url)
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_IMAGES))
+def test_a_hostile_image_is_refused_as_on_the_embedded_server(
+    case: str, azml: AzmlinfsrvServer
+) -> None:
+    # within the pixel limit, built to cost seconds of CPU or a gigabyte to decode
+    # (imagelimits.py); test_hostile_images.py sends the same bodies to the embedded server
+    body, status, words = HOSTILE_IMAGES[case]
+    got = httpx.post(
+        azml.url + "/score",
+        content=body,
+        headers={"content-type": "application/octet-stream"},
+        timeout=60,
+    )
+    assert got.status_code == status, got.text
+    error = got.json()["error"]
+    assert error["code"] == ("image_too_large" if status == 413 else "invalid_image")
+    for word in words:
+        assert word in error["message"], (word, error)
+    good_request(azml.url)
+    no_crash_in(azml.log)
 
 
 def test_json_too_deep_for_the_duplicate_key_check_is_400(azml: AzmlinfsrvServer) -> None:

@@ -27,6 +27,7 @@ from .errors import (
     UnsupportedEncodingError,
     UnsupportedMediaTypeError,
 )
+from .imagelimits import check_jpeg, check_png, check_side
 from .preprocess import ImagePlan
 from .signature import Signature, TensorSpec
 
@@ -166,20 +167,27 @@ def _image_kind(body: bytes) -> str:
 
 
 def _checked_header(body: bytes, kind: str, max_pixels: int) -> Image.Image:
-    """The image with only its header read, or the 400/413 that its header earns."""
+    """The image with only its header read, or the 400/413 that its header earns.
+
+    Its structure is checked first (:mod:`scorepack.imagelimits`): Pillow parses headers
+    in Python, and a body built to make that, or the decode, expensive is refused
+    before either starts.
+    """
+    (check_jpeg if kind == "jpeg" else check_png)(body)
     try:
         image = _open_header(body, kind)
     except Exception as exc:
         raise InvalidImageError(f"The {kind.upper()} header could not be read: {exc}") from exc
     width, height = image.size
-    problem: RequestError | None = None
-    if width * height > max_pixels:
-        problem = ImageTooLargeError(width, height, max_pixels)
-    elif width < 1 or height < 1:
-        problem = InvalidImageError(f"The image has no pixels ({width}x{height}).")
-    if problem is not None:
+    try:
+        if width * height > max_pixels:
+            raise ImageTooLargeError(width, height, max_pixels)
+        if width < 1 or height < 1:
+            raise InvalidImageError(f"The image has no pixels ({width}x{height}).")
+        check_side(width, height)
+    except RequestError:
         image.close()
-        raise problem
+        raise
     return image
 
 

@@ -32,7 +32,8 @@ status through one table (``scorepack.server.errors``). Each class carries a sta
     │   ├── RequestTimeoutError .......... 408 (the client stopped sending its request)
     │   ├── PayloadTooLargeError ......... 413
     │   │   ├── BodyTooLargeError
-    │   │   └── ImageTooLargeError
+    │   │   ├── ImageTooLargeError
+    │   │   └── ImageTooComplexError ..... within the pixel limit, too costly to decode
     │   ├── UnsupportedMediaTypeError .... 415
     │   │   └── UnsupportedEncodingError ..... a compressed body (Content-Encoding)
     │   ├── HeadersTooLargeError ......... 431
@@ -402,6 +403,15 @@ class ImageTooLargeError(PayloadTooLargeError):
             f"The image is {width}x{height} = {width * height} pixels, over the limit of "
             f"{limit} pixels (SCOREPACK_MAX_IMAGE_PIXELS). Resize it before sending."
         )
+
+
+class ImageTooComplexError(PayloadTooLargeError):
+    """An image within the pixel limit that would still cost too much to decode: a side
+    over 65,535 pixels, a JPEG with too many scans (:mod:`scorepack.imagelimits`).
+
+    Its code is ``image_too_large``, as for too many pixels: the same kind of refusal."""
+
+    code = "image_too_large"
 
 
 class UnsupportedMediaTypeError(RequestError):
