@@ -472,24 +472,31 @@ class Batcher:
                 # told when the thread comes back for work, with the rows then waiting
                 # (0: it is about to wait for traffic)
                 self._tune(self._tuner, self._compatible_rows() if self._queue else 0)
-            while not self._queue:
-                # on stop, requests still being decoded are let in before the thread ends
-                if self._stopping and self._upstream == 0:
-                    self._closed = True
-                    return None
-                self._cond.wait()
-            due = self._queue[0].enqueued + delay
-            # as many requests as the last batch had: its clients come back one by one
-            company = self._last_requests
             while True:
-                if self._compatible_rows() >= self.batch_rows:
-                    break
-                if self._upstream == 0 and len(self._queue) >= company:
-                    break
-                remaining = due - time.monotonic()
-                if remaining <= 0 or self._stopping:
-                    break
-                self._cond.wait(remaining)
+                while not self._queue:
+                    # on stop, requests still being decoded are let in before the thread ends
+                    if self._stopping and self._upstream == 0:
+                        self._closed = True
+                        return None
+                    self._cond.wait()
+                due = self._queue[0].enqueued + delay
+                # as many requests as the last batch had: its clients come back one by one
+                company = self._last_requests
+                # the queue may empty while this thread waits: admit() purges cancelled and
+                # expired work from it on other threads (the soak's cancelled gRPC calls did,
+                # and the thread died on an empty queue); then it waits for work again
+                while self._queue:
+                    if self._compatible_rows() >= self.batch_rows:
+                        break
+                    if self._upstream == 0 and len(self._queue) >= company:
+                        break
+                    remaining = due - time.monotonic()
+                    if remaining <= 0 or self._stopping:
+                        break
+                    self._cond.wait(remaining)
+                else:
+                    continue
+                break
             batch = self._take()
             self._last_requests = len(batch)
             if self._tuner is not None:
