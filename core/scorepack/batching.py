@@ -217,6 +217,8 @@ class Batcher:
         self._closed = False
         self._ready = threading.Event()
         self._failed: BaseException | None = None
+        #: why the model thread stopped serving, when a bug of its own stopped it (_died)
+        self._died_reason: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -274,8 +276,17 @@ class Batcher:
 
     @property
     def failure(self) -> BaseException | None:
-        """The error setup raised, if any."""
+        """What stopped the model: the error setup raised, or a bug of the model thread's
+        own (:meth:`_died`); None while it serves or loads."""
         return self._failed
+
+    @property
+    def failure_reason(self) -> str | None:
+        """Why the model does not serve, for people ("failed to load: ...", "stopped
+        serving: ..."); None while it serves or loads."""
+        if self._died_reason is not None:
+            return self._died_reason
+        return None if self._failed is None else f"failed to load: {self._failed}"
 
     @property
     def queue_depth(self) -> int:
@@ -310,7 +321,7 @@ class Batcher:
     def admit(self, timeout_ms: float | None = None) -> Ticket:
         """Reserve a place for one request, or raise at once if the queue is full."""
         if self._failed is not None:
-            raise NotReadyError(f"The model failed to load: {self._failed}")
+            raise NotReadyError(f"The model {self.failure_reason}")
         if not self._ready.is_set():
             raise NotReadyError()
         if self._stopping:
@@ -382,6 +393,8 @@ class Batcher:
             self._upstream -= 1
             if self._closed:
                 self._inflight -= 1
+                if self._died_reason is not None:
+                    raise NotReadyError(f"The model {self._died_reason}")
                 raise NotReadyError("The server is shutting down.")
             self._queue.extend(works)
             self._cond.notify_all()
@@ -449,17 +462,42 @@ class Batcher:
             self._ready.set()
             return
         self._ready.set()
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                break
-            if batch:
-                self._execute(batch)
+        batch: list[_Work] = []
+        try:
+            while True:
+                taken = self._next_batch()
+                if taken is None:
+                    break
+                batch = taken
+                if batch:
+                    self._execute(batch)
+                batch = []
+        except BaseException as exc:
+            self._died(exc, batch)
         if teardown is not None:
             try:
                 teardown()
             except Exception as exc:
                 logger.warning("%s did not unload cleanly: %s", self.name, exc)
+
+    def _died(self, exc: BaseException, batch: list[_Work]) -> None:
+        """The model thread met a bug of its own (a model's errors fail their requests in
+        :meth:`_execute` and never get here): say so, answer every request it held or
+        would have taken, and refuse new ones as not ready, with the reason. Quietly
+        gone, it left each later request waiting for its timeout while the model still
+        looked ready (the soak's purged queue did that, before it was fixed)."""
+        logger.critical("%s: the model thread stopped: %r", self.name, exc, exc_info=exc)
+        reason = (
+            f"stopped serving: its model thread failed ({type(exc).__name__}: {exc}); "
+            "unload and load it, or restart the server."
+        )
+        with self._cond:
+            self._failed, self._died_reason, self._closed = exc, reason, True
+            waiting, self._queue = list(self._queue), deque()
+            self._cond.notify_all()
+        for work in [*batch, *waiting]:
+            # each its own exception: one instance raised on many threads grows one traceback
+            _fail(work.future, NotReadyError(f"The model {reason}"))
 
     def run_now(self, inputs: Arrays, rows: int) -> Arrays:
         """Call the model at once with the batch-contract check (warm-up; model thread only)."""

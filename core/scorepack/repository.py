@@ -102,9 +102,9 @@ class _Slot:
             return ModelState(name, version, UNLOADING, "unloading")
         if scorer is None:
             return ModelState(name, version, UNAVAILABLE, self.reason)
-        failure = scorer.batcher.failure
+        failure = scorer.batcher.failure_reason
         if failure is not None:
-            return ModelState(name, version, UNAVAILABLE, f"failed to load: {failure}")
+            return ModelState(name, version, UNAVAILABLE, failure)
         if scorer.ready:
             return ModelState(name, version, READY)
         return ModelState(name, version, LOADING, "loading")
@@ -227,8 +227,9 @@ class Repository:
         with self._locks[name]:
             for slot in slots.values():
                 scorer = slot.scorer
-                if scorer is not None and scorer.batcher.failure is not None:
-                    self._drop(slot, f"failed to load: {scorer.batcher.failure}")
+                failure = None if scorer is None else scorer.batcher.failure_reason
+                if failure is not None:
+                    self._drop(slot, failure)
                 if slot.scorer is None:
                     self._start(slot)
             failures = []

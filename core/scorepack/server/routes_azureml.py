@@ -122,9 +122,9 @@ class AzureMLRoutes:
             return Response(
                 encode_json({"status": "ready", "model": scorer.name}), media_type=_JSON
             )
-        failure = scorer.batcher.failure
+        failure = scorer.batcher.failure_reason
         if failure is not None:
-            raise NotReadyError(f"The model failed to load: {failure}")
+            raise NotReadyError(f"The model {failure}")
         raise NotReadyError(
             "The model is loading." if scorer.started else "The model is not loaded."
         )
