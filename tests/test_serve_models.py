@@ -65,6 +65,11 @@ def test_named_models_and_a_repository_folder(tmp_path: Path, env: dict[str, str
         )
         assert scored.json()["outputs"]["y"] == [[1.0, 2.0]]
         assert c.post("/v2/repository/models/plain/unload").status_code == 400  # control none
+    # each version's load line names its version: two lines "typed ready in" told nothing
+    loaded = [line for line in server.log if " ready in " in line]
+    assert any("typed version 1 ready in" in line for line in loaded), loaded
+    assert any("typed version 2 ready in" in line for line in loaded), loaded
+    assert any("small ready in" in line for line in loaded), loaded
 
 
 def test_explicit_model_control_from_the_command_line(tmp_path: Path, env: dict[str, str]) -> None:

@@ -110,6 +110,8 @@ class Scorer:
         self.stats = ScorerStats()
         # the batcher's name is in its log lines and its thread's name: model and version
         label = f"{self.name}:{version}" if version else self.name
+        #: how log lines name this model: two versions of one model must not read alike
+        self.log_name = f"{self.name} version {version}" if version else self.name
         self.batcher = Batcher(self.backend.predict, self.config.batching, name=label)
         self.image_plan: ImagePlan | None = None
         #: the backend decodes JPEGs itself (Backend.accepts_encoded_images), set on load
@@ -186,7 +188,7 @@ class Scorer:
                     # the warm-up batch is made up (zeros; size 1 where a dimension is
                     # free): a model may rightly refuse it, and real requests still work
                     logger.warning(
-                        "%s: warm-up skipped, the model refused zeros: %s", self.name, exc
+                        "%s: warm-up skipped, the model refused zeros: %s", self.log_name, exc
                     )
                     warmed.clear()
                     break
@@ -204,7 +206,7 @@ class Scorer:
         self.load_seconds = time.perf_counter() - started
         logger.info(
             "%s ready in %.2f s (%s; %s%s)",
-            self.name,
+            self.log_name,
             self.load_seconds,
             ", ".join(f"{k}={v}" for k, v in self.backend.describe().items()),
             self.batch_sizing.summary(self.batcher.max_rows),
@@ -222,7 +224,7 @@ class Scorer:
         self._tuner = None
         logger.info(
             "%s: preferred batch size %d, %s (was %d; %s)",
-            self.name,
+            self.log_name,
             size,
             "tuned under load" if decided else "not tuned: the load left before the turns ended",
             before.size,
@@ -252,7 +254,7 @@ class Scorer:
         except ScorepackError as exc:
             # the largest size already ran in the warm-up: a model refusing a smaller
             # batch of zeros is odd, but real requests may still work
-            logger.warning("%s: batch sizes not measured, the model refused: %s", self.name, exc)
+            logger.warning("%s: batch sizes not measured, the model refused: %s", self.log_name, exc)
             return BatchSizing(most, "not measured")
 
     def _zeros(self, rows: int) -> dict[str, np.ndarray]:
