@@ -65,6 +65,13 @@ def test_named_models_and_a_repository_folder(tmp_path: Path, env: dict[str, str
         )
         assert scored.json()["outputs"]["y"] == [[1.0, 2.0]]
         assert c.post("/v2/repository/models/plain/unload").status_code == 400  # control none
+        # a model without versions, asked for one: the message says to leave it out
+        unversioned = c.get("/v2/models/plain/versions/1")
+        assert unversioned.status_code == 404
+        assert unversioned.json()["error"] == (
+            "Model 'plain' has no versions (asked for '1'): leave it out."
+        )
+        assert "its versions are: 1, 2" in c.get("/v2/models/typed/versions/3").json()["error"]
     # each version's load line names its version: two lines "typed ready in" told nothing
     loaded = [line for line in server.log if " ready in " in line]
     assert any("typed version 1 ready in" in line for line in loaded), loaded

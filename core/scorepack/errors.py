@@ -318,6 +318,9 @@ class ModelNotFoundError(NotFoundError):
         listing = ", ".join(self.known) or "none"
         if version is None:
             message = f"Unknown model {name!r}; the models served are: {listing}."
+        elif not self.known:
+            # a model served without version folders: the fix is to name no version
+            message = f"Model {name!r} has no versions (asked for {version!r}): leave it out."
         else:
             message = f"Model {name!r} has no version {version!r}; its versions are: {listing}."
         super().__init__(message)
