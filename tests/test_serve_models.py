@@ -79,6 +79,43 @@ def test_named_models_and_a_repository_folder(tmp_path: Path, env: dict[str, str
     assert any("small ready in" in line for line in loaded), loaded
 
 
+def test_score_and_bench_pick_a_model_and_version_on_every_protocol(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """As the README's client section says: --model and --model-version pick the model on
+    every protocol, /score's included (as ?model=NAME&version=V), for score and bench."""
+    repo = tmp_path / "repo"
+    model(repo / "ver" / "1" / "a.echo")
+    model(repo / "ver" / "2" / "a.echo")
+    plain = model(tmp_path / "p.echo")
+    tensors = tmp_path / "x.json"
+    tensors.write_text('{"inputs": {"x": [[5, 5]]}}')  # y = x: two classes tied
+    pick = ("--model", "ver", "--model-version", "1")
+    args = [f"plain={plain}", "--repository", str(repo), "--grpc-port", "0"]
+    with ServerProcess(args, env) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        grpc_url = next(
+            line.split("serving V2 gRPC at ")[1] for line in server.log if "V2 gRPC at" in line
+        )
+        for protocol, url in (("score", server.url), ("v2", server.url), ("grpc", grpc_url)):
+            done = run_cli("score", url, str(tensors), "--protocol", protocol, *pick, env=env)
+            assert done.returncode == 0, done.stderr
+            # tied classes rank in index order on every protocol, as /score's top_k does
+            first, second = done.stdout.index("1. class 0 "), done.stdout.index("2. class 1 ")
+            assert first < second, done.stdout
+            if protocol != "score":
+                assert "model ver version 1)" in done.stdout, done.stdout
+        bench = run_cli(
+            "bench", server.url, str(tensors), *pick, "-c", "1", "-n", "3", "--json", env=env
+        )
+        assert bench.returncode == 0, bench.stderr
+        assert '"200": 3' in bench.stdout
+        samples = scrape(c)
+    # the /score requests (score's one and bench's three) reached version 1, not the default
+    labels = {"model": "ver", "protocol": "azureml", "status": "200"}
+    assert value(samples, "scorepack_requests_total", version="1", **labels) == 4
+    assert value(samples, "scorepack_requests_total", version="2", **labels) == 0
+
+
 def test_explicit_model_control_from_the_command_line(tmp_path: Path, env: dict[str, str]) -> None:
     a, b = model(tmp_path / "a.echo"), model(tmp_path / "b.echo")
     args = [f"a={a}", f"b={b}", "--model-control", "explicit"]

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -20,11 +20,23 @@ from .errors import RemoteError
 __all__ = ["ScoreResponse", "ScoringClient", "content_type_for", "scoring_url"]
 
 
-def scoring_url(url: str) -> str:
-    """``http://host:port`` → ``http://host:port/score``; a URL with a path is kept."""
+def scoring_url(url: str, model: str | None = None, version: str | None = None) -> str:
+    """``http://host:port`` → ``http://host:port/score``; a URL with a path is kept.
+
+    ``model`` and ``version`` are added to the URL's query (``?model=NAME&version=V``,
+    how ``/score`` picks one of several models), replacing any given there.
+    """
     parts = urlsplit(url if "://" in url else f"http://{url}")
     path = parts.path if parts.path not in ("", "/") else "/score"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    query = parts.query
+    if model or version:
+        pairs = dict(parse_qsl(query, keep_blank_values=True))
+        if model:
+            pairs["model"] = model
+        if version:
+            pairs["version"] = version
+        query = urlencode(pairs)
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
 def content_type_for(body: bytes) -> str:

@@ -254,7 +254,9 @@ class Scorer:
         except ScorepackError as exc:
             # the largest size already ran in the warm-up: a model refusing a smaller
             # batch of zeros is odd, but real requests may still work
-            logger.warning("%s: batch sizes not measured, the model refused: %s", self.log_name, exc)
+            logger.warning(
+                "%s: batch sizes not measured, the model refused: %s", self.log_name, exc
+            )
             return BatchSizing(most, "not measured")
 
     def _zeros(self, rows: int) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ from ..bench import (
     Snapshot,
     run_bench,
 )
+from ..client import scoring_url
 from ..client_v2 import PROTOCOLS
 from .table import format_table
 
@@ -66,8 +67,6 @@ def _protocol_connections(
 ) -> tuple[Callable[[], Connection] | None, str | None]:
     """The connection factory and the URL to show for V2 protocols (None for /score)."""
     if protocol == "score":
-        if model or version:
-            raise click.UsageError("--model and --model-version go with --protocol v2 or grpc.")
         return None, None
     from ..bench.protocols import connections, prepare_v2_load
 
@@ -132,8 +131,13 @@ def _latency(lat: dict[str, float]) -> str:
     help="score: Azure ML's POST /score; v2: Open Inference Protocol REST (binary tensors); "
     "grpc: its gRPC service (URL host:port). Default: grpc for a grpc:// URL, else score.",
 )
-@click.option("--model", help="v2/grpc: the model (default: the one the server serves).")
-@click.option("--model-version", help="v2/grpc: the model version (default: the server's).")
+@click.option(
+    "--model",
+    help="The model (default: the one the server serves); /score sends it as ?model=NAME.",
+)
+@click.option(
+    "--model-version", help="The model version (default: the server's); /score: ?version=V."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(
     url: str,
@@ -158,9 +162,11 @@ def command(
     arrives. --rate R sends R requests per second on schedule instead (open loop).
     Exits with status 1 when the error rate passes --max-error-rate.
     """
+    protocol = protocol or ("grpc" if url.startswith("grpc://") else "score")
     try:
         config = BenchConfig(
-            url=url,
+            # /score picks one of several models by its query, as `scorepack score` sends it
+            url=scoring_url(url, model, model_version) if protocol == "score" else url,
             body=Path(file).read_bytes(),
             concurrency=concurrency,
             duration_s=duration,
@@ -173,7 +179,6 @@ def command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    protocol = protocol or ("grpc" if url.startswith("grpc://") else "score")
     connect, shown = _protocol_connections(config, protocol, model, model_version)
     live = sys.stderr.isatty() and not as_json
     result = run_bench(config, _progress if live else None, connect)

@@ -134,7 +134,10 @@ def _result_json(result: V2Result) -> dict[str, Any]:
 
 def _v2_summary(name: str, result: V2Result, top_k: int) -> str:
     batch = f", batch {result.batch_size}" if result.batch_size else ""
-    lines = [f"{name}  ({result.elapsed_ms:.1f} ms{batch}, model {result.model_name})"]
+    model = result.model_name
+    if result.model_version:
+        model += f" version {result.model_version}"
+    lines = [f"{name}  ({result.elapsed_ms:.1f} ms{batch}, model {model})"]
     for output, array in result.outputs.items():
         lines.append(f"  {output}: {array.dtype} {list(array.shape)}")
         if array.ndim == 2 and array.shape[1] > 1 and array.dtype.kind == "f":
@@ -142,7 +145,9 @@ def _v2_summary(name: str, result: V2Result, top_k: int) -> str:
             for row_index, row in enumerate(array):
                 if array.shape[0] > 1:
                     lines.append(f"  row {row_index}:")
-                best = np.argsort(row)[::-1][:top_k]
+                # ties in index order, as /score's top_k ranks them (a reversed argsort
+                # listed tied classes backwards: the same answer read differently)
+                best = np.argsort(-row, kind="stable")[:top_k]
                 for rank, index in enumerate(best, 1):
                     lines.append(f"  {rank:>2}. class {int(index):<6} {float(row[index]):.6f}")
             continue
