@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 #: top-level modules of the ML frameworks the core must never import on its own
 FRAMEWORKS = frozenset({"tensorflow", "keras", "tf_keras", "torch", "onnxruntime", "jax"})
 
-_LISTENING = re.compile(r"scorepack: serving .* at (?P<url>http://\S+?)/score")
+# the banner as text ("scorepack: serving ...") or, with --log-format json, as a record
+_LISTENING = re.compile(r"(?:scorepack: |\"message\":\")serving .* at (?P<url>http://\S+?)/score")
 
 
 def pip_install(source: Path, target: Path) -> Path:

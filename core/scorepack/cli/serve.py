@@ -34,6 +34,7 @@ from .options import (
     read_timeout_option,
     scoring_options,
 )
+from .say import say
 from .sections import SectionedCommand
 from .serve_azureml import serve_package_azureml
 from .serve_models import repository_from
@@ -300,11 +301,11 @@ def _legacy_azureml(
     server, the same errors as before for the options that do not apply there."""
     from ..settings import AzureMLServeSettings
 
-    click.echo(
-        "scorepack: warning: `serve PKG --runtime azureml` is deprecated; use "
+    say(
+        "`serve PKG --runtime azureml` is deprecated; use "
         "`scorepack serve-azureml PKG` (it takes the same options, and only those that "
         "apply under azmlinfsrv).",
-        err=True,
+        warning=True,
     )
     if len(models) != 1 or repository_dir is not None or not Path(models[0]).exists():
         if not models and repository_dir is None:
@@ -408,9 +409,7 @@ def read_key_file(path: Path) -> tuple[str, ...]:
     if not keys:
         raise click.BadParameter(f"{path} holds no key", param_hint="--auth-key-file")
     if path.stat().st_mode & 0o077:
-        click.echo(
-            f"scorepack: warning: {path} can be read by other users; chmod 600 it.", err=True
-        )
+        say(f"{path} can be read by other users; chmod 600 it.", warning=True)
     return keys
 
 
@@ -418,10 +417,10 @@ def _all_keys(ctx: click.Context, given: tuple[str, ...], path: Path | None) -> 
     """Keys from --auth-key-file (or SCOREPACK_AUTH_KEY_FILE) and the settings' keys
     (--auth-key, SCOREPACK_AUTH_KEYS); a key typed on the command line earns a warning."""
     if given and ctx.get_parameter_source("auth_keys") == ParameterSource.COMMANDLINE:
-        click.echo(
-            "scorepack: warning: --auth-key puts the key in the process list, where every "
+        say(
+            "--auth-key puts the key in the process list, where every "
             "local user can read it; use --auth-key-file or SCOREPACK_AUTH_KEYS instead.",
-            err=True,
+            warning=True,
         )
     return (read_key_file(path) if path is not None else ()) + given
 
@@ -476,9 +475,9 @@ class _ServeArgs:
 
 def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) -> None:
     def listening(url: str) -> None:
-        click.echo(f"scorepack: serving {what} at {url}/score (model loading…)", err=True)
+        say(f"serving {what} at {url}/score (model loading…)")
         if args.auth_keys:
-            click.echo("scorepack: keys required (Authorization: Bearer KEY)", err=True)
+            say("keys required (Authorization: Bearer KEY)")
 
     if args.otlp_endpoint:
         from ..telemetry import tracing
@@ -486,7 +485,7 @@ def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) ->
         tracing.configure(args.otlp_endpoint, service_name=getattr(scorer, "name", "scorepack"))
 
     def grpc_listening(address: str) -> None:
-        click.echo(f"scorepack: serving V2 gRPC at grpc://{address}", err=True)
+        say(f"serving V2 gRPC at grpc://{address}")
 
     grpc = None
     if args.grpc_port is not None:

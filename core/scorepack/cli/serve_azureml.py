@@ -18,6 +18,7 @@ from ..manifest import is_package
 from ..parsing import AZUREML_SERVE_FIELDS, AZUREML_SERVE_SECTIONS, parse_keys
 from ..server import DEFAULT_HOST, DEFAULT_PORT
 from .options import decode_options, package_runtime_options, read_timeout_option
+from .say import say
 from .sections import SectionedCommand
 from .settings_options import load_settings, settings_file_option, with_settings
 
@@ -166,14 +167,11 @@ def serve_package_azureml(ctx: click.Context, path: str, settings: AzureMLServeS
     )
 
     def started(url: str) -> None:
-        click.echo(
-            f"scorepack: serving {path} under azmlinfsrv (Azure ML's inference server) "
-            f"at {url}/score (model loading…)",
-            err=True,
+        say(
+            f"serving {path} under azmlinfsrv (Azure ML's inference server) "
+            f"at {url}/score (model loading…)"
         )
 
-    code = serve_azureml(
-        options, say=lambda line: click.echo(f"scorepack: {line}", err=True), on_start=started
-    )
+    code = serve_azureml(options, say=say, on_start=started)
     if code not in (0, -2, -15):
         raise click.ClickException(f"azmlinfsrv exited with status {code}; its log is above.")

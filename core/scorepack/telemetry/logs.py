@@ -27,6 +27,7 @@ __all__ = [
     "JsonFormatter",
     "TextFormatter",
     "access_logging",
+    "cli_log_format",
     "configure_azureml_logging",
     "configure_logging",
     "log_access",
@@ -269,9 +270,19 @@ def formatter(log_format: str, text_format: str = TEXT_FORMAT) -> logging.Format
     raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
 
 
+_cli_format = "text"
+
+
+def cli_log_format() -> str:
+    """The format :func:`configure_logging` set (``text`` until it runs)."""
+    return _cli_format
+
+
 def configure_logging(level: str = "info", log_format: str = "text") -> None:
     """The CLI's logging: the root logger at ``level``, one stderr handler in the format
     (access lines written in batches: :class:`BufferedStreamHandler`)."""
+    global _cli_format
+    _cli_format = log_format
     handler = BufferedStreamHandler()
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
