@@ -290,3 +290,26 @@ def test_v2_requests_are_counted_under_their_protocol(tmp_path: Path) -> None:
     assert value(samples, "scorepack_request_duration_seconds_count", protocol="v2") == 1
     # both went through the one batcher
     assert value(samples, "scorepack_inference_rows_total", model="m") == 3
+
+
+def test_answers_before_a_model_is_picked_count_under_their_routes_protocol(
+    tmp_path: Path,
+) -> None:
+    """An unknown model over V2 or /score, and V2 metadata, are counted with protocol v2 or
+    azureml (a dashboard's error rate by protocol saw them under ""); a package under
+    azmlinfsrv counts every /score answer as azureml, gRPC every call as grpc."""
+    with serving(EchoBackend(tmp_path / "m.echo")) as served:
+        client = served.client
+        assert client.post("/v2/models/nope/infer", json={"inputs": []}).status_code == 404
+        assert client.get("/v2/models/m").status_code == 200
+        assert client.post("/score?model=nope", json={"inputs": {"x": [[1, 2]]}}).status_code == 404
+        assert client.get("/score").status_code == 405
+        assert client.get("/").status_code == 200
+        samples = scrape(client)
+    count = "scorepack_requests_total"
+    v2_infer = {"route": "/v2/models/{name}/infer", "status": "404"}
+    assert value(samples, count, protocol="v2", model="", **v2_infer) == 1
+    assert value(samples, count, protocol="v2", route="/v2/models/{name}", status="200") == 1
+    assert value(samples, count, protocol="azureml", route="/score", status="404") == 1
+    assert value(samples, count, protocol="azureml", route="/score", status="405") == 1
+    assert value(samples, count, protocol="", route="/", status="200") == 1

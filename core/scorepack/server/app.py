@@ -203,8 +203,19 @@ class ScoringApp:
         route = scope.get("scorepack.route", "other")
         scorer = scope.get("scorepack.scorer")
         if scorer is None:
-            self.requests.record(route, status)
-            log_access(request_id.decode("latin-1"), method, path, status, seconds)
+            # an answer before any model was picked (unknown model, bad query, metadata,
+            # probes): still counted under its route's protocol, as a package under
+            # azmlinfsrv counts every /score answer and gRPC every call
+            protocol = _route_protocol(route)
+            self.requests.record(route, status, protocol=protocol)
+            log_access(
+                request_id.decode("latin-1"),
+                method,
+                path,
+                status,
+                seconds,
+                protocol=protocol or None,
+            )
             return
         protocol = scope["scorepack.protocol"]
         result = scope["scorepack.result"]
@@ -238,6 +249,16 @@ class ScoringApp:
             if reply.status is not None:
                 raise  # the reply has begun: nothing sensible is left to send
             await _send_error(reply.send, error_reply(exc), scope.get(ERROR_STYLE, "azureml"))
+
+
+def _route_protocol(route: str) -> str:
+    """The protocol a route belongs to: ``azureml`` for ``/score``, ``v2`` for the V2
+    routes, none for the rest (``/``, ``/health/ready``, ``/info``, ``/metrics``...)."""
+    if route == "/score":
+        return "azureml"
+    if route == "/v2" or route.startswith("/v2/"):
+        return "v2"
+    return ""
 
 
 def _text_headers(scope: Scope) -> dict[str, str]:
