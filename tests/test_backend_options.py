@@ -134,7 +134,7 @@ def test_a_misspelt_option_names_the_valid_ones() -> None:
     with pytest.raises(BackendOptionError) as caught:
         TunableBackend("m.tune", options={"thread": "2"})
     assert caught.value.message == (
-        "unknown option(s) for TunableBackend: thread; "
+        "unknown option(s) for TunableBackend: thread (did you mean threads?); "
         "valid options: fast, label, mode, scale, threads"
     )
     # an option error is a load error to callers that catch those
@@ -196,7 +196,15 @@ def test_options_are_checked_before_the_model_loads(tunable: Path) -> None:
     assert "option fast must be true or false" in bad.stderr
     misspelt = invoke("inspect", str(tunable), "-O", "scael=2")
     assert misspelt.exit_code == 2
-    assert "unknown option(s) for TunableBackend: scael; valid options:" in misspelt.stderr
+    # the backend as users name it, and the option they most likely meant
+    assert (
+        "unknown option(s) for the tunable backend: scael (did you mean scale?); valid options:"
+        in misspelt.stderr
+    )
+    wrong = invoke("inspect", str(tunable), "-O", "threads=many")
+    assert "option threads must be a whole number >= 1, not 'many' (the tunable backend)" in (
+        wrong.stderr
+    )
     assert LOADS == []  # neither got as far as load()
 
     good = invoke("inspect", str(tunable), "-O", "fast=off", "-O", "threads=2", "--json")

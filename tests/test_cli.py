@@ -200,7 +200,8 @@ def test_bad_options_are_usage_errors(small_cnn_path: Path) -> None:
     assert "invalid device 'tpu'" in result.stderr
     result = invoke("inspect", str(small_cnn_path), "-O", "nope=1")
     assert result.exit_code == 2
-    assert "unknown option(s) for TensorFlowBackend: nope; valid options:" in result.stderr
+    # named as users name the backend (scorepack backends tensorflow), not its class
+    assert "unknown option(s) for the tensorflow backend: nope; valid options:" in result.stderr
     assert "signature" in result.stderr
 
 

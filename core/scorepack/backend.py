@@ -9,6 +9,7 @@ imports its framework inside :meth:`Backend.load`.
 from __future__ import annotations
 
 import abc
+import difflib
 import importlib
 import importlib.metadata
 from collections.abc import Callable, Iterator, Mapping
@@ -223,17 +224,23 @@ class Backend(abc.ABC):
         return declared
 
     @classmethod
-    def parse_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+    def parse_options(cls, raw: Mapping[str, Any], *, owner: str | None = None) -> dict[str, Any]:
         """``raw`` options parsed to their declared types, or
         :class:`~scorepack.errors.BackendOptionError` naming what is wrong: an option
-        nobody declared (with the valid names), or a value of the wrong type."""
+        nobody declared (with the closest declared name and the valid names), or a value
+        of the wrong type. ``owner`` names the backend in the message (default: the
+        class's name)."""
+        owner = owner or cls.__name__
         declared = cls.declared_options()
         unknown = sorted(set(raw) - set(declared))
         if unknown:
             valid = ", ".join(sorted(declared)) or "none"
+            named = []
+            for name in unknown:
+                close = difflib.get_close_matches(str(name), declared, n=1)
+                named.append(f"{name} (did you mean {close[0]}?)" if close else str(name))
             raise BackendOptionError(
-                f"unknown option(s) for {cls.__name__}: {', '.join(unknown)}; "
-                f"valid options: {valid}"
+                f"unknown option(s) for {owner}: {', '.join(named)}; valid options: {valid}"
             )
         parsed: dict[str, Any] = {}
         for name, value in raw.items():
@@ -241,7 +248,7 @@ class Backend(abc.ABC):
                 parsed[name] = declared[name].parse(value)
             except ValueError as exc:
                 raise BackendOptionError(
-                    f"option {name} must be {exc}, not {value!r} ({cls.__name__})"
+                    f"option {name} must be {exc}, not {value!r} ({owner})"
                 ) from None
         return parsed
 
@@ -384,8 +391,9 @@ class BackendSpec:
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Parse and check options without creating a backend (see
-        :meth:`Backend.parse_options`)."""
-        return self.backend.parse_options(raw)
+        :meth:`Backend.parse_options`); errors name the backend as users name it
+        (``the onnx backend``, as ``scorepack backends onnx`` lists its options)."""
+        return self.backend.parse_options(raw, owner=f"the {self.name} backend")
 
     def framework_version(self) -> str | None:
         """The installed framework's version, read from package metadata (no import)."""
@@ -404,6 +412,7 @@ class BackendSpec:
         options: Mapping[str, Any] | None = None,
     ) -> Backend:
         """A new, not yet loaded, backend instance for ``path``."""
+        self.parse_options(options or {})  # a bad option named as users name the backend
         return self.backend(path, device=device, options=options)
 
 
