@@ -404,6 +404,14 @@ def test_build_from_the_command_line_and_as_a_zip(tmp_path: Path, work: Path) ->
     assert result.exit_code == 0, result.output
     archive = tmp_path / "pkg.zip"
     assert archive.is_file() and not out.exists()
+    # the archive given where a folder is wanted: unpack it, not "no backend recognises"
+    # or "a model, not a package: build one"
+    for command in (["inspect"], ["serve-azureml"], ["serve", "--port", "0"]):
+        refused = runner.invoke(build_cli(), [*command, str(archive)])
+        assert refused.exit_code != 0
+        assert "is a scoring package archive (scorepack build --zip): unpack it" in (
+            refused.output
+        ), refused.output
     extracted = tmp_path / "extracted"
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(extracted)

@@ -39,6 +39,7 @@ __all__ = [
     "is_torch_pickle",
     "is_torchscript",
     "known_format",
+    "package_archive_hint",
 ]
 
 logger = logging.getLogger("scorepack.detect")
@@ -261,7 +262,27 @@ def detect_backend(path: str | Path, backends: Mapping[str, BackendSpec]) -> Bac
     for fmt in KNOWN_FORMATS:
         if fmt.backend not in backends and _safe(fmt.sniff, p, fmt.name):
             raise BackendNotInstalledError(str(path), fmt.name, fmt.package)
+    hint = package_archive_hint(p)
+    if hint:
+        raise ModelError(hint)
     raise UnknownFormatError(str(path), {name: spec.formats for name, spec in backends.items()})
+
+
+def package_archive_hint(path: str | Path) -> str | None:
+    """What to do with a package archive (``scorepack build --zip``) given where a model or
+    package folder is wanted; None for anything else."""
+    from .manifest import MANIFEST_FILE
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if MANIFEST_FILE not in archive.namelist():
+                return None
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return (
+        f"{str(path)!r} is a scoring package archive (scorepack build --zip): unpack it "
+        f"first (unzip {path} -d PKG) and give the folder PKG."
+    )
 
 
 def _claims(spec: BackendSpec, path: Path) -> bool:

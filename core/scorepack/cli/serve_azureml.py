@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..detect import package_archive_hint
 from ..manifest import is_package
 from ..parsing import AZUREML_SERVE_FIELDS, AZUREML_SERVE_SECTIONS, parse_keys
 from ..server import DEFAULT_HOST, DEFAULT_PORT
@@ -141,6 +142,9 @@ def _settings_class() -> Any:
 def serve_package_azureml(ctx: click.Context, path: str, settings: AzureMLServeSettings) -> None:
     """Run the package at ``path`` under azmlinfsrv with ``settings`` until it stops."""
     if not is_package(path):
+        archive = package_archive_hint(path)
+        if archive:
+            raise click.UsageError(archive)
         raise click.UsageError(
             f"{path} is a model, not a scoring package: azmlinfsrv serves a package's "
             f"score.py. Build one first: scorepack build {path} -o PKG --device cpu"
