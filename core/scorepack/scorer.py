@@ -220,6 +220,9 @@ class Scorer:
         # the budget may run out before any candidate had enough cycles: the start stays
         decided = self._tuner is not None and self._tuner.decided
         how = "tuned under load" if decided else before.how
+        # the batcher applies the size when this returns: applied first, nobody reading
+        # batch_sizing (/info, a test) sees "tuned" while batches still gather the old cap
+        self.batcher.set_batch_rows(size)
         self.batch_sizing = BatchSizing(size, how, before.seconds, stats)
         self._tuner = None
         logger.info(
