@@ -189,6 +189,7 @@ def test_one_model_the_old_way_is_unchanged(tmp_path: Path, env: dict[str, str])
         (["nowhere"], ["nowhere", "does not exist"]),
         (["=x", "b=y"], ["NAME=PATH"]),
         (["a=.", "b=.", "--runtime", "azureml"], ["embedded server only"]),
+        (["a=core", "a=tests"], ["model 'a' is given twice (core and tests)"]),
         ([], ["Give a model"]),
     ],
 )
@@ -314,6 +315,26 @@ def unavailable(client: httpx.Client, name: str) -> str:
     assert failed, client.get(f"/v2/models/{name}").json()
     reason: str = client.get(f"/v2/models/{name}").json()["reason"]
     return reason
+
+
+def test_a_package_with_its_model_files_elsewhere(
+    tmp_path: Path, env: dict[str, str], packages: dict[str, Path]
+) -> None:
+    """``serve PKG --model-dir DIR``, as the README has it (a container's mounted model):
+    the flag was refused by the settings object (a Path where it takes a str)."""
+    import shutil
+
+    from images import jpeg
+
+    package = tmp_path / "pkg"
+    shutil.copytree(packages["cpu"], package)
+    mounted = tmp_path / "mounted"
+    shutil.move(package / "model", mounted)
+    with (
+        ServerProcess([str(package), "--model-dir", str(mounted)], env) as server,
+        httpx.Client(base_url=server.url, timeout=30) as c,
+    ):
+        assert post_image(c, "", jpeg(40, 30)).status_code == 200
 
 
 def test_a_package_keeps_its_device_unless_serve_is_given_one(

@@ -123,7 +123,9 @@ class Repository:
         for source in sources:
             versions = self._models.setdefault(source.name, {})
             if source.version in versions:
-                raise ValueError(f"model {source.name!r} version {source.version!r} given twice")
+                what = _label(source.name, source.version)
+                origins = f"{versions[source.version].source.origin} and {source.origin}"
+                raise ValueError(f"{what} is given twice ({origins}); give each name once")
             if (source.version is None) != (None in versions) and versions:
                 raise ValueError(f"model {source.name!r} mixes a version-less entry with versions")
             versions[source.version] = _Slot(source)

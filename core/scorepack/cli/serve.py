@@ -164,7 +164,8 @@ def _legacy_azureml_options(func: Any) -> Any:
 )
 @click.option(
     "--model-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    # a str, as the settings field (SCOREPACK_MODEL_DIR) takes it: a Path was refused
+    type=click.Path(file_okay=False),
     help="For a package: where its model files are, when not in its model/ folder (a "
     "container's mounted model, e.g. /mnt/models).",
 )
