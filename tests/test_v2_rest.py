@@ -353,6 +353,13 @@ CLAIMS_8 = (
             ["2 bytes", "no input claims"],
         ),
         (b"<xml/>", {"content-type": "application/xml"}, 415, ["application/xml"]),
+        # an image without the raw-body header: what to send, not "send image/jpeg"
+        (
+            b"\xff\xd8\xff\xe0",
+            {"content-type": "image/jpeg"},
+            415,
+            ["'image/jpeg'", "needs Inference-Header-Content-Length: 0"],
+        ),
     ],
 )
 def test_bad_requests_are_4xx_then_a_good_one(

@@ -422,11 +422,15 @@ class UnsupportedMediaTypeError(RequestError):
 
     code = "unsupported_media_type"
 
-    def __init__(self, content_type: str) -> None:
+    def __init__(self, content_type: str, accepted: str | None = None) -> None:
         self.content_type = content_type
         super().__init__(
-            f"Unsupported content type {content_type!r}. Send image/jpeg, image/png, "
-            "application/octet-stream (sniffed) or application/json."
+            f"Unsupported content type {content_type!r}. "
+            + (
+                accepted
+                or "Send image/jpeg, image/png, application/octet-stream (sniffed) or "
+                "application/json."
+            )
         )
 
 

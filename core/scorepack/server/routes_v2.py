@@ -54,6 +54,13 @@ _JSON_TYPES = {
     "application/octet-stream",
     "application/x-www-form-urlencoded",
 }
+#: what a V2 infer body may be (/score's list of image types would mislead: an image
+#: posted as image/jpeg without the header below is refused here)
+_V2_BODIES = (
+    "A V2 infer body is JSON (application/json), or binary tensors after a JSON header of "
+    "Inference-Header-Content-Length bytes; a raw body (an image, or one input's tensor "
+    "bytes) needs Inference-Header-Content-Length: 0."
+)
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 #: bytes of a repository request's JSON options (they hold a few flags)
 _OPTIONS_LIMIT = 64 * 1024
@@ -108,7 +115,7 @@ class V2Routes:
             content_type = request.headers.get("content-type", "")
             bare = content_type.split(";", 1)[0].strip().lower()
             if bare not in _JSON_TYPES and not bare.endswith("+json"):
-                raise UnsupportedMediaTypeError(bare)
+                raise UnsupportedMediaTypeError(bare, _V2_BODIES)
         parsed: list[InferRequest] = []
 
         def parse() -> InferRequest:
