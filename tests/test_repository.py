@@ -21,6 +21,7 @@ from scorepack.errors import (
     ModelLoadError,
     ModelNotFoundError,
     NotReadyError,
+    PackageError,
 )
 from scorepack.repository import (
     LOADING,
@@ -102,6 +103,42 @@ def test_a_load_failure_leaves_the_others_serving(
         with pytest.raises(NotReadyError, match="'bad' is not ready: failed to load"):
             repo.get("bad")
         assert [s.name for s in repo.scorers()] == ["good"]
+    finally:
+        repo.close()
+
+
+def test_a_load_reads_the_models_sources_again(tmp_path: Path) -> None:
+    """With ``rescan`` (a repository folder), each load takes the model's sources anew:
+    versions added and removed, a model unknown at the start, an unreadable folder."""
+    now: dict[str, list[ModelSource]] = {"m": [echo_source(tmp_path, "m", "1")]}
+
+    def rescan(name: str) -> list[ModelSource] | None:
+        if name == "broken":
+            raise PackageError("its settings file is not YAML")
+        return now.get(name)
+
+    repo = Repository(now["m"], model_control="explicit", rescan=rescan)
+    repo.start()
+    try:
+        repo.wait_ready(30)
+        first = repo.get("m", "1")
+        now["m"] = [echo_source(tmp_path, "m", "1"), echo_source(tmp_path, "m", "2")]
+        now["n"] = [echo_source(tmp_path, "n")]
+        repo.load("m", timeout=30)
+        assert repo.versions("m") == ["1", "2"] and repo.get("m") is repo.get("m", "2")
+        assert repo.get("m", "1") is first  # loaded already: kept as it is
+        repo.load("n", timeout=30)
+        assert repo.names == ["m", "n"]
+        np.testing.assert_array_equal(repo.get("n").predict(ROW)["y"], ROW["x"])
+        now["m"] = [echo_source(tmp_path, "m", "2")]
+        repo.load("m", timeout=30)
+        assert repo.versions("m") == ["2"] and not first.ready  # closed, dropped
+        assert [(s.name, s.version) for s in repo.models()] == [("m", "2"), ("n", None)]
+        with pytest.raises(ModelNotFoundError, match="Unknown model 'zz'"):
+            repo.load("zz")
+        with pytest.raises(ModelLoadError, match="not YAML"):
+            repo.load("broken")
+        assert repo.names == ["m", "n"]
     finally:
         repo.close()
 

@@ -128,6 +128,62 @@ def test_explicit_model_control_from_the_command_line(tmp_path: Path, env: dict[
         assert "model 'a' unloaded" in server.log_text
 
 
+def test_explicit_load_reads_the_model_folder_again(tmp_path: Path, env: dict[str, str]) -> None:
+    """As Triton's explicit mode: a load reads the model's folder again, so a model or a
+    version added after the start is loaded by name, a version removed is unloaded, and
+    changed settings apply to what loads next. A NAME=PATH model is never looked for in
+    the folder."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    model(repo / "a" / "1" / "m.echo")
+    settings = repo / "a" / "model-settings.yaml"
+    settings.write_text("scoring:\n  batching:\n    max_batch_size: 3\n")
+    plain = model(tmp_path / "p.echo")
+    args = [f"plain={plain}", "--repository", str(repo), "--model-control", "explicit"]
+    with ServerProcess(args, env) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+
+        def batch_caps() -> dict[tuple[str, str | None], int]:
+            loaded = c.get("/info").json()["loaded"]
+            return {(m["name"], m.get("version")): m["max_batch_size"] for m in loaded}
+
+        # a model folder added after the start: unknown until loaded, then served
+        model(repo / "b" / "m.echo")
+        assert c.post("/v2/models/b/infer", json=X).status_code == 404
+        assert c.post("/v2/repository/models/b/load").status_code == 200
+        assert c.post("/v2/models/b/infer", json=X).status_code == 200
+        assert c.get("/v2/models").json() == {"models": ["a", "b", "plain"]}
+        # a version added: loaded beside the one serving, and now the default
+        model(repo / "a" / "2" / "m.echo")
+        assert c.post("/v2/repository/models/a/load").status_code == 200
+        assert c.get("/v2/models/a").json()["versions"] == ["1", "2"]
+        assert c.post("/v2/models/a/infer", json=X).json()["model_version"] == "2"
+        # changed settings: the version loaded before keeps its own until it loads again
+        settings.write_text("scoring:\n  batching:\n    max_batch_size: 5\n")
+        assert c.post("/v2/repository/models/a/load").status_code == 200
+        assert batch_caps()[("a", "1")] == 3
+        assert c.post("/v2/repository/models/a/unload").status_code == 200
+        assert c.post("/v2/repository/models/a/load").status_code == 200
+        assert batch_caps()[("a", "1")] == 5 and batch_caps()[("a", "2")] == 5
+        # a version folder removed: unloaded and forgotten at the next load
+        shutil.rmtree(repo / "a" / "1")
+        assert c.post("/v2/repository/models/a/load").status_code == 200
+        assert c.get("/v2/models/a").json()["versions"] == ["2"]
+        assert c.post("/v2/models/a/versions/1/infer", json=X).status_code == 404
+        # no such folder, or a name given as NAME=PATH: not read from the folder
+        assert c.post("/v2/repository/models/nope/load").status_code == 404
+        model(repo / "plain" / "1" / "m.echo")
+        assert c.post("/v2/repository/models/plain/load").status_code == 200
+        assert c.get("/v2/models/plain").json()["versions"] == []
+        index = c.post("/v2/repository/index").json()
+        assert {(m["name"], m.get("version"), m["state"]) for m in index} == {
+            ("a", "2", "READY"),
+            ("b", None, "READY"),
+            ("plain", None, "READY"),
+        }
+    assert "model 'a' version '1' is gone from the repository: unloaded" in server.log_text
+
+
 def test_a_bad_model_in_a_repository_leaves_the_others_serving(
     tmp_path: Path, env: dict[str, str]
 ) -> None:

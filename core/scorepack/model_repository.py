@@ -37,7 +37,7 @@ name, stops the server at start, naming the file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,15 @@ from .postprocess import read_labels
 from .repository import ModelSource
 from .scorer import Scorer
 
-__all__ = ["SETTINGS_FILE", "ModelSettings", "model_source", "read_settings", "scan_repository"]
+__all__ = [
+    "SETTINGS_FILE",
+    "ModelSettings",
+    "model_source",
+    "read_settings",
+    "rescanner",
+    "scan_model",
+    "scan_repository",
+]
 
 SETTINGS_FILE = "model-settings.yaml"
 _KEYS = {"backend", "device", "options", "labels", "scoring"}
@@ -203,34 +211,65 @@ def scan_repository(
         raise PackageError(f"The model repository {root} is not a folder.")
     sources = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        settings_file = folder / SETTINGS_FILE
-        settings = read_settings(settings_file) if settings_file.is_file() else ModelSettings()
-        if settings.device is None and device is not None:
-            settings = replace(settings, device=device)
-        versions = sorted(
-            (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
-            key=lambda p: int(p.name),
-        )
-        if versions and not is_package(folder):
-            for version in versions:
-                sources.append(
-                    model_source(
-                        folder.name,
-                        version,
-                        version.name,
-                        settings=settings,
-                        defaults=defaults,
-                        decode=decode,
-                    )
-                )
-        else:
-            sources.append(
-                model_source(
-                    folder.name, folder, settings=settings, defaults=defaults, decode=decode
-                )
-            )
+        sources += scan_model(folder, defaults=defaults, device=device, decode=decode)
     if not sources:
         raise PackageError(
             f"The model repository {root} holds no model folders (repo/NAME/[VERSION/]files)."
         )
     return sources
+
+
+def scan_model(
+    folder: Path,
+    *,
+    defaults: ScoringConfig | None = None,
+    device: str | None = None,
+    decode: DecodeSettings | None = None,
+) -> list[ModelSource]:
+    """One model folder of a repository: a source per version folder, else one for the
+    model (or package) the folder holds; its ``model-settings.yaml`` read now."""
+    settings_file = folder / SETTINGS_FILE
+    settings = read_settings(settings_file) if settings_file.is_file() else ModelSettings()
+    if settings.device is None and device is not None:
+        settings = replace(settings, device=device)
+    versions = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
+        key=lambda p: int(p.name),
+    )
+    if versions and not is_package(folder):
+        return [
+            model_source(
+                folder.name,
+                version,
+                version.name,
+                settings=settings,
+                defaults=defaults,
+                decode=decode,
+            )
+            for version in versions
+        ]
+    return [model_source(folder.name, folder, settings=settings, defaults=defaults, decode=decode)]
+
+
+def rescanner(
+    root: str | Path,
+    *,
+    defaults: ScoringConfig | None = None,
+    device: str | None = None,
+    decode: DecodeSettings | None = None,
+    exclude: Collection[str] = (),
+) -> Callable[[str], list[ModelSource] | None]:
+    """What :class:`~scorepack.repository.Repository` calls on each explicit load to read a
+    model's folder again: its sources now, or None when ``root/NAME`` is no model folder
+    (or NAME is in ``exclude``: models given as NAME=PATH, never read from ``root``)."""
+    root = Path(root)
+
+    def rescan(name: str) -> list[ModelSource] | None:
+        folder = root / name
+        if name in exclude or name.startswith(".") or "/" in name or name in ("", ".."):
+            return None
+        if not folder.is_dir():
+            return None
+        return scan_model(folder, defaults=defaults, device=device, decode=decode)
+
+    return rescan

@@ -15,6 +15,12 @@ and unload requests; ``explicit`` loads every model at start too, and lets
 failure leaves the other models serving; the failed model is UNAVAILABLE with the reason
 in :meth:`Repository.models` and in the log. An unload refuses new requests for the model,
 lets the admitted ones finish, then unloads it and drops the scorer so its memory is freed.
+
+A repository made with ``rescan`` (a repository folder) reads a model's folder again on
+each load, as Triton's explicit mode does: a model folder added since the start can be
+loaded by name, a version folder added is loaded with the others, one removed is unloaded
+and forgotten, and changed settings apply to every version that (re)loads. Versions
+already loaded stay loaded as they are (unload, then load, to reload them).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from .errors import (
     ModelLoadError,
     ModelNotFoundError,
     NotReadyError,
+    ScorepackError,
 )
 from .scorer import Scorer
 
@@ -113,7 +120,13 @@ class _Slot:
 class Repository:
     """Owns the scorers of several models and versions and their lifecycles."""
 
-    def __init__(self, sources: Iterable[ModelSource], *, model_control: str = "none") -> None:
+    def __init__(
+        self,
+        sources: Iterable[ModelSource],
+        *,
+        model_control: str = "none",
+        rescan: Callable[[str], list[ModelSource] | None] | None = None,
+    ) -> None:
         if model_control not in MODEL_CONTROL_MODES:
             raise ValueError(
                 f"model control must be one of {MODEL_CONTROL_MODES}, not {model_control!r}"
@@ -133,6 +146,10 @@ class Repository:
             raise ValueError("a repository needs at least one model")
         # load and unload of one model never overlap; different models proceed in parallel
         self._locks = {name: threading.Lock() for name in self._models}
+        #: a model's sources read again from disk (None: not in the repository folder)
+        self._rescan = rescan
+        # guards adding a model's lock and swapping the model table
+        self._table_lock = threading.Lock()
 
     @classmethod
     def of(cls, scorer: Scorer) -> Repository:
@@ -223,10 +240,21 @@ class Repository:
     def load(self, name: str, *, timeout: float | None = None) -> None:
         """Load every version of ``name`` that is not loaded, and wait until they are
         ready; a version that fails raises :class:`~scorepack.errors.ModelLoadError` and
-        leaves the others (and every other model) as they were. Explicit mode only."""
+        leaves the others (and every other model) as they were. With ``rescan``, the
+        model's folder is read first (a model or version added since the start included).
+        Explicit mode only."""
         self._check_control("load")
-        slots = self._slots(name)
-        with self._locks[name]:
+        if name not in self._models:
+            found: list[ModelSource] | None = None
+            if self._rescan is not None:
+                try:
+                    found = self._rescan(name)
+                except ScorepackError:
+                    found = []  # in the repository, unreadable: _refresh says why
+            if found is None:
+                raise ModelNotFoundError(name, known=self.names)  # before a lock is made
+        with self._lock_of(name):
+            slots = self._refresh(name) if self._rescan is not None else self._slots(name)
             for slot in slots.values():
                 scorer = slot.scorer
                 failure = None if scorer is None else scorer.batcher.failure_reason
@@ -248,8 +276,9 @@ class Repository:
         """Refuse new requests for ``name``, let admitted ones finish, then unload every
         version and free it. Explicit mode only."""
         self._check_control("unload")
-        slots = self._slots(name)
-        with self._locks[name]:
+        self._slots(name)  # an unknown name is a ModelNotFoundError
+        with self._lock_of(name):
+            slots = self._slots(name)  # as a load under this lock left them
             for slot in slots.values():
                 slot.wanted = False
                 if slot.scorer is None:
@@ -272,6 +301,50 @@ class Repository:
                     slot.scorer.close(timeout)
 
     # --- internals --------------------------------------------------------------------
+
+    def _lock_of(self, name: str) -> threading.Lock:
+        with self._table_lock:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def _refresh(self, name: str) -> dict[str | None, _Slot]:
+        """Read ``name``'s folder again (under its lock): new versions get slots, versions
+        gone from disk are unloaded and dropped, and every slot takes its new source (so
+        changed settings apply at its next load). Returns the model's slots."""
+        assert self._rescan is not None
+        try:
+            sources = self._rescan(name)
+        except ScorepackError as exc:
+            raise ModelLoadError(f"Cannot read model {name!r} from the repository: {exc}") from exc
+        if sources is None:
+            return self._slots(name)  # not from the repository folder: as it was
+        old = self._models.get(name, {})
+        new: dict[str | None, _Slot] = {}
+        for source in sources:
+            slot = old.get(source.version)
+            if slot is None:
+                slot = _Slot(source)
+            else:
+                slot.source = source
+            new[source.version] = slot
+        gone = [slot for version, slot in old.items() if version not in new]
+        # a new table, swapped in whole: readers iterate the old one undisturbed
+        with self._table_lock:
+            table = dict(self._models)
+            if new:
+                table[name] = new
+            else:
+                table.pop(name, None)
+            self._models = table
+        for slot in gone:
+            if slot.scorer is not None:
+                slot.scorer.close(60.0)
+                slot.scorer = None
+            logger.info(
+                "%s is gone from the repository: unloaded", _label(name, slot.source.version)
+            )
+        if not new:
+            raise ModelNotFoundError(name, known=self.names)
+        return new
 
     def _check_control(self, action: str) -> None:
         if self.model_control != "explicit":

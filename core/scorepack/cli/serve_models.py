@@ -19,7 +19,7 @@ import click
 from ..config import ScoringConfig
 from ..decoding import DecodeSettings
 from ..errors import PackageError
-from ..model_repository import ModelSettings, model_source, scan_repository
+from ..model_repository import ModelSettings, model_source, rescanner, scan_repository
 from ..repository import ModelSource, Repository
 
 __all__ = ["parse_entries", "repository_from"]
@@ -56,10 +56,12 @@ def repository_from(
     """The repository for ``serve``'s model entries and repository folder (``device``:
     ``--device`` when given, else None)."""
     settings = ModelSettings(backend=backend, device=device, options=backend_options)
+    pairs = parse_entries(entries)
     sources: list[ModelSource] = [
         model_source(name, path, settings=settings, defaults=defaults, decode=decode)
-        for name, path in parse_entries(entries)
+        for name, path in pairs
     ]
+    rescan = None
     if repository_dir is not None:
         try:
             sources += scan_repository(
@@ -67,7 +69,15 @@ def repository_from(
             )
         except PackageError as exc:
             raise click.UsageError(exc.message) from exc
+        # explicit loads read a model's folder again, as Triton's explicit mode does
+        rescan = rescanner(
+            repository_dir,
+            defaults=defaults,
+            device=device,
+            decode=decode,
+            exclude={name for name, _ in pairs},
+        )
     try:
-        return Repository(sources, model_control=model_control)
+        return Repository(sources, model_control=model_control, rescan=rescan)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
