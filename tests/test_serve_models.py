@@ -123,6 +123,8 @@ def test_explicit_model_control_from_the_command_line(tmp_path: Path, env: dict[
         assert c.post("/v2/repository/models/a/unload").status_code == 200
         assert c.get("/v2/models/a/ready").status_code == 503
         assert c.post("/v2/models/b/infer", json=X).status_code == 200
+        # ready (nothing unloaded is awaited), and it names what it serves: b alone
+        assert c.get("/health/ready").json() == {"status": "ready", "models": ["b"]}
         assert c.post("/v2/repository/models/a/load").status_code == 200
         assert c.post("/v2/models/a/infer", json=X).status_code == 200
         assert "model 'a' unloaded" in server.log_text

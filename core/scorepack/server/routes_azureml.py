@@ -106,8 +106,10 @@ class AzureMLRoutes:
         repository = self.repository
         if len(repository.models()) > 1:
             if repository.ready:
+                # the models it serves now: one unloaded (explicit control) is not among them
+                serving = sorted({s.name for s in repository.models() if s.state == READY})
                 return Response(
-                    encode_json({"status": "ready", "models": repository.names}), media_type=_JSON
+                    encode_json({"status": "ready", "models": serving}), media_type=_JSON
                 )
             waiting = [
                 s.name + (f" version {s.version}" if s.version else "") + f" ({s.reason})"
