@@ -641,6 +641,10 @@ def test_cli_dry_run_names_its_files_and_sends_nothing(
     monkeypatch: pytest.MonkeyPatch, cli: Any, package: Path, workspace_config: Path, tmp_path: Path
 ) -> None:
     azure = install(monkeypatch)
+    # what an earlier dry run left (a delete's step), and a file of the user's own
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "01-endpoint-delete.json").write_text("{}")
+    (tmp_path / "out" / "notes.txt").write_text("mine")
     result = _run(
         cli,
         "deploy",
@@ -655,6 +659,11 @@ def test_cli_dry_run_names_its_files_and_sends_nothing(
     assert azure.sent == []
     assert "Dry run: nothing was sent" in result.output
     assert str(tmp_path / "out" / "04-deployment-create.json") in result.output
+    # the folder holds this run's steps only, in order (and the user's file)
+    numbered = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name[:2].isdigit())
+    assert numbered[0] == "01-compute.json" and "01-endpoint-delete.json" not in numbered
+    assert len(numbered) == len({name[:2] for name in numbered})
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
 
 
 def test_cli_refuses_a_damaged_package_before_any_request(

@@ -466,6 +466,9 @@ def test_cli_dry_run_writes_the_manifests_and_touches_nothing(
     with RecordedKubernetes(()) as api:
         kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
         out = tmp_path / "dry"
+        out.mkdir()
+        # an earlier dry run's manifest (a kubernetes target's) must not read as this one's
+        (out / "03-poddisruptionbudget-resnet50-demo.yaml").write_text("kind: Old\n")
         result = CliRunner().invoke(
             cli,
             [

@@ -389,7 +389,8 @@ class DryRun:
 
     def write(self, name: str, data: Any) -> Path:
         """Write ``data`` as ``NN-name.json`` and return its path."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.written:
+            fresh_dry_run_dir(self.directory)
         path = self.directory / f"{len(self.written) + 1:02d}-{name}.json"
         path.write_text(
             json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8"
@@ -416,6 +417,21 @@ class DryRun:
         if note:
             record["note"] = note
         return self.write(name, record)
+
+
+#: the files a dry run writes (NN-step.json, NN-kind-name.yaml)
+_DRY_RUN_FILE = re.compile(r"\d{2}-[^/]+\.(json|yaml)")
+
+
+def fresh_dry_run_dir(directory: Path) -> None:
+    """Make ``directory`` and take out the numbered files an earlier dry run left there
+    (and only those), so that it holds what this one would send, in order: another
+    run's steps (a deploy's beside a delete's, or a --provision run's compute-create)
+    read as if they were this run's."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.iterdir():
+        if old.is_file() and _DRY_RUN_FILE.fullmatch(old.name):
+            old.unlink()
 
 
 def default_dry_run_dir(target: str, name: str) -> Path:

@@ -19,7 +19,7 @@ from ..generator.container import GRPC_PORT, HTTP_PORT, READY_PATH
 from ..generator.spec import PackageSpec
 from ..hookspecs import hookimpl
 from . import kubernetes_manifests as km
-from .azureml_common import PackageFiles, default_dry_run_dir, wait_for
+from .azureml_common import PackageFiles, default_dry_run_dir, fresh_dry_run_dir, wait_for
 from .base import DeployOptions, DeployResult, Progress
 
 __all__ = [
@@ -75,7 +75,7 @@ def dry_run(
     """``--dry-run``: each manifest as ``NN-kind-name.yaml`` in ``--dry-run-dir`` (or the
     target's default folder), exactly what would be applied, in order; nothing applied."""
     directory = options.dry_run_dir or default_dry_run_dir(target, name)
-    directory.mkdir(parents=True, exist_ok=True)
+    fresh_dry_run_dir(directory)
     written = []
     for number, document in enumerate(documents, 1):
         kind, doc_name = document["kind"].lower(), document["metadata"]["name"]
