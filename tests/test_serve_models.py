@@ -104,6 +104,11 @@ def test_score_and_bench_pick_a_model_and_version_on_every_protocol(
             assert first < second, done.stdout
             if protocol != "score":
                 assert "model ver version 1)" in done.stdout, done.stdout
+        # without --model, /score's answer names the query parameter; the command says
+        # which of its own options that is
+        unnamed = run_cli("score", server.url, str(tensors), env=env)
+        assert unnamed.returncode == 1
+        assert "name one with /score?model=NAME. Here: --model NAME." in unnamed.stderr
         bench = run_cli(
             "bench", server.url, str(tensors), *pick, "-c", "1", "-n", "3", "--json", env=env
         )

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..client import ScoringClient
 from ..client_v2 import PROTOCOLS, V2Result, default_model, file_inputs, v2_client
+from ..errors import RemoteError
 
 
 def _summary(name: str, response: Any) -> str:
@@ -81,6 +82,11 @@ def command(
                 response = client.score(Path(name), top_k=top_k, raw=raw)
             except httpx.TransportError as exc:
                 raise click.ClickException(f"could not reach {client.url}: {exc}") from exc
+            except RemoteError as exc:
+                if model is None and "?model=NAME" in exc.message:
+                    # the server names its query parameter; this command's is --model
+                    raise click.ClickException(f"{exc.message} Here: --model NAME.") from exc
+                raise
             if as_json:
                 results.append({"file": name, **response.body})
             else:
