@@ -25,12 +25,14 @@ from PIL import Image
 from grpc_helpers import GrpcServed, grpc_serving, raw_stub
 from images import HOSTILE_IMAGES, encode, image, jpeg, png
 from scorepack.v2 import array_to_bytes
+from serving_helpers import scoring_config
 
 pytest.importorskip("onnxruntime")
 
 from scorepack.proto.messages import messages
 
 TIMEOUT = 60.0
+MOST = 4
 GOOD = jpeg(40, 30, seed=1)
 
 HOSTILE = HOSTILE_IMAGES
@@ -44,7 +46,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServed]:
 
     root = tmp_path_factory.mktemp("hostile_images")
     backend = OnnxBackend(conv_classifier(root / "conv.onnx"), device="cpu")
-    with grpc_serving({"conv": backend}) as served:
+    # batches of at most 4: a V2 request may then hold at most 4 images
+    with grpc_serving({"conv": backend}, config=scoring_config(max_batch_size=MOST)) as served:
         yield served
 
 
@@ -74,17 +77,17 @@ def _score_code(served: GrpcServed, body: bytes) -> str:
 def _v2(got: Any) -> Answer:
     if got.status_code != 200:
         return got.status_code, got.json()["error"], None
-    return 200, "", np.array(got.json()["outputs"][0]["data"], np.float32).reshape(1, -1)
+    return 200, "", np.array(got.json()["outputs"][0]["data"], np.float32).reshape(-1, 4)
 
 
-def via_v2_binary(served: GrpcServed, body: bytes) -> Answer:
-    raw = array_to_bytes(np.array([body], dtype=object), "BYTES")
+def via_v2_binary(served: GrpcServed, body: bytes, *more: bytes) -> Answer:
+    raw = array_to_bytes(np.array([body, *more], dtype=object), "BYTES")
     head = {
         "inputs": [
             {
                 "name": "image",
                 "datatype": "BYTES",
-                "shape": [1],
+                "shape": [1 + len(more)],
                 "parameters": {"binary_data_size": len(raw)},
             }
         ]
@@ -111,20 +114,21 @@ def _grpc(served: GrpcServed, request: Any) -> Answer:
             reply = call(request, timeout=TIMEOUT)
         except grpc.RpcError as error:
             return _HTTP_OF_GRPC.get(error.code(), 500), str(error.details()), None
-    return 200, "", np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(1, -1)
+    return 200, "", np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(-1, 4)
 
 
-def via_grpc_raw(served: GrpcServed, body: bytes) -> Answer:
+def via_grpc_raw(served: GrpcServed, body: bytes, *more: bytes) -> Answer:
     request = messages.ModelInferRequest(model_name="conv")
-    request.inputs.add(name="image", datatype="BYTES", shape=[1])
-    request.raw_input_contents.append(len(body).to_bytes(4, "little") + body)
+    request.inputs.add(name="image", datatype="BYTES", shape=[1 + len(more)])
+    raw = b"".join(len(b).to_bytes(4, "little") + b for b in (body, *more))
+    request.raw_input_contents.append(raw)
     return _grpc(served, request)
 
 
-def via_grpc_contents(served: GrpcServed, body: bytes) -> Answer:
+def via_grpc_contents(served: GrpcServed, body: bytes, *more: bytes) -> Answer:
     request = messages.ModelInferRequest(model_name="conv")
-    item = request.inputs.add(name="image", datatype="BYTES", shape=[1])
-    item.contents.bytes_contents.append(body)
+    item = request.inputs.add(name="image", datatype="BYTES", shape=[1 + len(more)])
+    item.contents.bytes_contents.extend([body, *more])
     return _grpc(served, request)
 
 
@@ -225,3 +229,85 @@ def test_odd_images_score_the_same_on_every_route(served: GrpcServed, case: str)
     for route, (status, message, probs) in answers.items():
         assert status == 200, (route, message)
         np.testing.assert_allclose(probs, expected, rtol=1e-6, err_msg=route)
+
+
+# --- many images in one V2 request ---------------------------------------------------------
+
+MANY_ROUTES = {
+    "v2 rest binary": via_v2_binary,
+    "grpc raw_input_contents": via_grpc_raw,
+    "grpc bytes_contents": via_grpc_contents,
+}
+
+
+@pytest.mark.parametrize("route", sorted(MANY_ROUTES))
+def test_more_images_in_one_request_than_a_batch_is_refused(served: GrpcServed, route: str) -> None:
+    # each 1x1 PNG (69 bytes) becomes a whole input row: unbounded, 16 MiB of them would
+    # ask for 130 GB of ResNet50 rows; at most the max batch size, as Triton
+    tiny = png(1, 1)
+    status, message, _ = MANY_ROUTES[route](served, tiny, *[tiny] * MOST)
+    assert status == 400, message
+    assert f"holds {MOST + 1} images" in message and f"at most {MOST}" in message, message
+    status, message, probs = MANY_ROUTES[route](served, GOOD, *[tiny] * (MOST - 1))
+    assert status == 200, message
+    assert probs is not None and probs.shape == (MOST, 4)
+    scores_good(served, route)
+
+
+# --- formats other than JPEG and PNG: refused, even where Pillow could open them ------------
+
+
+def _saved(fmt: str, picture: Image.Image | None = None, **params: Any) -> bytes:
+    return encode(picture or image(32, 24), fmt, **params)
+
+
+def _animated(fmt: str, **params: Any) -> bytes:
+    frames = [image(32, 24, seed=i) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], **params)
+    return buf.getvalue()
+
+
+def _float_tiff() -> bytes:
+    return _saved(
+        "TIFF", Image.fromarray(np.linspace(0, 1, 24 * 32, dtype=np.float32).reshape(24, 32))
+    )
+
+
+OTHER_FORMATS: dict[str, bytes] = {
+    "webp lossless": _saved("WEBP", lossless=True),
+    "webp animated": _animated("WEBP"),
+    "gif animated": _animated("GIF"),
+    "tiff 16-bit": _saved("TIFF", Image.fromarray(np.full((24, 32), 40000, np.uint16))),
+    "tiff float": _float_tiff(),
+    "tiff deflate": _saved("TIFF", compression="tiff_adobe_deflate"),
+    "tiff multi-page": _animated("TIFF"),
+    "bmp": _saved("BMP"),
+    # a BMP header declaring 100000 x -100000 pixels, RLE8-compressed
+    "bmp rle huge": b"BM"
+    + bytes(12)
+    + (40).to_bytes(4, "little")
+    + (100_000).to_bytes(4, "little", signed=True)
+    + (-100_000).to_bytes(4, "little", signed=True)
+    + b"\x01\x00\x08\x00\x01\x00\x00\x00"
+    + bytes(20),
+    "ico": _saved("ICO"),
+    "cur": b"\x00\x00\x02\x00\x01\x00" + _saved("ICO")[6:],
+    "psd": b"8BPS\x00\x01"
+    + bytes(6)
+    + b"\x00\x03"
+    + (24).to_bytes(4, "big") * 2
+    + b"\x00\x08\x00\x03",
+}
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+@pytest.mark.parametrize("case", list(OTHER_FORMATS))
+def test_other_formats_are_refused_on_every_route(
+    served: GrpcServed, case: str, route: str
+) -> None:
+    status, message, _ = ROUTES[route](served, OTHER_FORMATS[case])
+    assert status == 400, message
+    # the V2 raw body also takes raw tensor bytes: its message says both
+    assert "JPEG or PNG" in message, message
+    scores_good(served, route)

@@ -6,7 +6,8 @@ and, as Triton does, each input's datatype must be the one the model's metadata 
 INT64 tensor for an FP32 input is a 400 ("unexpected datatype"), never a silent cast. Two
 exceptions, both lossless: an image model also takes its image input as ``BYTES`` elements
 holding encoded JPEG or PNG images (each goes through the same decoding and preprocessing
-as an image posted to ``/score``, pixel limit included, and becomes one row); and ``BF16``
+as an image posted to ``/score``, pixel limit included, and becomes one row; at most the
+model's max batch size of them in one request); and ``BF16``
 is taken where the model takes ``FP32``, since NumPy has no bfloat16 and a BF16 value
 widens to float32 exactly (see :mod:`~scorepack.v2.datatypes`).
 """
@@ -216,6 +217,17 @@ def _decode_images(scorer: Scorer, item: InferInput) -> Decoded:
     bodies: list[Any] = list(item.data.reshape(-1))
     if not bodies:
         raise InvalidTensorError(f"Input {item.name!r} holds no images.", item.name)
+    most = scorer.batcher.max_rows
+    if len(bodies) > most:
+        # each image, however small its bytes, becomes a whole row of the model's input
+        # (602 kB for a float32 224x224x3 one): 16 MiB of 1x1 PNGs would ask for 130 GB.
+        # Triton refuses a request over the model's max batch size the same way.
+        raise InvalidTensorError(
+            f"Input {item.name!r} holds {len(bodies)} images; one request may hold at most "
+            f"{most}, the model's max batch size (--max-batch-size). Send the rest in "
+            "further requests.",
+            item.name,
+        )
     rows = [scorer.decode_image(bytes(body)) for body in bodies]
     if len(rows) == 1:
         return rows[0]
