@@ -242,10 +242,10 @@ def test_errors_are_status_codes(
 
 
 def test_an_rpc_not_served_is_unimplemented(echo: GrpcServed) -> None:
-    # ModelStatistics is in Triton's service but not served here
-    with raw_stub(echo, "ModelStatistics") as call:
+    # TraceSetting is in Triton's service but not served here
+    with raw_stub(echo, "TraceSetting") as call:
         with pytest.raises(grpc.RpcError) as excinfo:
-            call(messages.ModelStatisticsRequest(name="echo"), timeout=TIMEOUT)
+            call(messages.TraceSettingRequest(model_name="echo"), timeout=TIMEOUT)
     assert excinfo.value.code() == grpc.StatusCode.UNIMPLEMENTED
     np.testing.assert_array_equal(echo.infer("echo", np.ones((1, 2), np.float32)), [[1, 1]])
 

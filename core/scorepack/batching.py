@@ -127,6 +127,13 @@ class BatchStats:
     queue_wait: Histogram = field(default_factory=Histogram)
     #: seconds per model call
     model_call: Histogram = field(default_factory=Histogram)
+    #: batch size (rows) → the model calls of that size that succeeded, as one tuple
+    #: ``(calls, gather, call, split)`` of the count and the seconds spent gathering the
+    #: requests' inputs into one batch, in the model call, and splitting its outputs back
+    #: into the requests' answers: the statistics extension's ``batch_stats``
+    #: (:mod:`scorepack.v2.statistics`). A tuple replaced whole, so that a reader on
+    #: another thread never sees a count without its seconds.
+    executions: dict[int, tuple[int, float, float, float]] = field(default_factory=dict)
 
 
 class _Work:
@@ -580,6 +587,7 @@ class Batcher:
         return batch
 
     def _execute(self, batch: list[_Work]) -> None:
+        gathering = time.perf_counter()
         rows = sum(w.rows for w in batch)
         if len(batch) == 1:
             inputs = batch[0].inputs
@@ -609,13 +617,15 @@ class Batcher:
             for work in batch:
                 self._execute_alone(work)
             return
-        self._count(rows, started, len(batch))
+        called = self._count(rows, started, len(batch))
         ended = time.monotonic()
+        splitting = time.perf_counter()
         offset = 0
         for work in batch:
             share = {k: v[offset : offset + work.rows] for k, v in outputs.items()}
             offset += work.rows
             work.future.set_result(BatchResult(share, rows, work.enqueued, began, ended))
+        self._executed(rows, started - gathering, called, time.perf_counter() - splitting)
 
     def _execute_alone(self, work: _Work) -> None:
         began = time.monotonic()
@@ -626,10 +636,11 @@ class Batcher:
             self._count(work.rows, started, 1, errors=1)
             _fail(work.future, exc)
             return
-        self._count(work.rows, started, 1)
-        work.future.set_result(
-            BatchResult(outputs, work.rows, work.enqueued, began, time.monotonic())
-        )
+        called = self._count(work.rows, started, 1)
+        ended = time.monotonic()
+        splitting = time.perf_counter()
+        work.future.set_result(BatchResult(outputs, work.rows, work.enqueued, began, ended))
+        self._executed(work.rows, 0.0, called, time.perf_counter() - splitting)
 
     def _call(self, inputs: Arrays, rows: int) -> Arrays:
         try:
@@ -647,7 +658,8 @@ class Batcher:
                 )
         return outputs
 
-    def _count(self, rows: int, started: float, requests: int, errors: int = 0) -> None:
+    def _count(self, rows: int, started: float, requests: int, errors: int = 0) -> float:
+        """Count one model call (failed ones too); its seconds."""
         stats = self.stats
         stats.batches += 1
         stats.rows += rows
@@ -657,6 +669,21 @@ class Batcher:
         stats.busy_seconds += elapsed
         stats.model_call.observe(elapsed)
         stats.sizes[rows] = stats.sizes.get(rows, 0) + 1
+        return elapsed
+
+    def _executed(self, rows: int, gather: float, call: float, split: float) -> None:
+        """Count one model call that succeeded, by its batch size (``BatchStats.executions``)."""
+        executions = self.stats.executions
+        before = executions.get(rows)
+        if before is None:
+            executions[rows] = (1, gather, call, split)
+        else:
+            executions[rows] = (
+                before[0] + 1,
+                before[1] + gather,
+                before[2] + call,
+                before[3] + split,
+            )
 
 
 def _fail(future: Future[BatchResult], exc: BaseException) -> None:

@@ -410,8 +410,24 @@ class Scorer:
         after the request is admitted, so a full queue refuses it before any decoding, and
         once it holds a decode slot, so decoding runs at most about two batches ahead of
         the model (:mod:`scorepack.decoding`). The whole wait is bounded by the batching
-        timeout.
+        timeout. Every request is counted, with its times, in ``stats.inference``.
         """
+        admitted = time.monotonic()
+        try:
+            result, rows, began, ended = await self._run_async(decode, *args)
+        except BaseException:
+            self.stats.inference.failed(admitted)
+            raise
+        self.stats.inference.succeeded(
+            rows, admitted, began, ended, result.enqueued, result.started, result.finished
+        )
+        if tracing.enabled:
+            tracing.record_scoring(began, ended, result, self.name, self.version)
+        return result
+
+    async def _run_async(
+        self, decode: Callable[..., Decoded], *args: Any
+    ) -> tuple[BatchResult, int, float, float]:
         ticket = self.batcher.admit()
         try:
             with ticket:
@@ -441,9 +457,7 @@ class Scorer:
             # the client went away (the host cancelled the request's task)
             self.stats.cancel()
             raise
-        if tracing.enabled:
-            tracing.record_scoring(began, ended, result, self.name, self.version)
-        return result
+        return result, decoded.rows, began, ended
 
     def run(
         self,
@@ -466,6 +480,31 @@ class Scorer:
         place and no model call takes it, and this raises
         :class:`concurrent.futures.CancelledError`.
         """
+        admitted = time.monotonic()
+        try:
+            result, answer = self._run(decode, args, watch)
+        except BaseException:
+            self.stats.inference.failed(admitted)
+            raise
+        self.stats.inference.succeeded(
+            answer.rows,
+            admitted,
+            answer.began,
+            answer.ended,
+            result.enqueued,
+            result.started,
+            result.finished,
+        )
+        if tracing.enabled:
+            tracing.record_scoring(answer.began, answer.ended, result, self.name, self.version)
+        return result
+
+    def _run(
+        self,
+        decode: Callable[..., Decoded],
+        args: tuple[Any, ...],
+        watch: Callable[[Future[Any]], None] | None,
+    ) -> tuple[BatchResult, _Answer]:
         ticket = self.batcher.admit()
         try:
             try:
@@ -487,9 +526,7 @@ class Scorer:
         except FutureCancelled:
             self.stats.cancel()
             raise
-        if tracing.enabled:
-            tracing.record_scoring(answer.began, answer.ended, result, self.name, self.version)
-        return result
+        return result, answer
 
     def _decode_and_queue(
         self, answer: _Answer, decode: Callable[..., Decoded], *args: Any
@@ -502,6 +539,7 @@ class Scorer:
                 answer.give_up()
                 return
             decoded, answer.began, answer.ended = self._decode_timed(decode, *args)
+            answer.rows = decoded.rows
             if answer.future.cancelled():
                 answer.give_up()
                 return
@@ -572,13 +610,14 @@ class _Answer:
     there; a decoding error too), and the ticket and decode slot the decode thread gives
     up when the request goes no further."""
 
-    __slots__ = ("began", "ended", "future", "slot", "ticket")
+    __slots__ = ("began", "ended", "future", "rows", "slot", "ticket")
 
     def __init__(self, ticket: Ticket, slot: Slot) -> None:
         self.ticket = ticket
         self.slot = slot
         self.future: Future[BatchResult] = Future()
         self.began = self.ended = 0.0
+        self.rows = 0
 
     def give_up(self) -> None:
         """The request goes no further (decoding failed, or its caller left)."""

@@ -6,6 +6,8 @@
     GET  /v2/models/{name}[/versions/{v}]               model metadata (state and reason
                                                         when it is not ready)
     GET  /v2/models/{name}[/versions/{v}]/ready         200 ready, 503 not
+    GET  /v2/models/{name}[/versions/{v}]/config        Triton's model configuration
+    GET  /v2/models[/{name}[/versions/{v}]]/stats       Triton's statistics extension
     POST /v2/models/{name}[/versions/{v}]/infer         JSON or binary tensors
     POST /v2/repository/index                           every model version's state
     POST /v2/repository/models/{name}/load|unload       --model-control explicit only
@@ -29,7 +31,7 @@ from starlette.responses import Response
 from ..codecs import encode_json
 from ..errors import BadRequestError, NotReadyError, UnsupportedMediaTypeError
 from ..repository import READY, Repository
-from ..v2 import infer, model_metadata, not_ready
+from ..v2 import infer, model_config, model_metadata, model_statistics, not_ready
 from ..v2.rest import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -61,7 +63,7 @@ _V2_BODIES = (
     "Inference-Header-Content-Length bytes; a raw body (an image, or one input's tensor "
     "bytes) needs Inference-Header-Content-Length: 0."
 )
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 #: bytes of a repository request's JSON options (they hold a few flags)
 _OPTIONS_LIMIT = 64 * 1024
 
@@ -93,10 +95,16 @@ class V2Routes:
             Route("/v2/health/ready", self.ready, methods=get, errors="v2"),
             Route("/v2", self.server_metadata, methods=get, errors="v2"),
             Route("/v2/models", self.model_list, methods=get, errors="v2"),
+            # before {name}: as in Triton, /v2/models/stats is every model's statistics
+            Route("/v2/models/stats", self.statistics, methods=get, errors="v2"),
             Route(model, self.model_metadata, methods=get, errors="v2"),
             Route(version, self.model_metadata, methods=get, errors="v2"),
             Route(model + "/ready", self.model_ready, methods=get, errors="v2"),
             Route(version + "/ready", self.model_ready, methods=get, errors="v2"),
+            Route(model + "/config", self.model_config, methods=get, errors="v2"),
+            Route(version + "/config", self.model_config, methods=get, errors="v2"),
+            Route(model + "/stats", self.statistics, methods=get, errors="v2"),
+            Route(version + "/stats", self.statistics, methods=get, errors="v2"),
             Route("/v2/repository/index", self.index, methods=post, errors="v2"),
             Route("/v2/repository/models/{name}/load", self.load, methods=post, errors="v2"),
             Route("/v2/repository/models/{name}/unload", self.unload, methods=post, errors="v2"),
@@ -175,6 +183,17 @@ class V2Routes:
         # not loaded, loading or failed: 200 all the same, with its state and why, where
         # clients look for a model
         return _json(model_metadata(self.repository, name, version))
+
+    async def model_config(self, request: Request) -> Response:
+        self.auth.check(request.headers.get("authorization"))
+        name, version = request.path_params["name"], request.path_params.get("version")
+        # a version not ready has no signature to describe: 503, as its /ready answers
+        return _json(model_config(self.repository, name, version))
+
+    async def statistics(self, request: Request) -> Response:
+        self.auth.check(request.headers.get("authorization"))
+        name, version = request.path_params.get("name"), request.path_params.get("version")
+        return _json(model_statistics(self.repository, name, version))
 
     async def model_ready(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")

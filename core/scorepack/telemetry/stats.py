@@ -11,6 +11,7 @@ formats); these are only the numbers.
 from __future__ import annotations
 
 import threading
+import time
 from bisect import bisect_left
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ __all__ = [
     "FILL_BUCKETS",
     "LATENCY_BUCKETS",
     "Histogram",
+    "InferenceStats",
     "LockedHistogram",
     "NoRequestStats",
     "RequestStats",
@@ -116,17 +118,93 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
+class InferenceStats:
+    """Every scoring request's outcome and where its time went, summed: the numbers of the
+    V2 statistics extension's ``inference_stats`` (:mod:`scorepack.v2.statistics` says
+    which field each one feeds). Times are seconds of ``time.monotonic``.
+
+    A request that got its outputs adds its rows, its whole time (admission to outputs in
+    hand) and that time's parts: waiting (for admission, a decode slot and a decode
+    thread, then in the batcher's queue), decoding (body to model-ready arrays), the model
+    call it rode in, and the way back (the call's outputs split and handed to the waiting
+    thread). A request that did not (bad input, queue full, timeout, model error, client
+    gone) adds its time to the failures. One lock, nine additions and two clock reads a
+    request (about 1 µs).
+    """
+
+    __slots__ = (
+        "_lock",
+        "fail",
+        "fail_seconds",
+        "infer_seconds",
+        "input_seconds",
+        "last_ms",
+        "output_seconds",
+        "queue_seconds",
+        "rows",
+        "success",
+        "success_seconds",
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.success = self.fail = self.rows = self.last_ms = 0
+        self.success_seconds = self.fail_seconds = self.queue_seconds = 0.0
+        self.input_seconds = self.infer_seconds = self.output_seconds = 0.0
+
+    def succeeded(
+        self,
+        rows: int,
+        admitted: float,
+        decoding: float,
+        decoded: float,
+        enqueued: float,
+        started: float,
+        finished: float,
+    ) -> None:
+        """Count a request that got its outputs: ``rows`` rows, admitted (entered the
+        scorer), decoded from ``decoding`` to ``decoded``, queued for the batcher at
+        ``enqueued``, its model call from ``started`` to ``finished``; answered now."""
+        now = time.monotonic()
+        wall_ms = int(time.time() * 1000)
+        with self._lock:
+            self.success += 1
+            self.rows += rows
+            self.success_seconds += now - admitted
+            self.queue_seconds += (decoding - admitted) + max(0.0, started - enqueued)
+            self.input_seconds += decoded - decoding
+            self.infer_seconds += finished - started
+            self.output_seconds += max(0.0, now - finished)
+            self.last_ms = max(self.last_ms, wall_ms)
+
+    def failed(self, admitted: float) -> None:
+        """Count a request that entered the scorer at ``admitted`` and got no outputs."""
+        now = time.monotonic()
+        wall_ms = int(time.time() * 1000)
+        with self._lock:
+            self.fail += 1
+            self.fail_seconds += now - admitted
+            self.last_ms = max(self.last_ms, wall_ms)
+
+    def snapshot(self) -> dict[str, float]:
+        """The numbers, copied under the lock (one consistent set)."""
+        with self._lock:
+            return {name: getattr(self, name) for name in self.__slots__ if name != "_lock"}
+
+
 class ScorerStats:
     """What a :class:`~scorepack.scorer.Scorer` counts beyond its batcher: decode time,
-    and the requests that timed out or were cancelled (the client went away)."""
+    the requests that timed out or were cancelled (the client went away), and every
+    request's outcome and time (:class:`InferenceStats`)."""
 
-    __slots__ = ("_lock", "cancelled", "decode", "timeouts")
+    __slots__ = ("_lock", "cancelled", "decode", "inference", "timeouts")
 
     def __init__(self) -> None:
         #: decode + preprocess, seconds per request (decode threads and gunicorn threads)
         self.decode = LockedHistogram()
         self.timeouts = 0
         self.cancelled = 0
+        self.inference = InferenceStats()
         self._lock = threading.Lock()
 
     def timed_out(self) -> None:

@@ -1,7 +1,9 @@
 """The Open Inference Protocol (KServe V2), protocol-neutral: request and response types,
-the datatype table, inference over a scorer and model metadata. REST and gRPC are thin
+the datatype table, inference over a scorer, model metadata, and Triton's model
+configuration and statistics extensions. REST and gRPC are thin
 adapters between their wire formats and these."""
 
+from .config import model_config
 from .datatypes import (
     DATATYPES,
     array_from_bytes,
@@ -12,6 +14,7 @@ from .datatypes import (
 )
 from .infer import decode_request, infer, infer_blocking
 from .metadata import model_metadata, not_ready, platform_of, tensor_metadata
+from .statistics import model_statistics
 from .types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
 __all__ = [
@@ -28,7 +31,9 @@ __all__ = [
     "decode_request",
     "infer",
     "infer_blocking",
+    "model_config",
     "model_metadata",
+    "model_statistics",
     "not_ready",
     "numpy_dtype",
     "platform_of",

@@ -1,8 +1,11 @@
 """``inference.GRPCInferenceService``: a thin adapter from the V2 gRPC wire to the V2 core.
 
 The RPCs served are the core set (ServerLive, ServerReady, ModelReady, ServerMetadata,
-ModelMetadata, ModelInfer) and the model repository extension (RepositoryIndex,
-RepositoryModelLoad, RepositoryModelUnload); any other RPC of Triton's service answers
+ModelMetadata, ModelInfer), the model repository extension (RepositoryIndex,
+RepositoryModelLoad, RepositoryModelUnload), and Triton's model configuration
+(ModelConfig) and statistics (ModelStatistics) extensions, the last two from the same
+mappings V2 REST answers with (:mod:`scorepack.v2.config`, :mod:`scorepack.v2.statistics`)
+parsed into their messages; any other RPC of Triton's service answers
 UNIMPLEMENTED. Scoring goes through :func:`scorepack.v2.infer_blocking` on the same
 Scorers, so requests over gRPC, V2 REST and ``/score`` share one batcher per model.
 
@@ -36,6 +39,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from ... import v2
@@ -54,7 +58,7 @@ __all__ = ["InferenceService"]
 logger = logging.getLogger("scorepack.server.grpc")
 
 #: the V2 extensions this server speaks (ServerMetadata)
-EXTENSIONS = ("model_repository", "binary_tensor_data")
+EXTENSIONS = ("model_repository", "binary_tensor_data", "model_configuration", "statistics")
 
 Handler = Callable[[Any, grpc.ServicerContext], Any]
 
@@ -97,6 +101,8 @@ class InferenceService:
             "ServerMetadata": (self.server_metadata, True),
             "ModelMetadata": (self.model_metadata, True),
             "ModelInfer": (self.model_infer, True),
+            "ModelConfig": (self.model_config, True),
+            "ModelStatistics": (self.model_statistics, True),
             "RepositoryIndex": (self.repository_index, True),
             "RepositoryModelLoad": (self.repository_model_load, True),
             "RepositoryModelUnload": (self.repository_model_unload, True),
@@ -186,6 +192,18 @@ class InferenceService:
         for key, tensors in (("inputs", response.inputs), ("outputs", response.outputs)):
             for spec in meta[key]:
                 tensors.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
+        return response
+
+    def model_config(self, request: Any, context: grpc.ServicerContext) -> Any:
+        config = v2.model_config(self.repository, request.name, request.version or None)
+        response = messages.ModelConfigResponse()
+        json_format.ParseDict(config, response.config)
+        return response
+
+    def model_statistics(self, request: Any, context: grpc.ServicerContext) -> Any:
+        stats = v2.model_statistics(self.repository, request.name or None, request.version or None)
+        response = messages.ModelStatisticsResponse()
+        json_format.ParseDict(stats, response)
         return response
 
     # --- inference -------------------------------------------------------------------
