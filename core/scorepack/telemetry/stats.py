@@ -14,6 +14,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
+from time import monotonic
 
 __all__ = [
     "BATCH_BUCKETS",
@@ -128,8 +129,9 @@ class InferenceStats:
     thread, then in the batcher's queue), decoding (body to model-ready arrays), the model
     call it rode in, and the way back (the call's outputs split and handed to the waiting
     thread). A request that did not (bad input, queue full, timeout, model error, client
-    gone) adds its time to the failures. One lock, nine additions and two clock reads a
-    request (about 1 µs).
+    gone) adds its time to the failures. One clock read, one lock and a few additions a
+    request: 1.3 µs measured on a busy 2-core machine, where an empty ``with lock``
+    alone took 0.5.
     """
 
     __slots__ = (
@@ -138,7 +140,7 @@ class InferenceStats:
         "fail_seconds",
         "infer_seconds",
         "input_seconds",
-        "last_ms",
+        "last",
         "output_seconds",
         "queue_seconds",
         "rows",
@@ -148,9 +150,11 @@ class InferenceStats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.success = self.fail = self.rows = self.last_ms = 0
+        self.success = self.fail = self.rows = 0
         self.success_seconds = self.fail_seconds = self.queue_seconds = 0.0
         self.input_seconds = self.infer_seconds = self.output_seconds = 0.0
+        #: when the last request finished (monotonic; 0.0 before any)
+        self.last = 0.0
 
     def succeeded(
         self,
@@ -165,31 +169,34 @@ class InferenceStats:
         """Count a request that got its outputs: ``rows`` rows, admitted (entered the
         scorer), decoded from ``decoding`` to ``decoded``, queued for the batcher at
         ``enqueued``, its model call from ``started`` to ``finished``; answered now."""
-        now = time.monotonic()
-        wall_ms = int(time.time() * 1000)
+        now = monotonic()
         with self._lock:
             self.success += 1
             self.rows += rows
             self.success_seconds += now - admitted
-            self.queue_seconds += (decoding - admitted) + max(0.0, started - enqueued)
+            self.queue_seconds += (decoding - admitted) + (started - enqueued)
             self.input_seconds += decoded - decoding
             self.infer_seconds += finished - started
-            self.output_seconds += max(0.0, now - finished)
-            self.last_ms = max(self.last_ms, wall_ms)
+            self.output_seconds += now - finished
+            self.last = now
 
     def failed(self, admitted: float) -> None:
         """Count a request that entered the scorer at ``admitted`` and got no outputs."""
-        now = time.monotonic()
-        wall_ms = int(time.time() * 1000)
+        now = monotonic()
         with self._lock:
             self.fail += 1
             self.fail_seconds += now - admitted
-            self.last_ms = max(self.last_ms, wall_ms)
+            self.last = now
 
     def snapshot(self) -> dict[str, float]:
-        """The numbers, copied under the lock (one consistent set)."""
+        """The numbers, copied under the lock (one consistent set), with ``last_ms``: when
+        the last request finished, in ms since the epoch (0 before any)."""
         with self._lock:
-            return {name: getattr(self, name) for name in self.__slots__ if name != "_lock"}
+            numbers = {name: getattr(self, name) for name in self.__slots__ if name != "_lock"}
+        # the wall clock only here, not per request: the monotonic time moved to the epoch
+        last = numbers.pop("last")
+        numbers["last_ms"] = int((time.time() - monotonic() + last) * 1000) if last else 0
+        return numbers
 
 
 class ScorerStats:
