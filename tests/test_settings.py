@@ -433,3 +433,10 @@ def test_shell_completion_works_as_the_readme_says() -> None:
         env=cli_env(_SCOREPACK_COMPLETE="bash_complete", COMP_WORDS="scorepack ser", COMP_CWORD="1")
     )
     assert "plain,serve" in words.stdout.split()
+    # and after "scorepack backends ": the installed backends' names
+    names = run_cli(
+        env=cli_env(
+            _SCOREPACK_COMPLETE="bash_complete", COMP_WORDS="scorepack backends ", COMP_CWORD="2"
+        )
+    )
+    assert {"plain,onnx", "plain,pytorch", "plain,tensorflow"} <= set(names.stdout.split())

@@ -72,8 +72,20 @@ def backend_rows(probe_devices: bool = True, only: str | None = None) -> list[di
     return rows
 
 
+def _complete_backend(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of NAME: the installed backends (read from the plugins' entry
+    points; no framework is imported)."""
+    return [
+        click.shell_completion.CompletionItem(name)
+        for name in sorted(get_plugins().backends)
+        if name.startswith(incomplete)
+    ]
+
+
 @click.command("backends")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=_complete_backend)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--no-devices", is_flag=True, help="Do not import frameworks to list devices.")
 def command(name: str | None, as_json: bool, no_devices: bool) -> None:
