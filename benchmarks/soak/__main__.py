@@ -121,7 +121,7 @@ class Soak:
         reading = self.sample(label)
         reading["settled"] = bool(settled) and not any(settled.values())
         reading["fd_kinds"] = sampling.fd_kinds(self.pid)
-        self.samples.append(reading)
+        self.samples.append(dict(reading))  # the samples without the census (large)
         if self.args.census and self.server.census_dir is not None:
             reading["census"] = sampling.take_census(self.server.proc.pid, self.server.census_dir)
         return reading
