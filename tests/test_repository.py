@@ -156,6 +156,24 @@ def test_model_control_none_refuses_load_and_unload(tmp_path: Path) -> None:
         repo.close()
 
 
+def test_load_at_start_names_the_models_start_loads(tmp_path: Path) -> None:
+    sources = [echo_source(tmp_path, "a"), echo_source(tmp_path, "b")]
+    repo = Repository(sources, model_control="explicit", load_at_start=["b"])
+    repo.start()
+    try:
+        repo.wait_ready(30)
+        states = {s.name: (s.state, s.reason) for s in repo.models()}
+        assert states == {"a": ("UNAVAILABLE", "not loaded"), "b": ("READY", "")}
+        assert repo.ready  # what was not asked for is not awaited
+        repo.load("a", timeout=30)
+        np.testing.assert_array_equal(repo.get("a").predict(ROW)["y"], ROW["x"])
+    finally:
+        repo.close()
+    # "*" is every model, as Triton's --load-model=*
+    both = [echo_source(tmp_path, "a"), echo_source(tmp_path, "b")]
+    assert Repository(both, model_control="explicit", load_at_start=["*"]).load_at_start is None
+
+
 def test_unload_lets_admitted_requests_finish_then_frees(tmp_path: Path) -> None:
     backends: list[SlowBackend] = []
 

@@ -135,6 +135,34 @@ def test_explicit_model_control_from_the_command_line(tmp_path: Path, env: dict[
         assert "model 'a' unloaded" in server.log_text
 
 
+def test_load_model_loads_only_the_models_named_at_start(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """As Triton's --load-model: with explicit control, only the named models load at
+    start; the others are known, not loaded, and load on request."""
+    a, b = model(tmp_path / "a.echo"), model(tmp_path / "b.echo")
+    args = [f"a={a}", f"b={b}", "--model-control", "explicit", "--load-model", "b"]
+    with ServerProcess(args, env) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        index = {m["name"]: m for m in c.post("/v2/repository/index", json={}).json()}
+        assert index["a"]["state"] == "UNAVAILABLE"
+        assert index["a"]["reason"] == "not loaded"
+        assert index["b"]["state"] == "READY"
+        assert c.get("/v2/health/ready").status_code == 200
+        assert c.post("/v2/models/a/infer", json=X).status_code == 503
+        assert c.post("/v2/models/b/infer", json=X).status_code == 200
+        assert c.post("/v2/repository/models/a/load").status_code == 200
+        assert c.post("/v2/models/a/infer", json=X).status_code == 200
+    # refused: without explicit control, and a name that is not a model
+    wrong = run_cli("serve", f"a={a}", "--load-model", "a", env=env)
+    assert wrong.returncode == 2
+    assert "--load-model goes with --model-control explicit" in wrong.stderr
+    unknown = run_cli(
+        "serve", f"a={a}", "--model-control", "explicit", "--load-model", "c", env=env
+    )
+    assert unknown.returncode == 2
+    assert "--load-model c: no such model; the models are a" in unknown.stderr
+
+
 def test_explicit_load_reads_the_model_folder_again(tmp_path: Path, env: dict[str, str]) -> None:
     """As Triton's explicit mode: a load reads the model's folder again, so a model or a
     version added after the start is loaded by name, a version removed is unloaded, and

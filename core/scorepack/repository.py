@@ -10,8 +10,9 @@ ready (numeric versions compare as numbers, ``10`` above ``9``). A model given w
 versions has the single version ``None``.
 
 Model control, as Triton names it: ``none`` loads every model at start and refuses load
-and unload requests; ``explicit`` loads every model at start too, and lets
-:meth:`Repository.load` and :meth:`Repository.unload` change that while others serve. A load
+and unload requests; ``explicit`` loads every model at start too (or only those of
+``load_at_start``, Triton's ``--load-model``), and lets :meth:`Repository.load` and
+:meth:`Repository.unload` change that while others serve. A load
 failure leaves the other models serving; the failed model is UNAVAILABLE with the reason
 in :meth:`Repository.models` and in the log. An unload refuses new requests for the model,
 lets the admitted ones finish, then unloads it and drops the scorer so its memory is freed.
@@ -28,7 +29,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from .errors import (
@@ -126,6 +127,7 @@ class Repository:
         *,
         model_control: str = "none",
         rescan: Callable[[str], list[ModelSource] | None] | None = None,
+        load_at_start: Collection[str] | None = None,
     ) -> None:
         if model_control not in MODEL_CONTROL_MODES:
             raise ValueError(
@@ -144,6 +146,22 @@ class Repository:
             versions[source.version] = _Slot(source)
         if not self._models:
             raise ValueError("a repository needs at least one model")
+        if load_at_start is not None and "*" in load_at_start:
+            load_at_start = None
+        if load_at_start is not None:
+            if model_control != "explicit":
+                raise ValueError(
+                    "--load-model goes with --model-control explicit (without it, every "
+                    "model loads at start and stays)"
+                )
+            unknown = sorted(set(load_at_start) - set(self._models))
+            if unknown:
+                raise ValueError(
+                    f"--load-model {unknown[0]}: no such model; the models are "
+                    f"{', '.join(sorted(self._models))}"
+                )
+        #: the models :meth:`start` loads (None: all), as Triton's ``--load-model``
+        self.load_at_start = None if load_at_start is None else frozenset(load_at_start)
         # load and unload of one model never overlap; different models proceed in parallel
         self._locks = {name: threading.Lock() for name in self._models}
         #: a model's sources read again from disk (None: not in the repository folder)
@@ -220,8 +238,11 @@ class Repository:
     # --- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start loading every model in the background (liveness answers meanwhile)."""
+        """Start loading every model in the background (liveness answers meanwhile); only
+        those of ``load_at_start`` when it is given (the others wait for a load)."""
         for name in self.names:
+            if self.load_at_start is not None and name not in self.load_at_start:
+                continue
             with self._locks[name]:
                 for slot in self._models[name].values():
                     if slot.scorer is None:

@@ -99,6 +99,14 @@ def _legacy_azureml_options(func: Any) -> Any:
     show_default=True,
     help="explicit: load and unload models through POST /v2/repository/models/NAME/load|unload.",
 )
+@click.option(
+    "--load-model",
+    "load_models",
+    multiple=True,
+    metavar="NAME",
+    help="With --model-control explicit, load only this model at start (repeatable; '*' "
+    "loads all, the default), as Triton's --load-model; the others wait for a load request.",
+)
 @scoring_options
 @decode_options
 @click.option(
@@ -218,6 +226,9 @@ def command(ctx: click.Context, **kw: Any) -> None:
     legacy = {name: kw.pop(name) for name in _LEGACY_AZUREML}
     models, repository_dir = kw.pop("models"), kw.pop("repository_dir")
     model_control = kw.pop("model_control")
+    load_models = kw.pop("load_models")
+    if load_models and model_control != "explicit":
+        raise click.UsageError("--load-model goes with --model-control explicit.")
     key_file = kw.pop("auth_key_file")
     settings: ServeSettings = load_settings(ctx, kw, _serve_settings_class(), SERVE_FIELDS)
     if legacy["runtime"] == "azureml":
@@ -239,7 +250,7 @@ def command(ctx: click.Context, **kw: Any) -> None:
     elif len(models) == 1 and repository_dir is None and "=" not in models[0]:
         raise click.UsageError(f"Path {models[0]!r} does not exist.")
     else:
-        _serve_models(ctx, models, repository_dir, model_control, settings)
+        _serve_models(ctx, models, repository_dir, model_control, settings, load_models)
         return
     args = _ServeArgs.of(path, settings)
     if model_control != "none" and is_package(args.path):
@@ -265,7 +276,13 @@ def command(ctx: click.Context, **kw: Any) -> None:
             fresh = spec.create(args.path, device=args.device, options=args.backend_options)
             return Scorer(fresh, config, name=scorer.name, decode=decode)
 
-        models_ = Repository([ModelSource(scorer.name, None, create)], model_control="explicit")
+        source = ModelSource(scorer.name, None, create)
+        try:
+            models_ = Repository(
+                [source], model_control="explicit", load_at_start=load_models or None
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
     _serve_embedded(models_, f"{args.path} with {spec.name}", args)
 
 
@@ -371,6 +388,7 @@ def _serve_models(
     repository_dir: Path | None,
     model_control: str,
     settings: ServeSettings,
+    load_models: tuple[str, ...] = (),
 ) -> None:
     """Several models (NAME=PATH and/or --repository) from one embedded server."""
     args = _ServeArgs.of("", settings)
@@ -389,6 +407,7 @@ def _serve_models(
         backend_options=args.backend_options,
         model_control=model_control,
         decode=settings.decode_settings(),
+        load_at_start=load_models or None,
     )
     names = ", ".join(repository.names)
     _serve_embedded(repository, f"{len(repository.names)} models ({names})", args)

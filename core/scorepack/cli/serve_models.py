@@ -52,6 +52,7 @@ def repository_from(
     backend_options: dict[str, Any],
     model_control: str,
     decode: DecodeSettings | None = None,
+    load_at_start: tuple[str, ...] | None = None,
 ) -> Repository:
     """The repository for ``serve``'s model entries and repository folder (``device``:
     ``--device`` when given, else None)."""
@@ -78,6 +79,8 @@ def repository_from(
             exclude={name for name, _ in pairs},
         )
     try:
-        return Repository(sources, model_control=model_control, rescan=rescan)
+        return Repository(
+            sources, model_control=model_control, rescan=rescan, load_at_start=load_at_start
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
