@@ -117,6 +117,24 @@ def _v2_client_checks(address: str, spec: Any) -> tuple[dict[str, Any], dict[str
         client.close()
 
 
+def _v2_grpc_checks(address: str, spec: Any) -> dict[str, Any]:
+    """tritonclient over gRPC, at the image's gRPC port: readiness and one inference."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    client = grpcclient.InferenceServerClient(address)
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready(spec.name)
+        inputs = []
+        for name, value in _v2_inputs(spec).items():
+            item = grpcclient.InferInput(name, list(value.shape), "FP32")
+            item.set_data_from_numpy(value)
+            inputs.append(item)
+        result = client.infer(spec.name, inputs, client_timeout=60)
+        return {o.name: result.as_numpy(o.name) for o in spec.signature.outputs}
+    finally:
+        client.close()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_image_build_steps_and_entrypoint_serve_the_package(
@@ -193,6 +211,8 @@ def test_the_image_build_steps_and_entrypoint_serve_the_package(
             built.healthcheck, env=env, cwd=app, capture_output=True, text=True, timeout=60
         )
         v2 = _v2_client_checks(f"127.0.0.1:{port}", spec)
+        # gRPC on the port the image sets (SCOREPACK_GRPC_PORT), as a pod exposes it
+        grpc_outputs = _v2_grpc_checks(f"127.0.0.1:{grpc_port}", spec)
     finally:
         code = _stop(proc)
     assert probes == [200, 200]
@@ -209,6 +229,9 @@ def test_the_image_build_steps_and_entrypoint_serve_the_package(
     with scorepack.load(package) as scorer:
         reference = scorer.predict(_v2_inputs(spec))
     for name, value in outputs.items():
+        np.testing.assert_allclose(value, reference[name], rtol=1e-5, atol=1e-6)
+    assert set(grpc_outputs) == set(outputs)
+    for name, value in grpc_outputs.items():
         np.testing.assert_allclose(value, reference[name], rtol=1e-5, atol=1e-6)
     # a graceful stop on SIGTERM, as Kubernetes stops a pod
     assert code == 0, log.read_text()
