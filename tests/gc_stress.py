@@ -5,7 +5,7 @@ half millisecond, so that objects freed only by the collector (reference cycles,
 objects) are freed while other threads use what they refer to. This is how the segfault
 of CI run 21 was reproduced (protobuf's upb runtime handed a decode thread a message class
 the collector had half-cleared; fixed in ``scorepack.proto.messages``): without it, one
-crash in 87 runs of its test file; with it, about one in six. Run it with
+crash in 87 runs of its test file; with it, one in six to eight on a busy machine. Run it with
 ``PYTHONFAULTHANDLER=1`` to see every thread's stack when the process dies.
 """
 
