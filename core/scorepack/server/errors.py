@@ -66,7 +66,7 @@ class ErrorReply:
 def error_reply(exc: BaseException) -> ErrorReply:
     """Map any exception to a reply. Unexpected ones are logged and become a 500."""
     if not isinstance(exc, ScorepackError):
-        logger.error("unexpected error while scoring", exc_info=exc)
+        logger.error("unexpected error while answering a request", exc_info=exc)
         return ErrorReply(500, "internal_error", f"Internal error: {type(exc).__name__}: {exc}")
     status = next(s for cls, s in STATUS_BY_ERROR if isinstance(exc, cls))
     headers: dict[str, str] = {}
@@ -77,5 +77,5 @@ def error_reply(exc: BaseException) -> ErrorReply:
     if isinstance(exc, MethodNotAllowedError):
         headers["Allow"] = ", ".join(exc.allowed)
     if status >= 500 and not isinstance(exc, ServiceUnavailableError | ScoringTimeoutError):
-        logger.error("scoring failed: %s", exc, exc_info=exc.__cause__ or exc)
+        logger.error("request failed: %s", exc, exc_info=exc.__cause__ or exc)
     return ErrorReply(status, exc.code, exc.message, headers)
