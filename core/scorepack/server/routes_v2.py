@@ -31,7 +31,14 @@ from starlette.responses import Response
 from ..codecs import encode_json
 from ..errors import BadRequestError, NotReadyError, UnsupportedMediaTypeError
 from ..repository import READY, Repository
-from ..v2 import infer, model_config, model_metadata, model_statistics, not_ready
+from ..v2 import (
+    infer,
+    model_config,
+    model_metadata,
+    model_statistics,
+    not_ready,
+    server_metadata,
+)
 from ..v2.rest import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -40,7 +47,6 @@ from ..v2.rest import (
     raw_infer_request,
 )
 from ..v2.types import InferRequest
-from ..version import __version__
 from .auth import KeyCheck
 from .body import BodyReader
 from .observe import note_result, note_scoring
@@ -63,7 +69,6 @@ _V2_BODIES = (
     "Inference-Header-Content-Length bytes; a raw body (an image, or one input's tensor "
     "bytes) needs Inference-Header-Content-Length: 0."
 )
-EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 #: bytes of a repository request's JSON options (they hold a few flags)
 _OPTIONS_LIMIT = 64 * 1024
 
@@ -171,7 +176,7 @@ class V2Routes:
         raise NotReadyError("Not every model is ready: " + ", ".join(waiting) + ".")
 
     async def server_metadata(self, request: Request) -> Response:
-        return _json({"name": "scorepack", "version": __version__, "extensions": EXTENSIONS})
+        return _json(server_metadata())
 
     async def model_list(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))

@@ -13,12 +13,20 @@ from .datatypes import (
     numpy_dtype,
 )
 from .infer import decode_request, infer, infer_blocking
-from .metadata import model_metadata, not_ready, platform_of, tensor_metadata
+from .metadata import (
+    EXTENSIONS,
+    model_metadata,
+    not_ready,
+    platform_of,
+    server_metadata,
+    tensor_metadata,
+)
 from .statistics import model_statistics
 from .types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
 __all__ = [
     "DATATYPES",
+    "EXTENSIONS",
     "InferInput",
     "InferOutput",
     "InferRequest",
@@ -37,5 +45,6 @@ __all__ = [
     "not_ready",
     "numpy_dtype",
     "platform_of",
+    "server_metadata",
     "tensor_metadata",
 ]

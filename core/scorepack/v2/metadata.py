@@ -1,4 +1,5 @@
-"""V2 model metadata: a scorer's signature, and the state of a model that is not ready.
+"""V2 server and model metadata: the extensions spoken, a scorer's signature, and the state
+of a model that is not ready.
 
 One answer for both adapters: V2 REST returns :func:`model_metadata` as it is; gRPC's
 ``ModelMetadataResponse`` has no ``state`` or ``reason`` fields, so for a model that is not
@@ -13,9 +14,20 @@ from ..errors import NotReadyError
 from ..repository import READY, ModelState, Repository
 from ..scorer import Scorer
 from ..signature import TensorSpec
+from ..version import __version__
 from .datatypes import datatype_of
 
-__all__ = ["model_metadata", "not_ready", "platform_of", "tensor_metadata"]
+__all__ = [
+    "EXTENSIONS",
+    "model_metadata",
+    "not_ready",
+    "platform_of",
+    "server_metadata",
+    "tensor_metadata",
+]
+
+#: the V2 extensions this server speaks, over REST and gRPC alike
+EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics")
 
 #: Triton's platform names for the built-in backends, so V2 clients see familiar ones
 _PLATFORMS = {
@@ -23,6 +35,11 @@ _PLATFORMS = {
     "scorepack_onnx": "onnxruntime_onnx",
     "scorepack_pytorch": "pytorch_libtorch",
 }
+
+
+def server_metadata() -> dict[str, Any]:
+    """The server's metadata (``GET /v2``, gRPC ServerMetadata)."""
+    return {"name": "scorepack", "version": __version__, "extensions": list(EXTENSIONS)}
 
 
 def platform_of(scorer: Scorer) -> str:

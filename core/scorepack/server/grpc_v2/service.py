@@ -47,7 +47,6 @@ from ...errors import BadRequestError, BodyTooLargeError
 from ...proto.messages import SERVICE, messages, method_types
 from ...repository import READY, ModelState
 from ...telemetry.stats import RequestStats
-from ...version import __version__
 from ..auth import KeyCheck
 from .codec import read_request, write_outputs, write_parameters
 from .errors import bounded, grpc_error
@@ -57,8 +56,6 @@ __all__ = ["InferenceService"]
 
 logger = logging.getLogger("scorepack.server.grpc")
 
-#: the V2 extensions this server speaks (ServerMetadata)
-EXTENSIONS = ("model_repository", "binary_tensor_data", "model_configuration", "statistics")
 
 Handler = Callable[[Any, grpc.ServicerContext], Any]
 
@@ -175,9 +172,7 @@ class InferenceService:
         return messages.ModelReadyResponse(ready=state.state == READY)
 
     def server_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return messages.ServerMetadataResponse(
-            name="scorepack", version=__version__, extensions=list(EXTENSIONS)
-        )
+        return messages.ServerMetadataResponse(**v2.server_metadata())
 
     def model_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         name, version = request.name, request.version or None
