@@ -418,12 +418,7 @@ class Scorer:
         except BaseException:
             self.stats.inference.failed(admitted)
             raise
-        self.stats.inference.succeeded(
-            rows, admitted, began, ended, result.enqueued, result.started, result.finished
-        )
-        if tracing.enabled:
-            tracing.record_scoring(began, ended, result, self.name, self.version)
-        return result
+        return self._answered(result, rows, admitted, began, ended)
 
     async def _run_async(
         self, decode: Callable[..., Decoded], *args: Any
@@ -486,17 +481,17 @@ class Scorer:
         except BaseException:
             self.stats.inference.failed(admitted)
             raise
+        return self._answered(result, answer.rows, admitted, answer.began, answer.ended)
+
+    def _answered(
+        self, result: BatchResult, rows: int, admitted: float, began: float, ended: float
+    ) -> BatchResult:
+        """Count a request answered (decoded from ``began`` to ``ended``), and trace it."""
         self.stats.inference.succeeded(
-            answer.rows,
-            admitted,
-            answer.began,
-            answer.ended,
-            result.enqueued,
-            result.started,
-            result.finished,
+            rows, admitted, began, ended, result.enqueued, result.started, result.finished
         )
         if tracing.enabled:
-            tracing.record_scoring(answer.began, answer.ended, result, self.name, self.version)
+            tracing.record_scoring(began, ended, result, self.name, self.version)
         return result
 
     def _run(

@@ -14,7 +14,6 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
-from time import monotonic
 
 __all__ = [
     "BATCH_BUCKETS",
@@ -169,7 +168,7 @@ class InferenceStats:
         """Count a request that got its outputs: ``rows`` rows, admitted (entered the
         scorer), decoded from ``decoding`` to ``decoded``, queued for the batcher at
         ``enqueued``, its model call from ``started`` to ``finished``; answered now."""
-        now = monotonic()
+        now = time.monotonic()
         with self._lock:
             self.success += 1
             self.rows += rows
@@ -182,7 +181,7 @@ class InferenceStats:
 
     def failed(self, admitted: float) -> None:
         """Count a request that entered the scorer at ``admitted`` and got no outputs."""
-        now = monotonic()
+        now = time.monotonic()
         with self._lock:
             self.fail += 1
             self.fail_seconds += now - admitted
@@ -195,7 +194,7 @@ class InferenceStats:
             numbers = {name: getattr(self, name) for name in self.__slots__ if name != "_lock"}
         # the wall clock only here, not per request: the monotonic time moved to the epoch
         last = numbers.pop("last")
-        numbers["last_ms"] = int((time.time() - monotonic() + last) * 1000) if last else 0
+        numbers["last_ms"] = int((time.time() - time.monotonic() + last) * 1000) if last else 0
         return numbers
 
 
