@@ -200,6 +200,121 @@ def test_json_other_lines_keep_their_exception() -> None:
     assert document["message"] == "failed x" and "ValueError: boom" in document["exception"]
 
 
+# --- the direct way: a sole BufferedStreamHandler takes the line without a record ---------
+
+
+class Sink(io.StringIO):
+    """A stream that keeps what the handler writes."""
+
+
+def _formats() -> list[logging.Formatter]:
+    gm = TextFormatter(logs.AZUREML_TEXT_FORMAT)
+    gm.converter = time.gmtime  # as a package's formatter is
+    return [
+        TextFormatter(logs.TEXT_FORMAT),
+        gm,
+        TextFormatter("%(levelname)s [%(process)d] %(name)s %(levelno)d %(message)s"),
+        JsonFormatter(),
+    ]
+
+
+@pytest.mark.parametrize("formatter", _formats(), ids=["text", "azureml", "mapped", "json"])
+def test_the_direct_way_writes_what_the_record_would(formatter: logging.Formatter) -> None:
+    base = 1_765_000_000.0
+    for line in (LINE, GRPC_LINE, AccessLine("id-6", "GET", "/", 404, 0.2)):
+        for created in (base + 0.0004, base + 0.9991, base + 1.25, base + 86_400.5):
+            record = logs._access_record(line)
+            record.created = created
+            record.msecs = int((created - int(created)) * 1000) + 0.0
+            assert formatter.format_access(line, created) == formatter.format(record)  # type: ignore[attr-defined]
+
+
+def test_a_format_asking_for_more_declines_the_direct_way() -> None:
+    for formatter in (
+        TextFormatter("%(threadName)s %(message)s"),
+        TextFormatter("%(message)s", datefmt="%H:%M"),
+        TextFormatter("{message}", style="{"),
+    ):
+        assert formatter.format_access(LINE, time.time()) is None
+
+
+@pytest.fixture
+def sole(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[logs.BufferedStreamHandler, Sink]]:
+    """A BufferedStreamHandler that is the only handler the access logger's records reach:
+    the access logger is a fresh one, outside the hierarchy (pytest hangs its capture
+    handlers on the real loggers)."""
+    stream = Sink()
+    handler = logs.BufferedStreamHandler(stream, flush_seconds=3600)
+    handler.setFormatter(TextFormatter(logs.TEXT_FORMAT))
+    alone = logging.Logger(ACCESS_LOGGER, logging.INFO)
+    alone.addHandler(handler)
+    monkeypatch.setattr(logs, "access_logger", alone)
+    try:
+        yield handler, stream
+    finally:
+        handler.close()
+
+
+def _made(monkeypatch: pytest.MonkeyPatch) -> list[AccessLine]:
+    made: list[AccessLine] = []
+    record = logs._access_record
+
+    def counted(line: AccessLine) -> logging.LogRecord:
+        made.append(line)
+        return record(line)
+
+    monkeypatch.setattr(logs, "_access_record", counted)
+    return made
+
+
+def test_a_sole_buffered_handler_takes_lines_without_records(
+    sole: tuple[logs.BufferedStreamHandler, Sink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, stream = sole
+    made = _made(monkeypatch)
+    logs.log_access("id-8", "POST", "/score", 200, 0.00325, protocol="azureml", model="m")
+    handler.handle(logging.makeLogRecord({"name": "scorepack.other", "msg": "not access"}))
+    handler.flush()
+    lines = stream.getvalue().splitlines()
+    assert made == []
+    assert lines[0].endswith(" INFO scorepack.access: POST /score 200 3.2ms model=m "
+                             "protocol=azureml batch=- id=id-8")  # fmt: skip
+    # written, in order, with the line logged the usual way after it
+    assert lines[1].endswith(" scorepack.other: not access")
+
+
+@pytest.mark.parametrize("change", ["filter", "second handler", "handler filter", "level",
+                                    "factory", "disabled"])  # fmt: skip
+def test_anything_else_on_the_way_makes_the_record(
+    sole: tuple[logs.BufferedStreamHandler, Sink],
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    handler, stream = sole
+    made = _made(monkeypatch)
+    other = Kept()
+    if change == "filter":
+        monkeypatch.setattr(logs.access_logger, "filters", [lambda record: True])
+    elif change == "second handler":
+        logs.access_logger.addHandler(other)
+    elif change == "handler filter":
+        monkeypatch.setattr(handler, "filters", [lambda record: True])
+    elif change == "level":
+        monkeypatch.setattr(handler, "level", logging.WARNING)
+    elif change == "factory":
+        monkeypatch.setattr(logging, "_logRecordFactory", type("Own", (logging.LogRecord,), {}))
+    else:
+        monkeypatch.setattr(logs.access_logger, "disabled", True)
+    try:
+        logs.log_access("id-9", "GET", "/", 200, 0.001)
+    finally:
+        logs.access_logger.removeHandler(other)
+    assert [line.request_id for line in made] == ([] if change == "disabled" else ["id-9"])
+    handler.flush()
+    written = "id=id-9" in stream.getvalue()
+    assert written is (change in ("filter", "second handler", "handler filter", "factory"))
+
+
 def test_new_request_ids_are_version_4_uuids() -> None:
     made = [new_request_id() for _ in range(2000)]
     assert len(set(made)) == len(made)
