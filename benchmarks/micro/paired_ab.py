@@ -14,6 +14,10 @@ access-log`` (metrics on, then access lines added) split that cost in two.
 ``--compare huge-pages``: ``off`` runs with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=0``,
 ``on`` with ``=1``, what scorepack's services run with (:mod:`scorepack.hugepages`).
 
+``--compare tree --before PATH``: ``off`` is another checkout's ``core/`` (``PATH``, e.g.
+``git worktree add /tmp/before main``), ``on`` this tree, both with the defaults: a change's
+before and after, in the same pairs.
+
 Both are measured so that the load generator and the process draw are separated from the
 difference:
 
@@ -72,6 +76,8 @@ COMPARISONS: dict[str, dict[str, tuple[tuple[str, ...], dict[str, str]]]] = {
         "off": ((), {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}),
         "on": ((), {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}),
     },
+    # this tree against another one's core (--before PATH), both with the defaults
+    "tree": {"off": ((), {}), "on": ((), {})},
 }
 
 #: t quantiles (0.975) by degrees of freedom, for a 95 % interval over a few pairs
@@ -152,7 +158,12 @@ def one_pair(tool: str, model: Any, body: Path, args: argparse.Namespace) -> dic
             for n, server in running.items()
         }
         # a Prometheus scrapes every server whose metrics are on (both, in access-log)
-        scraped = {"observability": ("on",), "metrics": ("on",), "access-log": ("off", "on")}
+        scraped = {
+            "observability": ("on",),
+            "metrics": ("on",),
+            "access-log": ("off", "on"),
+            "tree": ("off", "on"),
+        }
         scrapers = {n: _Scraper(running[n].url, args.scrape) for n in scraped.get(args.compare, ())}
         sent = {"off": 0, "on": 0}
         for name in turns:  # warm-up, not recorded
@@ -231,7 +242,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2000, help="requests before the turns")
     parser.add_argument("-c", "--concurrency", type=int, default=8)
     parser.add_argument("--scrape", type=float, default=5.0, help="seconds between scrapes")
+    parser.add_argument("--before", type=Path, help="with --compare tree: the other checkout")
     args = parser.parse_args()
+    if (args.compare == "tree") != (args.before is not None):
+        parser.error("--before PATH goes with --compare tree, and only with it")
+    if args.before is not None:
+        core = (args.before / "core").resolve()
+        if not (core / "scorepack").is_dir():
+            parser.error(f"{args.before} has no core/scorepack")
+        COMPARISONS["tree"]["off"] = ((), {"PYTHONPATH": str(core)})
     tool = ensure_h2load()
     if args.model == "tiny":
         model, image = models.tiny_tensorflow(), models.small_image()
