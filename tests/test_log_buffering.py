@@ -9,9 +9,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from cli_process import run_python
 from scorepack.telemetry.logs import ACCESS_LOGGER, BufferedStreamHandler
 
 
@@ -116,3 +118,36 @@ def test_close_writes_what_waits(stream: CountingStream) -> None:
     assert stream.text() == ""
     handler.close()  # as logging.shutdown closes every handler at exit
     assert stream.text() == "last words\n"
+
+
+def test_a_forked_child_flushes_its_own_lines(tmp_path: Path) -> None:
+    # gunicorn forks workers: the parent's flushing thread is not in the child, so the
+    # child's first access line must start one of its own
+    code = """
+import logging, os, sys, time
+from scorepack.telemetry.logs import ACCESS_LOGGER, BufferedStreamHandler
+
+stream = open(sys.argv[1], "a", buffering=1)
+handler = BufferedStreamHandler(stream, flush_seconds=0.05)
+handler.setFormatter(logging.Formatter("%(message)s"))
+
+def log(message):
+    handler.handle(logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, message, (), None))
+
+log("parent")  # starts the parent's flushing thread
+pid = os.fork()
+if pid == 0:
+    log("child")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with open(sys.argv[1]) as f:
+            if "child" in f.read():
+                os._exit(0)
+        time.sleep(0.02)
+    os._exit(3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    ran = run_python(code, str(tmp_path / "lines.log"))
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "0"

@@ -177,6 +177,8 @@ class TextFormatter(logging.Formatter):
         if cached is None or cached[0] != second or cached[1] is not converter:
             text = time.strftime(self.default_time_format, converter(created))
             self._second = cached = (second, converter, text)
+        if self.default_msec_format == "%s,%03d":  # logging's own, as one f-string
+            return f"{cached[2]},{int(msecs):03d}"
         if self.default_msec_format:
             return self.default_msec_format % (cached[2], msecs)
         return cached[2]
@@ -259,6 +261,18 @@ def _add_fields(document: dict[str, Any], line: AccessLine) -> None:
         document["queue_ms"] = round(document["queue_ms"], 3)
 
 
+#: how many times this process's line forked: a child's handlers start their own flushing
+#: threads (a counter rather than ``os.getpid()`` on every line)
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
 #: how long an access line may wait in a BufferedStreamHandler before it is written
 FLUSH_SECONDS = 0.1
 #: written at once when this many characters wait
@@ -289,8 +303,8 @@ class BufferedStreamHandler(logging.StreamHandler):
         self._pending: list[str] = []
         self._chars = 0
         self._stop = threading.Event()
-        #: the process whose thread flushes (a fork needs its own)
-        self._flusher_pid: int | None = None
+        #: the fork (:data:`_forks`) whose thread flushes: a forked child starts its own
+        self._flusher: int | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         # called under the handler's lock (Handler.handle)
@@ -326,8 +340,8 @@ class BufferedStreamHandler(logging.StreamHandler):
         self._chars += len(text)
         if not access or self._chars >= self.buffer_chars:
             self._write()
-        elif self._flusher_pid != os.getpid() and not self._stop.is_set():
-            self._flusher_pid = os.getpid()
+        elif self._flusher != _forks and not self._stop.is_set():
+            self._flusher = _forks
             threading.Thread(target=self._flush_often, name="scorepack-log", daemon=True).start()
 
     def _write(self) -> None:
