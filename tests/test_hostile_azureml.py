@@ -518,3 +518,44 @@ def test_a_scoring_request_no_thread_may_take_is_503_at_once(tmp_path: Path) -> 
     assert _lines(marker) == ["1", "1", "1", "1"]
     assert "503 Every scoring thread is busy" in server_log
     no_crash_in(server_log)
+
+
+#: requests h11 lets through and gunicorn's own parser refuses, and the status gunicorn
+#: gives each; the answer is that status with scorepack's JSON error, not gunicorn's HTML
+GUNICORN_REFUSALS: dict[str, tuple[bytes, int]] = {
+    "request line over 4094 bytes": (
+        b"GET /?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        414,
+    ),
+    "header field over 8190 bytes": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+        431,
+    ),
+    "over 100 header fields": (
+        b"GET / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-N%d: 1\r\n" % i for i in range(120))
+        + b"\r\n",
+        431,
+    ),
+    "a lower-case method": (b"get /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "an expectation other than 100-continue": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n",
+        417,
+    ),
+    "a control character in a header value": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
+        400,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GUNICORN_REFUSALS))
+def test_what_gunicorns_parser_refuses_is_a_json_error(case: str, azml: AzmlinfsrvServer) -> None:
+    raw, status = GUNICORN_REFUSALS[case]
+    got = exchange(azml.url, raw)
+    assert got is not None, "closed without an answer"
+    assert got.status == status, (got.status, got.body)
+    assert got.headers["content-type"] == "application/json", got.body
+    assert got.json()["error"]["message"]
+    good_request(azml.url)
+    no_crash_in(azml.log)

@@ -15,7 +15,9 @@ front of it, so this worker does the buffering itself:
   ``client_body_timeout``) is answered 408 and closed;
 * malformed framing (a bad chunk size, a missing terminator, conflicting lengths, headers
   too large) is answered 400 or 431 here, and a body over the package's limit 413 — with
-  scorepack's JSON error body, as ``scorepack serve`` answers — and closed;
+  scorepack's JSON error body, as ``scorepack serve`` answers — and closed; what h11 lets
+  through and gunicorn's stricter parser refuses later, in the thread, gets the same JSON
+  body with gunicorn's status (:meth:`BufferingThreadWorker.handle_error`);
 * the bytes held for requests still arriving are bounded (``SCOREPACK_UPLOAD_BUFFER_BYTES``,
   default 256 MiB): past it, a new upload is answered 503 with ``Retry-After``;
 * a scoring request (``POST /score``) is handed to a thread only while fewer than all
@@ -49,6 +51,7 @@ from functools import partial
 from typing import Any
 
 import h11
+from gunicorn.http import errors as parser_errors
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -64,7 +67,7 @@ from ..errors import (
     ThreadsBusyError,
     UploadBufferFullError,
 )
-from ..server.errors import error_reply
+from ..server.errors import ErrorReply, error_reply
 from .settings import ReadLimits, package_settings
 
 __all__ = ["BufferingThreadWorker"]
@@ -197,6 +200,27 @@ class BufferingThreadWorker(ThreadWorker):
             req._expected_100_continue = False
             conn.scorepack_sent_continue = False
         return super().handle_request(req, conn)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """In a thread: gunicorn's own parser refused the request. It is stricter than h11
+        in places (a request line over ``limit_request_line``, a header field over
+        ``limit_request_field_size`` or past ``limit_request_fields``, a method not in
+        capitals, an ``Expect`` other than ``100-continue``): the status gunicorn gives,
+        with scorepack's JSON error body instead of gunicorn's HTML page, as every refusal
+        of the main loop's. Errors that are not the request's (the application's, TLS)
+        stay gunicorn's."""
+        reply = _parser_refusal(exc)
+        if reply is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        # gunicorn's own warning for it, which azmlinfsrv shows
+        peer = addr[0] if isinstance(addr, tuple) and addr else addr
+        self.log.warning("Invalid request from ip=%s: %s", peer, exc)
+        try:
+            client.sendall(_error_response(reply))
+        except OSError:
+            pass  # the client is gone: nobody to tell
+        _count("", reply.status)
 
     def murder_pending(self) -> None:
         """gthread's clean-up of idle connections, plus requests that stopped arriving."""
@@ -342,17 +366,7 @@ class BufferingThreadWorker(ThreadWorker):
                 if isinstance(exc, ThreadsBusyError)
                 else "",
             )
-        body = encode_json(reply.body)
-        headers = {
-            "Content-Type": "application/json",
-            "Content-Length": str(len(body)),
-            "Connection": "close",
-            **reply.headers,
-        }
-        head = f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in headers.items()
-        )
-        self._send(state.conn, head.encode("latin-1") + b"\r\n" + body)
+        self._send(state.conn, _error_response(reply))
         self._drop(state)
         _count(state.route, code)
 
@@ -409,10 +423,71 @@ _ROUTES = {
 }
 
 _REASONS = {
-    405: "Method Not Allowed",
     400: "Bad Request",
+    403: "Forbidden",
+    405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
     431: "Request Header Fields Too Large",
+    501: "Not Implemented",
     503: "Service Unavailable",
 }
+
+
+def _error_response(reply: ErrorReply) -> bytes:
+    """A whole HTTP/1.1 answer with the reply's JSON error body; the connection closes."""
+    body = encode_json(reply.body)
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        **reply.headers,
+    }
+    head = f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Error')}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()
+    )
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+#: gunicorn's parser errors that are the request's fault, with the status gunicorn gives
+#: each (``Worker.handle_error``), first match first; any other ParseException is a 400
+_PARSER_REFUSALS: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (parser_errors.LimitRequestLine, 414, "uri_too_long", "The request line is too long"),
+    (
+        parser_errors.LimitRequestHeaders,
+        431,
+        "headers_too_large",
+        "The request headers are over the server's limits",
+    ),
+    (
+        parser_errors.ExpectationFailed,
+        417,
+        "expectation_failed",
+        "The request expects what the server does not do",
+    ),
+    (
+        parser_errors.UnsupportedTransferCoding,
+        501,
+        "unsupported_transfer_coding",
+        "The request's transfer coding is not supported",
+    ),
+    (parser_errors.ForbiddenProxyRequest, 403, "forbidden", "The proxy request is forbidden"),
+)
+
+
+def _parser_refusal(exc: BaseException) -> ErrorReply | None:
+    """The JSON reply for a request gunicorn's parser refused; None for errors that are
+    not the request's: a response header the application made, gunicorn's configuration."""
+    if not isinstance(exc, parser_errors.ParseException) or isinstance(
+        exc,
+        parser_errors.InvalidResponseHeader
+        | parser_errors.InvalidResponseHeaderName
+        | parser_errors.ConfigurationProblem,
+    ):
+        return None
+    for kind, status, code, lead in _PARSER_REFUSALS:
+        if isinstance(exc, kind):
+            return ErrorReply(status, code, f"{lead}: {exc}.")
+    return ErrorReply(400, "bad_request", f"The request is not valid HTTP/1.1: {exc}.")
