@@ -28,6 +28,11 @@ backend's threads". Elsewhere priorities are left alone.
 and a cgroup CPU quota are respected). Pillow and NumPy release the GIL while they work,
 so threads scale with cores: ``benchmarks/micro/decode_scaling.py`` measures it.
 
+**A request no longer wanted stops decoding.** One V2 request may hold many images; its
+decode thread checks between them (:func:`checkpoint`) whether the request is past its
+deadline or its client has gone, and stops there with the 504 (or the drop) a single
+image's request gets later, instead of decoding the rest for nobody.
+
 Overrides (fields of the settings object, :class:`scorepack.settings.ScorerSettings`:
 ``serve --decode-threads`` etc., a settings file, or these variables):
 
@@ -57,13 +62,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from .errors import ScorepackError
+from .errors import ClientGoneError, ScorepackError, ScoringTimeoutError
 
 __all__ = [
     "DEFAULT_NICE",
     "DecodeSettings",
     "DecodeStage",
+    "DecodeWatch",
     "Slot",
+    "checkpoint",
+    "run_watched",
     "usable_cores",
 ]
 
@@ -331,6 +339,62 @@ class DecodeStage:
             "decode_lookahead": self._lookahead if self._lookahead is not None else "auto",
             "decode_nice": self.nice if _per_thread_priority() else 0,
         }
+
+
+class DecodeWatch:
+    """One request's decoding, as its decode thread sees it: whether the request is still
+    wanted. A request's decoding may be several units of work (the images of one V2
+    request, up to the max batch size of them); between two, :func:`checkpoint` stops it
+    once its deadline has passed (:class:`~scorepack.errors.ScoringTimeoutError`, the 504
+    a late model call gets) or its caller gave up (the client left, or was answered
+    already: :class:`~scorepack.errors.ClientGoneError`). Without this, a departed
+    client's 64 images would all still be decoded, holding a decode thread that its
+    released slot says is free."""
+
+    __slots__ = ("abandoned", "deadline", "given_up", "timeout_s")
+
+    def __init__(
+        self,
+        deadline: float,
+        timeout_s: float,
+        given_up: Callable[[], bool] | None = None,
+    ) -> None:
+        #: time.monotonic() past which the request is answered 504
+        self.deadline = deadline
+        self.timeout_s = timeout_s
+        #: asked at each checkpoint (a threaded host: the request's future cancelled)
+        self.given_up = given_up
+        #: set by an async host when the request's task is cancelled (client gone)
+        self.abandoned = False
+
+    def check(self) -> None:
+        """Raise if the request is no longer wanted (see the class docstring)."""
+        if self.abandoned or (self.given_up is not None and self.given_up()):
+            raise ClientGoneError()
+        if time.monotonic() > self.deadline:
+            raise ScoringTimeoutError(self.timeout_s)
+
+
+_current = threading.local()
+
+
+def run_watched(watch: DecodeWatch, func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` on this (decode) thread, with ``watch`` the one :func:`checkpoint`
+    consults meanwhile."""
+    _current.watch = watch
+    try:
+        return func(*args)
+    finally:
+        _current.watch = None
+
+
+def checkpoint() -> None:
+    """Between two units of one request's decoding: raise when the request being decoded
+    on this thread is past its deadline or given up (:class:`DecodeWatch`); nothing
+    outside :func:`run_watched`."""
+    watch: DecodeWatch | None = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.check()
 
 
 def _per_thread_priority() -> bool:

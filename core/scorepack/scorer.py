@@ -33,13 +33,14 @@ from .codecs import (
     encoded_image,
 )
 from .config import ScoringConfig
-from .decoding import DecodeSettings, DecodeStage, Slot
+from .decoding import DecodeSettings, DecodeStage, DecodeWatch, Slot, run_watched
 from .errors import (
     BadRequestError,
     BodyTooLargeError,
     ClientGoneError,
     InvalidTensorError,
     ModelError,
+    RequestError,
     ScorepackError,
     ScoringTimeoutError,
 )
@@ -410,33 +411,38 @@ class Scorer:
         after the request is admitted, so a full queue refuses it before any decoding, and
         once it holds a decode slot, so decoding runs at most about two batches ahead of
         the model (:mod:`scorepack.decoding`). The whole wait is bounded by the batching
-        timeout. Every request is counted, with its times, in ``stats.inference``.
+        timeout. Every request the model takes is counted, with its times, in
+        ``stats.inference`` (:func:`_counted` says which failures count).
         """
         admitted = time.monotonic()
-        try:
-            result, rows, began, ended = await self._run_async(decode, *args)
-        except BaseException:
-            self.stats.inference.failed(admitted)
-            raise
+        # refused at the door (queue full, not ready): never the model's, not counted
+        ticket = self.batcher.admit()
+        result, rows, began, ended = await self._run_async(ticket, admitted, decode, *args)
         return self._answered(result, rows, admitted, began, ended)
 
     async def _run_async(
-        self, decode: Callable[..., Decoded], *args: Any
+        self, ticket: Ticket, admitted: float, decode: Callable[..., Decoded], *args: Any
     ) -> tuple[BatchResult, int, float, float]:
-        ticket = self.batcher.admit()
+        queued = False  # handed to the batcher: every failure from here on is the model's
         try:
             with ticket:
                 slot = self._slot(
                     await self.decoder.acquire_async(self.batcher.batch_rows, ticket.deadline)
                 )
+                watch = DecodeWatch(ticket.deadline, self.config.batching.timeout_ms / 1000)
                 try:
                     decoded, began, ended = await self.decoder.run_async(
-                        self._decode_timed, decode, *args
+                        self._decode_timed, watch, decode, *args
                     )
                     future = ticket.submit(decoded.inputs, decoded.rows)
-                except BaseException:
+                except BaseException as exc:
+                    # the decode thread stops at its next checkpoint, not after every image
+                    watch.abandoned = True
                     slot.release()
+                    if isinstance(exc, ScoringTimeoutError):
+                        self.stats.timed_out()  # its deadline passed between two images
                     raise
+                queued = True
                 slot.release_when_done(future)
             remaining = max(0.0, ticket.deadline - time.monotonic())
             try:
@@ -448,9 +454,12 @@ class Scorer:
                 # the model thread found it past its deadline in the queue
                 self.stats.timed_out()
                 raise
-        except asyncio.CancelledError:
-            # the client went away (the host cancelled the request's task)
-            self.stats.cancel()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                # the client went away (the host cancelled the request's task)
+                self.stats.cancel()
+            if queued or _counted(exc):
+                self.stats.inference.failed(admitted)
             raise
         return result, decoded.rows, began, ended
 
@@ -476,11 +485,9 @@ class Scorer:
         :class:`concurrent.futures.CancelledError`.
         """
         admitted = time.monotonic()
-        try:
-            result, answer = self._run(decode, args, watch)
-        except BaseException:
-            self.stats.inference.failed(admitted)
-            raise
+        # refused at the door (queue full, not ready): never the model's, not counted
+        ticket = self.batcher.admit()
+        result, answer = self._run(ticket, admitted, decode, args, watch)
         return self._answered(result, answer.rows, admitted, answer.began, answer.ended)
 
     def _answered(
@@ -496,11 +503,13 @@ class Scorer:
 
     def _run(
         self,
+        ticket: Ticket,
+        admitted: float,
         decode: Callable[..., Decoded],
         args: tuple[Any, ...],
         watch: Callable[[Future[Any]], None] | None,
     ) -> tuple[BatchResult, _Answer]:
-        ticket = self.batcher.admit()
+        answer: _Answer | None = None
         try:
             try:
                 slot = self._slot(
@@ -509,7 +518,7 @@ class Scorer:
             except BaseException:
                 ticket.release()
                 raise
-            answer = _Answer(ticket, slot)
+            answer = _Answer(ticket, slot, self.config.batching.timeout_ms / 1000)
             try:
                 self.decoder.submit(self._decode_and_queue, answer, decode, *args)
             except BaseException:
@@ -518,8 +527,12 @@ class Scorer:
             if watch is not None:
                 watch(answer.future)
             result = self._wait(answer.future, ticket)
-        except FutureCancelled:
-            self.stats.cancel()
+        except BaseException as exc:
+            if isinstance(exc, FutureCancelled):
+                self.stats.cancel()
+            # queued is set by the decode thread before the future can complete
+            if (answer is not None and answer.queued) or _counted(exc):
+                self.stats.inference.failed(admitted)
             raise
         return result, answer
 
@@ -533,11 +546,13 @@ class Scorer:
                 # its caller gave up (client gone, timed out) before decoding began
                 answer.give_up()
                 return
-            decoded, answer.began, answer.ended = self._decode_timed(decode, *args)
+            decoded, answer.began, answer.ended = self._decode_timed(answer.watch, decode, *args)
             answer.rows = decoded.rows
             if answer.future.cancelled():
                 answer.give_up()
                 return
+            # from here the request is the model's: its failures count as the model's
+            answer.queued = True
             # the model thread answers the caller's own future: no hop back through here
             answer.ticket.submit(decoded.inputs, decoded.rows, answer.future)
         except BaseException as exc:
@@ -547,11 +562,13 @@ class Scorer:
         answer.slot.release_when_done(answer.future)
 
     def _decode_timed(
-        self, decode: Callable[..., Decoded], *args: Any
+        self, watch: DecodeWatch, decode: Callable[..., Decoded], *args: Any
     ) -> tuple[Decoded, float, float]:
-        """``decode(*args)``, timed (the decode histogram, and the decode span when tracing)."""
+        """``decode(*args)``, timed (the decode histogram, and the decode span when
+        tracing), with ``watch`` the request's :func:`~scorepack.decoding.checkpoint`
+        between the units of its decoding."""
         began = time.monotonic()
-        decoded = decode(*args)
+        decoded = run_watched(watch, decode, *args)
         ended = time.monotonic()
         self.stats.decode.observe(ended - began)
         return decoded, began, ended
@@ -605,19 +622,34 @@ class _Answer:
     there; a decoding error too), and the ticket and decode slot the decode thread gives
     up when the request goes no further."""
 
-    __slots__ = ("began", "ended", "future", "rows", "slot", "ticket")
+    __slots__ = ("began", "ended", "future", "queued", "rows", "slot", "ticket", "watch")
 
-    def __init__(self, ticket: Ticket, slot: Slot) -> None:
+    def __init__(self, ticket: Ticket, slot: Slot, timeout_s: float) -> None:
         self.ticket = ticket
         self.slot = slot
         self.future: Future[BatchResult] = Future()
         self.began = self.ended = 0.0
         self.rows = 0
+        #: handed to the batcher (set on the decode thread before the future can finish)
+        self.queued = False
+        #: decoding stops between images once the caller gave up or the deadline passed
+        self.watch = DecodeWatch(ticket.deadline, timeout_s, self.future.cancelled)
 
     def give_up(self) -> None:
         """The request goes no further (decoding failed, or its caller left)."""
         self.slot.release()
         self.ticket.release()
+
+
+def _counted(exc: BaseException) -> bool:
+    """Whether a request that failed with ``exc`` before the batcher took it counts in
+    the statistics' ``fail``, as Triton counts them: a request refused as bad input (a
+    4xx while decoding and checking it) does not, as Triton's input checks run before its
+    request starts; one that timed out or was cancelled while it waited (for a decode
+    slot, in decoding) does, as Triton counts its scheduler's REJECTED and CANCELED. (A
+    request refused at admission, queue full or model not ready, is never counted: it
+    gets no further than Triton's failed enqueue.)"""
+    return not isinstance(exc, RequestError) or isinstance(exc, ClientGoneError)
 
 
 def _fail_quietly(future: Future[Any], exc: BaseException) -> None:

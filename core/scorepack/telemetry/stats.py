@@ -127,9 +127,9 @@ class InferenceStats:
     hand) and that time's parts: waiting (for admission, a decode slot and a decode
     thread, then in the batcher's queue), decoding (body to model-ready arrays), the model
     call it rode in, and the way back (the call's outputs split and handed to the waiting
-    thread). A request that did not (bad input, queue full, timeout, model error, client
-    gone) adds its time to the failures. One clock read, one lock and a few additions a
-    request: 1.3 µs measured on a busy 2-core machine, where an empty ``with lock``
+    thread). A request that did not (the scorer decides which count: timeout, model
+    error, client gone) adds its time to the failures. One clock read, one lock and a few
+    additions a request: 1.3 µs measured on a busy 2-core machine, where an empty ``with lock``
     alone took 0.5.
     """
 

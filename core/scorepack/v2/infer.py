@@ -7,7 +7,9 @@ INT64 tensor for an FP32 input is a 400 ("unexpected datatype"), never a silent 
 exceptions, both lossless: an image model also takes its image input as ``BYTES`` elements
 holding encoded JPEG or PNG images (each goes through the same decoding and preprocessing
 as an image posted to ``/score``, pixel limit included, and becomes one row; at most the
-model's max batch size of them in one request); and ``BF16``
+model's max batch size of them in one request, decoded one after another, and no further
+once the request is past its deadline or its client has gone: 504 as a late model call,
+or dropped, :func:`scorepack.decoding.checkpoint`); and ``BF16``
 is taken where the model takes ``FP32``, since NumPy has no bfloat16 and a BF16 value
 widens to float32 exactly (see :mod:`~scorepack.v2.datatypes`).
 """
@@ -22,6 +24,7 @@ import numpy as np
 
 from ..batching import BatchResult
 from ..codecs import Decoded, check_tensors, decode_image
+from ..decoding import checkpoint
 from ..errors import BadRequestError, InvalidTensorError
 from ..scorer import Scorer
 from ..signature import Signature, TensorSpec
@@ -228,7 +231,11 @@ def _decode_images(scorer: Scorer, item: InferInput) -> Decoded:
             "further requests.",
             item.name,
         )
-    rows = [scorer.decode_image(bytes(body)) for body in bodies]
+    rows = []
+    for body in bodies:
+        # stop between images once the request is past its deadline or its client left
+        checkpoint()
+        rows.append(scorer.decode_image(bytes(body)))
     if len(rows) == 1:
         return rows[0]
     name = item.name
@@ -237,8 +244,9 @@ def _decode_images(scorer: Scorer, item: InferInput) -> Decoded:
         # a backend that decodes JPEGs itself got bytes for some and pixels for others
         # (PNG, CMYK): give it pixels for all, decoded here
         assert scorer.image_plan is not None
-        parts = [
-            decode_image(bytes(b), scorer.image_plan, scorer.config.max_image_pixels).inputs[name]
-            for b in bodies
-        ]
+        parts = []
+        for body in bodies:
+            checkpoint()
+            pixels = decode_image(bytes(body), scorer.image_plan, scorer.config.max_image_pixels)
+            parts.append(pixels.inputs[name])
     return Decoded({name: np.concatenate(parts)}, len(parts))

@@ -7,9 +7,12 @@ loaded (a reload starts again from zero, as Triton's do).
 
 Where each number comes from (``Scorer.stats.inference``, :class:`~scorepack.telemetry.
 stats.InferenceStats`, counts every scoring request a model version takes, over
-``/score``, V2 REST and V2 gRPC alike, from the moment the request reaches the model:
-requests the protocol layer refuses before that — unknown model, unauthorised, a body
-too large or of the wrong content type — are not the model's and are not counted):
+``/score``, V2 REST and V2 gRPC alike, from the moment the request is admitted. As in
+Triton, requests refused before the model takes them are not counted: those the protocol
+layer refuses (unknown model, unauthorised, a body too large or of the wrong content
+type), those admission refuses (queue full, as Triton's failed enqueue), and those
+refused as bad input while decoded and checked (Triton checks a request's inputs in
+``PrepareForInference``, before its statistics start). See ``Scorer._counted``):
 
 =====================  ==================================================================
 Triton field           scorepack
@@ -21,8 +24,10 @@ Triton field           scorepack
 ``last_inference``     when the last request (answered or failed) finished, ms since
                        the epoch; 0 before any
 ``success``            requests that got their outputs; ns: admission to outputs in hand
-``fail``               requests that did not (bad input, queue full, timeout, model
-                       error, client gone); ns: admission to the failure
+``fail``               admitted requests that did not: timed out or cancelled while
+                       they waited (Triton's REJECTED and CANCELED), or failed in the
+                       model call (its own refusal of an input included, as Triton's
+                       BACKEND); ns: admission to the failure
 ``queue``              the successful requests' waits: for admission, a decode slot and
                        a decode thread, then in the batcher's queue for a model call
 ``compute_input``      their decoding: body to checked, preprocessed, model-ready arrays
