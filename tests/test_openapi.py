@@ -167,12 +167,23 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServe
 
 @pytest.mark.parametrize("mode", MODES)
 def test_fuzz_the_embedded_server_from_its_document(fuzzed: BackgroundServer, mode: str) -> None:
-    """Requests generated from the served document (valid ones, then ones that break it):
-    never a 5xx, and valid ones get the statuses, content types and bodies it promises
-    (:func:`fuzz_helpers.fuzz_from_document`, 30 examples per operation)."""
+    """Requests generated from the served document (valid ones, then ones that break it),
+    to ``/score`` and to every V2 REST route: never a 5xx, and valid ones get the
+    statuses, content types and bodies it promises (:func:`fuzz_helpers.fuzz_from_document`,
+    30 examples per operation, and the document's examples)."""
     operations, answered = fuzz_from_document(fuzzed.url, mode, max_examples=30)
-    assert operations >= {"POST /score", "GET /"}
+    # Azure ML's routes and the V2 REST routes (scorepack.openapi_v2) alike
+    assert operations >= {
+        "POST /score",
+        "GET /",
+        "POST /v2/models/{name}/infer",
+        "POST /v2/models/{name}/versions/{version}/infer",
+        "GET /v2/models/{name}",
+        "POST /v2/repository/index",
+        "POST /v2/repository/models/{name}/load",
+    }
     # the fuzzing reached the model: valid bodies were scored, invalid ones refused
-    scored = total(answered, "scorepack_requests_total", route="/score", status="200")
-    refused = total(answered, "scorepack_requests_total", route="/score", status="400")
-    assert scored > 0 and refused > 0, answered
+    for route in ("/score", "/v2/models/{name}/infer"):
+        scored = total(answered, "scorepack_requests_total", route=route, status="200")
+        refused = total(answered, "scorepack_requests_total", route=route, status="400")
+        assert scored > 0 and refused > 0, (route, answered)

@@ -211,7 +211,8 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServe
 def test_fuzz_a_two_model_server_from_its_document(fuzzed: BackgroundServer, mode: str) -> None:
     """As the one-model fuzz run (tests/test_openapi.py), with fewer examples per operation
     (a few seconds): never a 5xx, and valid requests get what the document promises."""
-    _, answered = fuzz_from_document(fuzzed.url, mode, max_examples=12)
+    operations, answered = fuzz_from_document(fuzzed.url, mode, max_examples=12)
+    assert {"POST /v2/models/{name}/infer", "GET /v2/docs/dataplane.json"} <= operations
     if mode == "positive":
         # the fuzzing reached the models: some bodies were scored
         assert total(answered, "scorepack_requests_total", route="/score", status="200") > 0

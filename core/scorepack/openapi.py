@@ -107,9 +107,20 @@ class ApiFacts:
     #: keys are checked: by the embedded server when given, by Azure ML at the endpoint
     auth: bool = False
     max_body_bytes: int | None = None
+    #: the server's --model-control (embedded): whether V2 load/unload can succeed
+    model_control: str = "none"
+    #: the embedded server serves /metrics (not with --no-metrics)
+    metrics: bool = True
 
     @classmethod
-    def for_scorer(cls, scorer: Any, *, auth: bool = False) -> ApiFacts:
+    def for_scorer(
+        cls,
+        scorer: Any,
+        *,
+        auth: bool = False,
+        model_control: str = "none",
+        metrics: bool = True,
+    ) -> ApiFacts:
         """The facts of a loaded :class:`~scorepack.scorer.Scorer` (embedded server)."""
         signature = scorer.signature
         plan = scorer.image_plan
@@ -125,6 +136,8 @@ class ApiFacts:
             host="embedded",
             auth=auth,
             max_body_bytes=scorer.config.max_body_bytes,
+            model_control=model_control,
+            metrics=metrics,
         )
 
     @classmethod
@@ -218,10 +231,13 @@ def _openapi3(facts: ApiFacts) -> dict[str, Any]:
         "/score": {"post": _score(facts)},
         "/swagger.json": {"get": _swagger_route()},
     }
+    schemas = _schemas(facts)
     if facts.host == "embedded":
         paths["/health/ready"] = {"get": _ready()}
         paths["/info"] = {"get": _info(facts)}
-        paths["/metrics"] = {"get": _metrics()}
+        if facts.metrics:
+            paths["/metrics"] = {"get": _metrics(facts.auth)}
+        _add_v2(paths, schemas, [facts])
     document: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
@@ -233,7 +249,7 @@ def _openapi3(facts: ApiFacts) -> dict[str, Any]:
             "version": facts.version or "1",
         },
         "paths": paths,
-        "components": {"schemas": _schemas(facts)},
+        "components": {"schemas": schemas},
     }
     if facts.auth:
         document["components"]["securitySchemes"] = _bearer()
@@ -262,11 +278,13 @@ def _openapi3_several(models: Sequence[ApiFacts], title: str | None) -> dict[str
         "/score": {"post": _score_several(models, auth)},
         "/swagger.json": {"get": _swagger_route(names)},
     }
+    schemas: dict[str, Any] = {}
     if first.host == "embedded":
         paths["/health/ready"] = {"get": _ready()}
         paths["/info"] = {"get": _info(replace(first, auth=auth))}
-        paths["/metrics"] = {"get": _metrics()}
-    schemas: dict[str, Any] = {}
+        if first.metrics:
+            paths["/metrics"] = {"get": _metrics(auth)}
+        _add_v2(paths, schemas, models)
     requests, responses = [], []
     for facts in models:
         key = model_key(facts)
@@ -301,6 +319,15 @@ def _openapi3_several(models: Sequence[ApiFacts], title: str | None) -> dict[str
     if auth:
         document["components"]["securitySchemes"] = _bearer()
     return document
+
+
+def _add_v2(paths: dict[str, Any], schemas: dict[str, Any], models: Sequence[ApiFacts]) -> None:
+    """The embedded server's V2 REST routes (azmlinfsrv serves none): scorepack.openapi_v2."""
+    from .openapi_v2 import v2_paths
+
+    v2, v2_schemas = v2_paths(models)
+    paths.update(v2)
+    schemas.update(v2_schemas)
 
 
 def model_key(facts: ApiFacts) -> str:
@@ -399,17 +426,22 @@ def _info(facts: ApiFacts) -> dict[str, Any]:
     return operation
 
 
-def _metrics() -> dict[str, Any]:
-    return {
+def _metrics(auth: bool) -> dict[str, Any]:
+    operation: dict[str, Any] = {
         "operationId": "ServiceMetrics",
         "description": "Prometheus metrics (text exposition format).",
         "responses": {
             "200": {
                 "description": "The metrics.",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
-            }
+            },
+            # protected like /info when keys are set
+            **_errors((401,) if auth else ()),
         },
     }
+    if auth:
+        operation["security"] = [{"Bearer": []}]
+    return operation
 
 
 def _swagger_route(names: Sequence[str] = ()) -> dict[str, Any]:
@@ -737,7 +769,8 @@ def _swagger2(openapi: dict[str, Any]) -> dict[str, Any]:
 
 
 def _v2_operation(operation: dict[str, Any]) -> dict[str, Any]:
-    out = {k: copy.deepcopy(v) for k, v in operation.items() if k in ("operationId", "security")}
+    kept = ("operationId", "tags", "security")
+    out = {k: copy.deepcopy(v) for k, v in operation.items() if k in kept}
     out["description"] = operation["description"]
     parameters = []
     for parameter in operation.get("parameters", ()):
@@ -751,7 +784,7 @@ def _v2_operation(operation: dict[str, Any]) -> dict[str, Any]:
             {
                 "name": "body",
                 "in": "body",
-                "required": True,
+                "required": bool(body.get("required", False)),
                 "schema": _v2_schema(body["content"]["application/json"]["schema"]),
             }
         )
@@ -762,10 +795,10 @@ def _v2_operation(operation: dict[str, Any]) -> dict[str, Any]:
     for status, response in operation["responses"].items():
         converted: dict[str, Any] = {"description": response["description"]}
         for media, item in response.get("content", {}).items():
-            converted["schema"] = _v2_schema(item["schema"])
+            # one schema per response in Swagger 2.0: the first (JSON) one's
+            converted.setdefault("schema", _v2_schema(item["schema"]))
             if media not in produces:
                 produces.append(media)
-            break
         if "headers" in response:
             converted["headers"] = {
                 name: {"description": h["description"], **_v2_schema(h["schema"])}
@@ -790,6 +823,10 @@ def _v2_schema(schema: Any) -> Any:
             "type": "object",
             "description": f"{schema.get('description', '')} One of: {names}.".strip(),
         }
+    if "anyOf" in schema and all("title" in s for s in schema["anyOf"]):
+        # V2 inputs or outputs of several names (scorepack.openapi_v2): no choice in 2.0
+        titles = ", ".join(s["title"] for s in schema["anyOf"])
+        return {"type": "object", "description": f"One of: {titles}."}
     if "anyOf" in schema:
         first = dict(_v2_schema(schema["anyOf"][0]))
         if "description" in schema:

@@ -36,6 +36,7 @@ from .errors import ErrorReply, error_reply
 from .limits import HttpLimits, checked_request_id, new_request_id
 from .observe import CLIENT_CLOSED
 from .routes_azureml import AzureMLRoutes
+from .routes_docs import DocsRoutes
 from .routes_v2 import V2Routes
 from .routing import ERROR_STYLE, make_router
 
@@ -117,8 +118,9 @@ class ScoringApp:
         )
         score, *azureml = AzureMLRoutes(self.repository, self.auth, self.metrics, self).routes()
         infer, infer_version, *v2 = V2Routes(self.repository, self.auth, self).routes()
+        docs = DocsRoutes(self.repository, self.auth).routes()
         # the router tries routes in order: the scoring routes first, probes after
-        routes = [score, infer, infer_version, *azureml, *v2]
+        routes = [score, infer, infer_version, *azureml, *v2, *docs]
         self.router = make_router(routes, lifespan=self._lifespan)
 
     @property

@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from ..codecs import encode_json
 from ..errors import NotFoundError, NotReadyError
-from ..openapi import SWAGGER_VERSIONS, ApiFacts, api_document
+from ..openapi import SWAGGER_VERSIONS, api_document
 from ..postprocess import query_values
 from ..repository import READY, Repository, score_target
 from ..scorer import Scorer
@@ -33,6 +33,7 @@ from ..telemetry.metrics import Metrics
 from .auth import KeyCheck
 from .body import BodyReader
 from .observe import note_result, note_scoring
+from .routes_docs import document_facts
 from .routing import Route, ServerState
 
 __all__ = ["AzureMLRoutes", "ServerState"]
@@ -171,14 +172,9 @@ class AzureMLRoutes:
             scorers = [self._scorer(asked_for)]
         else:
             scorers = self._loaded()
-            if not scorers:
-                raise NotReadyError("The API document is made from the models: none is loaded.")
-        loading = [s.name for s in scorers if not s.ready]
-        if loading:
-            raise NotReadyError(
-                f"The API document is made from the models: {', '.join(loading)} loading."
-            )
-        facts = [ApiFacts.for_scorer(s, auth=self.auth.enabled) for s in scorers]
+        facts = document_facts(
+            self.repository, scorers, self.auth.enabled, metrics=self.prometheus is not None
+        )
         return Response(encode_json(api_document(facts, kind)), media_type=_JSON)
 
     def _loaded(self) -> list[Scorer]:
