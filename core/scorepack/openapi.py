@@ -23,6 +23,10 @@ match); Swagger UI and Redoc render both alike, an alternative per schema by its
 OpenAPI cannot tie a body schema to a query value, so the description says which model
 takes what. Swagger 2.0 has no anyOf: there the body is an object, and the per-model
 definitions are listed beside it.
+
+The embedded server's document also holds its V2 REST routes (:mod:`scorepack.openapi_v2`,
+which says why they are served again at MLServer's dataplane paths); azmlinfsrv serves no
+V2, so a package's document has none.
 """
 
 from __future__ import annotations
