@@ -13,6 +13,8 @@
   (``x[:, 0] < 0``), the way a framework fails a batch because of one bad row.
 * :class:`TypesBackend` takes and gives several dtypes (float32, int64, bool, strings), for
   the V2 datatype tests.
+* :class:`WideTypesBackend` takes the datatypes TypesBackend does not (float16, uint8,
+  uint64, strings as an input), for the V2 fuzzing.
 * :class:`EncodedImageBackend` takes JPEG bytes (``Backend.accepts_encoded_images``) and
   decodes them itself, as a GPU backend does, with Pillow.
 
@@ -39,6 +41,7 @@ __all__ = [
     "ErrorBackend",
     "SlowBackend",
     "TypesBackend",
+    "WideTypesBackend",
     "write_entry_point",
 ]
 
@@ -184,11 +187,46 @@ class TypesBackend(Backend):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         b = inputs["b"][:, 0]
+        with np.errstate(over="ignore"):  # 2 × 3e38 is inf in float32, as in any model
+            twice = inputs["f"] * 2
         return {
-            "twice": inputs["f"] * 2,
+            "twice": twice,
             "total": inputs["i"].sum(axis=1),
             "negated": ~inputs["b"],
             "word": np.array([b"yes" if v else b"no" for v in b], dtype=object),
+        }
+
+
+class WideTypesBackend(Backend):
+    """``h`` float16 [batch, 2], ``u`` uint8 [batch, 3], ``q`` uint64 [batch, 1], ``s``
+    strings [batch] → ``h2`` float16 (2·h), ``usum`` uint16 [batch] (row sums of u), ``q``
+    (as it came) and ``s`` (the strings as they came: any bytes, so not always text JSON
+    can carry)."""
+
+    def load(self) -> None:
+        self.signature = Signature(
+            inputs=(
+                TensorSpec("h", "float16", (None, 2)),
+                TensorSpec("u", "uint8", (None, 3)),
+                TensorSpec("q", "uint64", (None, 1)),
+                TensorSpec("s", "object", (None,)),
+            ),
+            outputs=(
+                TensorSpec("h2", "float16", (None, 2)),
+                TensorSpec("usum", "uint16", (None,)),
+                TensorSpec("q", "uint64", (None, 1)),
+                TensorSpec("s", "object", (None,)),
+            ),
+        )
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with np.errstate(over="ignore"):  # 2 × 60000 is inf in float16, as in any model
+            h2 = inputs["h"] * np.float16(2)
+        return {
+            "h2": h2,
+            "usum": inputs["u"].sum(axis=1, dtype=np.uint16),
+            "q": inputs["q"].copy(),
+            "s": inputs["s"].copy(),
         }
 
 
