@@ -122,7 +122,9 @@ def _refuse_extensions(parameters: Any, where: str) -> None:
 
 def _requested_outputs(signature: Signature, request: InferRequest) -> list[str]:
     names = signature.output_names
-    if request.outputs is None:
+    if not request.outputs:
+        # none asked for, or an empty list ("outputs": [] over REST, which gRPC cannot
+        # tell from none): every output, as Triton answers both
         return names
     for output in request.outputs:
         _refuse_extensions(output.parameters, f"Output {output.name!r}")

@@ -36,7 +36,8 @@ class RequestedOutput:
 
 @dataclass
 class InferRequest:
-    """An inference request: inputs, the outputs wanted (None: all), id and parameters."""
+    """An inference request: inputs, the outputs wanted (None or empty: all), id and
+    parameters."""
 
     inputs: list[InferInput]
     outputs: list[RequestedOutput] | None = None
