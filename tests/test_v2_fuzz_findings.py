@@ -71,3 +71,37 @@ def test_an_empty_outputs_list_asks_for_every_output(
     assert [o.name for o in response.outputs] == ["twice", "total", "negated", "word"]
     still_serves(client)
 
+
+WIDE = [
+    tensor("h", "FP16", [2, 2], [[1, 2], [3, 4]]),
+    tensor("u", "UINT8", [2, 3], [[1, 2, 3], [4, 5, 6]]),
+    tensor("q", "UINT64", [2, 1], [[2**63], [2**64 - 1]]),
+    # a string anywhere in the body sends the numbers through the per-element check
+    tensor("s", "BYTES", [2], ["a", "b"]),
+]
+
+
+def test_uint64_values_past_int64_in_json_beside_strings(client: httpx.Client) -> None:
+    # was: 400 "Input 'q' has values outside the range of UINT64." for 2^63 and 2^64 - 1,
+    # both UINT64 values (a body without strings took them: NumPy's own parse)
+    got = infer(client, "wide", {"inputs": WIDE})
+    assert got.status_code == 200, got.text
+    q = next(o for o in got.json()["outputs"] if o["name"] == "q")
+    assert q["datatype"] == "UINT64" and q["data"] == [2**63, 2**64 - 1]
+    # /score shares the check (its JSON tensors): the same values, the same answer
+    inputs = {t["name"]: t["data"] for t in WIDE}
+    got = client.post("/score", params={"model": "wide", "raw": "true"}, json={"inputs": inputs})
+    assert got.status_code == 200, got.text
+    assert got.json()["outputs"]["q"] == [[2**63], [2**64 - 1]]
+    still_serves(client)
+
+
+@pytest.mark.parametrize("value", [-1, -(2**63)])
+def test_uint64_values_outside_its_range_are_still_refused(
+    client: httpx.Client, value: int
+) -> None:
+    document = {"inputs": [*WIDE[:2], tensor("q", "UINT64", [2, 1], [[1], [value]]), WIDE[3]]}
+    got = infer(client, "wide", document)
+    assert got.status_code == 400, got.text
+    assert got.json() == {"error": "Input 'q' has values outside the range of UINT64."}
+    still_serves(client)

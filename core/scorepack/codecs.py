@@ -495,7 +495,9 @@ def _from_objects(name: str, value: Any, want: np.dtype[Any], label: str | None)
         _refuse(name, want, label, problem)
     if want.kind in "USO" or not objects.size:
         return objects
-    base = {"b": np.bool_, "i": np.int64, "u": np.int64}.get(want.kind, np.float64)
+    # uint64 for unsigned inputs: a UINT64 value past 2^63 fits it, not int64 (a negative
+    # one fits neither and is refused as out of range, as it should be)
+    base = {"b": np.bool_, "i": np.int64, "u": np.uint64}.get(want.kind, np.float64)
     try:
         return objects.astype(base)
     except OverflowError:
