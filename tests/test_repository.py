@@ -172,6 +172,27 @@ def test_load_at_start_names_the_models_start_loads(tmp_path: Path) -> None:
     # "*" is every model, as Triton's --load-model=*
     both = [echo_source(tmp_path, "a"), echo_source(tmp_path, "b")]
     assert Repository(both, model_control="explicit", load_at_start=["*"]).load_at_start is None
+    # and alone, as Triton requires
+    with pytest.raises(ValueError, match="'\\*' loads every model: give it alone"):
+        Repository(both, model_control="explicit", load_at_start=["*", "a"])
+
+
+def test_explicit_control_may_start_with_no_model(tmp_path: Path) -> None:
+    from scorepack.repository import score_target
+
+    empty = Repository([], model_control="explicit")
+    empty.start()
+    empty.wait_ready(5)
+    assert empty.ready and empty.names == [] and empty.models() == []
+    # /score's rule: nothing to score yet is "not ready" (503), an unknown name 404
+    with pytest.raises(NotReadyError, match="serves no model yet"):
+        score_target(empty, {})
+    with pytest.raises(ModelNotFoundError):
+        score_target(empty, {"model": "m"})
+    with pytest.raises(ValueError, match="holds no model yet"):
+        Repository([], model_control="explicit", load_at_start=["m"])
+    with pytest.raises(ValueError, match="at least one model"):
+        Repository([], model_control="none")
 
 
 def test_unload_lets_admitted_requests_finish_then_frees(tmp_path: Path) -> None:

@@ -199,12 +199,14 @@ def scan_repository(
     defaults: ScoringConfig | None = None,
     device: str | None = None,
     decode: DecodeSettings | None = None,
+    empty_ok: bool = False,
 ) -> list[ModelSource]:
     """Every model (and version) in a repository folder, by name then version.
 
     ``device`` (serve's ``--device`` when given) is the device of every model whose
     settings name none; ``decode``: how their scorers decode (default:
-    :meth:`DecodeSettings.from_env`).
+    :meth:`DecodeSettings.from_env`). A folder with no model is a PackageError unless
+    ``empty_ok`` (explicit model control, which loads models added later).
     """
     root = Path(root)
     if not root.is_dir():
@@ -212,9 +214,11 @@ def scan_repository(
     sources = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         sources += scan_model(folder, defaults=defaults, device=device, decode=decode)
-    if not sources:
+    if not sources and not empty_ok:
         raise PackageError(
-            f"The model repository {root} holds no model folders (repo/NAME/[VERSION/]files)."
+            f"The model repository {root} holds no model folders (repo/NAME/[VERSION/]files); "
+            "to start without models and load them later, serve it with "
+            "--model-control explicit."
         )
     return sources
 

@@ -103,7 +103,7 @@ SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "Several models (NAME=PATH ... or --repository DIR)",
-        ("repository_dir", "model_control", "load_models"),
+        ("repository_dir", "model_control", "load_models", "exit_on_error"),
     ),
 )
 
@@ -137,7 +137,14 @@ AZUREML_SERVE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 #: options of the serve commands that are not settings: click reads them itself
 CLI_ONLY: frozenset[str] = frozenset(
-    {"settings_file", "auth_key_file", "repository_dir", "model_control", "load_models"}
+    {
+        "settings_file",
+        "auth_key_file",
+        "repository_dir",
+        "model_control",
+        "load_models",
+        "exit_on_error",
+    }
 )
 
 

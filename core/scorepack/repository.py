@@ -12,7 +12,8 @@ versions has the single version ``None``.
 Model control, as Triton names it: ``none`` loads every model at start and refuses load
 and unload requests; ``explicit`` loads every model at start too (or only those of
 ``load_at_start``, Triton's ``--load-model``), and lets :meth:`Repository.load` and
-:meth:`Repository.unload` change that while others serve. A load
+:meth:`Repository.unload` change that while others serve; it may start with no model at
+all (an empty repository folder, whose models ``rescan`` finds on their load). A load
 failure leaves the other models serving; the failed model is UNAVAILABLE with the reason
 in :meth:`Repository.models` and in the log. An unload refuses new requests for the model,
 lets the admitted ones finish, then unloads it and drops the scorer so its memory is freed.
@@ -144,9 +145,14 @@ class Repository:
             if (source.version is None) != (None in versions) and versions:
                 raise ValueError(f"model {source.name!r} mixes a version-less entry with versions")
             versions[source.version] = _Slot(source)
-        if not self._models:
+        if not self._models and model_control != "explicit":
+            # explicit control may start with none (Triton's explicit mode loads nothing
+            # unless told to): models are loaded, found by rescan, later
             raise ValueError("a repository needs at least one model")
         if load_at_start is not None and "*" in load_at_start:
+            if len(set(load_at_start)) > 1:
+                # Triton's rule: "Wildcard model name '*' must be the ONLY startup model"
+                raise ValueError("--load-model '*' loads every model: give it alone")
             load_at_start = None
         if load_at_start is not None:
             if model_control != "explicit":
@@ -156,10 +162,14 @@ class Repository:
                 )
             unknown = sorted(set(load_at_start) - set(self._models))
             if unknown:
-                raise ValueError(
-                    f"--load-model {unknown[0]}: no such model; the models are "
-                    f"{', '.join(sorted(self._models))}"
+                # Triton stops its start on a startup model it cannot find: so does this
+                known = (
+                    f"the models are {', '.join(sorted(self._models))}"
+                    if self._models
+                    else "the repository holds no model yet (add its folder, start, then "
+                    "load it: POST /v2/repository/models/NAME/load)"
                 )
+                raise ValueError(f"--load-model {unknown[0]}: no such model; {known}")
         #: the models :meth:`start` loads (None: all), as Triton's ``--load-model``
         self.load_at_start = None if load_at_start is None else frozenset(load_at_start)
         # load and unload of one model never overlap; different models proceed in parallel
@@ -428,6 +438,13 @@ def score_target(repository: Repository, query: dict[str, str]) -> Scorer:
     name, version = query.pop("model", None), query.pop("version", None)
     names = repository.names
     if name is None:
+        if not names:
+            # explicit model control, started empty: nothing to score yet, which a
+            # load changes (503, as a model not loaded yet)
+            raise NotReadyError(
+                "This server serves no model yet: load one with POST "
+                "/v2/repository/models/NAME/load, then score it."
+            )
         if len(names) > 1:
             raise BadRequestError(
                 f"This server scores several models ({', '.join(names)}): name one with "

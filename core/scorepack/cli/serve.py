@@ -19,6 +19,7 @@ import click
 from click.core import ParameterSource
 
 from ..codecs import DEFAULT_MAX_BODY_BYTES
+from ..errors import UnknownFormatError
 from ..loading import open_package, resolve_backend
 from ..manifest import is_package
 from ..parsing import AZUREML_SERVE_FIELDS, SERVE_FIELDS, parse_keys
@@ -106,6 +107,15 @@ def _legacy_azureml_options(func: Any) -> Any:
     metavar="NAME",
     help="With --model-control explicit, load only this model at start (repeatable; '*' "
     "loads all, the default), as Triton's --load-model; the others wait for a load request.",
+)
+@click.option(
+    "--exit-on-error/--no-exit-on-error",
+    "exit_on_error",
+    default=None,
+    help="Stop the server when a model fails to load at start, as Triton's --exit-on-error "
+    "(default: stop when serving one model; with several the others serve on and the "
+    "failed one is not ready). --no-exit-on-error keeps one model's server up, to load "
+    "it again once fixed (explicit control).",
 )
 @scoring_options
 @decode_options
@@ -227,6 +237,7 @@ def command(ctx: click.Context, **kw: Any) -> None:
     models, repository_dir = kw.pop("models"), kw.pop("repository_dir")
     model_control = kw.pop("model_control")
     load_models = kw.pop("load_models")
+    exit_on_error: bool | None = kw.pop("exit_on_error")
     if load_models and model_control != "explicit":
         raise click.UsageError("--load-model goes with --model-control explicit.")
     key_file = kw.pop("auth_key_file")
@@ -250,7 +261,9 @@ def command(ctx: click.Context, **kw: Any) -> None:
     elif len(models) == 1 and repository_dir is None and "=" not in models[0]:
         raise click.UsageError(f"Path {models[0]!r} does not exist.")
     else:
-        _serve_models(ctx, models, repository_dir, model_control, settings, load_models)
+        _serve_models(
+            ctx, models, repository_dir, model_control, settings, load_models, exit_on_error
+        )
         return
     args = _ServeArgs.of(path, settings)
     if model_control != "none" and is_package(args.path):
@@ -258,14 +271,23 @@ def command(ctx: click.Context, **kw: Any) -> None:
             "--model-control explicit serves models by name: NAME=PATH (a package too)."
         )
     if is_package(args.path):
-        _serve_package(args, settings)
+        _serve_package(args, settings, exit_on_error)
         return
     if args.model_dir is not None and ctx.get_parameter_source("model_dir") is (
         ParameterSource.COMMANDLINE
     ):
         raise click.UsageError("--model-dir goes with a package (PATH is a model itself).")
     config = checked(settings.scoring_config)
-    spec = resolve_backend(args.path, args.backend)
+    try:
+        spec = resolve_backend(args.path, args.backend)
+    except UnknownFormatError as exc:
+        if not Path(args.path).is_dir():
+            raise
+        # a folder of model folders is a repository: say how to serve one
+        raise click.ClickException(
+            f"{exc.message}\nA model repository folder (DIR/NAME/[VERSION/]model files) "
+            f"is served with --repository {args.path}."
+        ) from exc
     instance = create_backend(spec, args.path, args.device, args.backend_options)
     decode = settings.decode_settings()
     scorer = Scorer(instance, config, decode=decode)
@@ -283,7 +305,7 @@ def command(ctx: click.Context, **kw: Any) -> None:
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
-    _serve_embedded(models_, f"{args.path} with {spec.name}", args)
+    _serve_embedded(models_, f"{args.path} with {spec.name}", args, exit_on_error)
 
 
 def _serve_settings_class() -> Any:
@@ -389,6 +411,7 @@ def _serve_models(
     model_control: str,
     settings: ServeSettings,
     load_models: tuple[str, ...] = (),
+    exit_on_error: bool | None = None,
 ) -> None:
     """Several models (NAME=PATH and/or --repository) from one embedded server."""
     args = _ServeArgs.of("", settings)
@@ -410,7 +433,13 @@ def _serve_models(
         load_at_start=load_models or None,
     )
     names = ", ".join(repository.names)
-    _serve_embedded(repository, f"{len(repository.names)} models ({names})", args)
+    what = f"{len(repository.names)} models ({names})"
+    if not repository.names:
+        what = (
+            f"an empty model repository ({repository_dir}; load models with "
+            "POST /v2/repository/models/NAME/load)"
+        )
+    _serve_embedded(repository, what, args, exit_on_error)
 
 
 def read_key_file(path: Path) -> tuple[str, ...]:
@@ -493,7 +522,12 @@ class _ServeArgs:
         )
 
 
-def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) -> None:
+def _serve_embedded(
+    scorer: Scorer | Repository,
+    what: str,
+    args: _ServeArgs,
+    exit_on_error: bool | None = None,
+) -> None:
     def listening(url: str) -> None:
         say(f"serving {what} at {url}/score (model loading…)")
         if args.auth_keys:
@@ -529,10 +563,13 @@ def _serve_embedded(scorer: Scorer | Repository, what: str, args: _ServeArgs) ->
         limits=args.limits,
         metrics=args.metrics,
         access_log=args.access_log,
+        exit_on_error=exit_on_error,
     )
 
 
-def _serve_package(args: _ServeArgs, settings: ServeSettings) -> None:
+def _serve_package(
+    args: _ServeArgs, settings: ServeSettings, exit_on_error: bool | None = None
+) -> None:
     fixed = settings.package_fixed()
     if fixed:
         raise click.UsageError(
@@ -544,7 +581,7 @@ def _serve_package(args: _ServeArgs, settings: ServeSettings) -> None:
 
     spec = load_manifest(args.path)
     if spec.models:
-        _serve_several(spec, args, settings, chosen_device)
+        _serve_several(spec, args, settings, chosen_device, exit_on_error)
         return
     scorer = open_package(
         args.path,
@@ -555,11 +592,15 @@ def _serve_package(args: _ServeArgs, settings: ServeSettings) -> None:
         config=checked(lambda: settings.apply(spec.config)),
         decode=settings.decode_settings(),
     )
-    _serve_embedded(scorer, f"the package {spec.name} ({spec.backend})", args)
+    _serve_embedded(scorer, f"the package {spec.name} ({spec.backend})", args, exit_on_error)
 
 
 def _serve_several(
-    spec: Any, args: _ServeArgs, settings: ServeSettings, device: str | None
+    spec: Any,
+    args: _ServeArgs,
+    settings: ServeSettings,
+    device: str | None,
+    exit_on_error: bool | None = None,
 ) -> None:
     """A package of several models on the embedded server: one repository entry each."""
     from ..manifest import MODEL_DIR, MODELS_DIR
@@ -589,7 +630,7 @@ def _serve_several(
 
     repository = Repository([source(m) for m in spec.models])
     names = ", ".join(repository.names)
-    _serve_embedded(repository, f"the package {spec.name} ({names})", args)
+    _serve_embedded(repository, f"the package {spec.name} ({names})", args, exit_on_error)
 
 
 def _flag(name: str) -> str:

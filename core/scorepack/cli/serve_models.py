@@ -66,7 +66,12 @@ def repository_from(
     if repository_dir is not None:
         try:
             sources += scan_repository(
-                repository_dir, defaults=defaults, device=device, decode=decode
+                repository_dir,
+                defaults=defaults,
+                device=device,
+                decode=decode,
+                # explicit control may start empty: models added later load by name
+                empty_ok=model_control == "explicit",
             )
         except PackageError as exc:
             raise click.UsageError(exc.message) from exc

@@ -105,7 +105,8 @@ class AzureMLRoutes:
         if self.server is not None and self.server.draining:
             raise NotReadyError("The server is shutting down.")
         repository = self.repository
-        if len(repository.models()) > 1:
+        if len(repository.models()) != 1:
+            # several, or none yet (explicit control started empty: ready, as Triton is)
             if repository.ready:
                 # the models it serves now: one unloaded (explicit control) is not among them
                 serving = sorted({s.name for s in repository.models() if s.state == READY})

@@ -13,7 +13,8 @@ from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ..repository import Repository
+from ..errors import ModelLoadError
+from ..repository import UNAVAILABLE, Repository
 from ..scorer import Scorer
 from ..telemetry.logs import set_access_log
 from .app import ScoringApp
@@ -127,11 +128,15 @@ def serve(
     limits: HttpLimits | None = None,
     metrics: bool = True,
     access_log: bool = True,
+    exit_on_error: bool | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before the models unload.
 
-    A single model that fails to load stops the server, and its error is raised from here;
-    with several, the others go on serving and the failed one is reported not ready.
+    A model that fails to load at start stops the server with ``exit_on_error`` (Triton's
+    ``--exit-on-error``, on by default there), and the error is raised from here; without
+    it the others go on serving and the failed one is reported not ready (Triton's
+    ``--exit-on-error=false``). Left at None: stop when the server has one model (nothing
+    would be left to serve), go on with several.
     ``grpc`` also serves V2 gRPC, over the same models, until the HTTP server stops.
     ``limits`` default to :meth:`HttpLimits.from_env` (the ``SCOREPACK_*`` variables).
     ``metrics=False``: nothing counted and no ``/metrics`` (:class:`ScoringApp`);
@@ -145,10 +150,12 @@ def serve(
     sock = bind_socket(host, port)
     server = _uvicorn_server(app, graceful_timeout, with_cors(app, cors_origins))
     single = len(repository.models()) == 1
-    if single:
+    stop = single if exit_on_error is None else exit_on_error
+    failures: list[BaseException] = []
+    if stop:
         threading.Thread(
             target=_stop_on_load_failure,
-            args=(repository, server),
+            args=(repository, server, failures),
             name="scorepack-load-watch",
             daemon=True,
         ).start()
@@ -172,9 +179,26 @@ def serve(
     finally:
         if grpc_server is not None:
             grpc_server.stop(graceful_timeout)
-    scorer = repository.find(repository.names[0])
-    if single and scorer is not None and scorer.batcher.failure is not None:
-        raise scorer.batcher.failure
+    if not stop:
+        return
+    if single:
+        scorer = repository.find(repository.names[0])
+        if scorer is not None and scorer.batcher.failure is not None:
+            raise scorer.batcher.failure
+    if failures:
+        raise ModelLoadError(
+            f"Stopped: {_failed(repository) or failures[0]} "
+            + ("" if single else "(--no-exit-on-error serves the other models meanwhile)")
+        )
+
+
+def _failed(repository: Repository) -> str:
+    """The models that failed to load (or died), each with why."""
+    return "; ".join(
+        f"model {s.name!r}" + (f" version {s.version!r}" if s.version else "") + f" {s.reason}"
+        for s in repository.models()
+        if s.state == UNAVAILABLE and s.reason not in ("not loaded", "unloaded")
+    )
 
 
 @contextmanager
@@ -207,8 +231,11 @@ def _exit_normally_after_signals(
             signal.signal(sig, handler)
 
 
-def _stop_on_load_failure(repository: Repository, server: object) -> None:
-    # a foreground server whose one model cannot load would answer 503 forever: stop it
+def _stop_on_load_failure(
+    repository: Repository, server: object, failures: list[BaseException]
+) -> None:
+    # a foreground server whose one model cannot load would answer 503 forever (with
+    # several: --exit-on-error asked for it): stop it, keeping the error for serve()
     while not server.started:  # type: ignore[attr-defined]
         # the lifespan starts the loading; until then there is nothing to wait on
         if server.should_exit:  # type: ignore[attr-defined]
@@ -216,7 +243,8 @@ def _stop_on_load_failure(repository: Repository, server: object) -> None:
         time.sleep(0.01)
     try:
         repository.wait_ready()
-    except BaseException:
+    except BaseException as exc:
+        failures.append(exc)
         server.should_exit = True  # type: ignore[attr-defined]
 
 
