@@ -7,7 +7,6 @@ from typing import Any
 import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from metrics_helpers import labelled, scrape, total
 
@@ -19,7 +18,8 @@ def fuzz_from_document(url: str, mode: str, max_examples: int) -> tuple[set[str]
     statuses, content types, headers and bodies must be what it promises) or ones that
     break it (``negative``: sent only to operations that take input); never a 5xx.
 
-    Bounded: ``max_examples`` per operation, derandomized, no deadline (a loaded machine
+    Bounded: ``max_examples`` per operation (and, positive, each example the document
+    gives once), derandomized, no deadline (a loaded machine
     must not turn slow answers into failures). Returns the operations ("POST /score"...)
     and the server's metrics afterwards, its answers counted by route and status, which
     it checks hold no 5xx.
@@ -50,26 +50,26 @@ def fuzz_from_document(url: str, mode: str, max_examples: int) -> tuple[set[str]
         # only what takes input can be sent input that breaks the document
         operations = [o for o in operations if o.definition.raw.get("parameters") or o.body]
     for operation in operations:
-        strategy = operation.as_strategy(generation_mode=generation)
+        strategies = [(operation.as_strategy(generation_mode=generation), max_examples)]
         if mode == "positive":
-            # the document's own examples too (a V2 infer body of one row the model
-            # answers): random bodies rarely match a tensor's shape to its data
-            examples = operation.get_strategies_from_examples()
-            if examples:
-                strategy = strategy | st.one_of(examples)
+            # the document's own examples too, each sent (a V2 infer body of one row per
+            # model, with the path naming that model): random bodies rarely match a
+            # tensor's shape to its data
+            strategies += [(e, 1) for e in operation.get_strategies_from_examples()]
+        for strategy, examples in strategies:
 
-        @given(case=strategy)
-        @settings(
-            max_examples=max_examples,
-            deadline=None,
-            derandomize=True,  # the same examples every run
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        )
-        def call(case: Any) -> None:
-            case.call_and_validate(base_url=url, timeout=30, checks=checks)
+            @given(case=strategy)
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                derandomize=True,  # the same examples every run
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
+            def call(case: Any) -> None:
+                case.call_and_validate(base_url=url, timeout=30, checks=checks)
 
-        call()
+            call()
     with httpx.Client(base_url=url, timeout=30) as client:
         answered = scrape(client)
     statuses = {

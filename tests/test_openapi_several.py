@@ -214,5 +214,17 @@ def test_fuzz_a_two_model_server_from_its_document(fuzzed: BackgroundServer, mod
     operations, answered = fuzz_from_document(fuzzed.url, mode, max_examples=12)
     assert {"POST /v2/models/{name}/infer", "GET /v2/docs/dataplane.json"} <= operations
     if mode == "positive":
-        # the fuzzing reached the models: some bodies were scored
+        # the fuzzing reached the models: some bodies were scored, over /score and V2 (the
+        # document's example per model, each sent to the model it names)
         assert total(answered, "scorepack_requests_total", route="/score", status="200") > 0
+        for model in ("echo", "mixed"):
+            assert (
+                total(
+                    answered,
+                    "scorepack_requests_total",
+                    route="/v2/models/{name}/infer",
+                    model=model,
+                    status="200",
+                )
+                > 0
+            ), answered

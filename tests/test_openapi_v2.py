@@ -154,6 +154,14 @@ def test_the_infer_body_comes_from_the_models_signature(
     outputs = {o["properties"]["name"]["enum"][0]: o for o in response["outputs"]["items"]["anyOf"]}
     assert set(outputs) == {o["name"] for o in metadata["outputs"]}
     assert outputs["total"]["properties"]["datatype"]["enum"] == ["INT64"]
+    # an example request per model, under the key its path parameters name it with
+    examples = infer["requestBody"]["content"]["application/json"]["examples"]
+    assert set(examples) == set(names["name"]["examples"]) == {"echo", "image", "mixed"}
+    for key, example in examples.items():
+        answer = client.post(f"/v2/models/{key}/infer", json=example["value"])
+        assert answer.status_code == 200, answer.text
+    by_version = versioned["requestBody"]["content"]["application/json"]["examples"]
+    assert set(by_version) == {"mixed.1", "mixed.2"}
     # FP32 inputs also take BF16 (it widens exactly); an image model's input says so
     echo = schemas["InferRequest.echo"]["properties"]["inputs"]["items"]["properties"]
     assert echo["datatype"]["enum"] == ["FP32", "BF16"]

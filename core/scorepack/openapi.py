@@ -778,7 +778,8 @@ def _v2_operation(operation: dict[str, Any]) -> dict[str, Any]:
     out["description"] = operation["description"]
     parameters = []
     for parameter in operation.get("parameters", ()):
-        flat = {k: v for k, v in parameter.items() if k != "schema"}
+        # Swagger 2.0 parameters have no examples
+        flat = {k: v for k, v in parameter.items() if k not in ("schema", "example", "examples")}
         flat.update(_v2_schema(parameter["schema"]))
         parameters.append(flat)
     body = operation.get("requestBody")

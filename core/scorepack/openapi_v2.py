@@ -299,6 +299,8 @@ class _Builder:
         json_body: dict[str, Any] = {"schema": _ref("InferRequest")}
         if len(models) == 1:
             json_body["example"] = _example(models[0])
+        else:
+            params = self.examples(json_body, params, versioned=bool(suffix))
         limits = sorted({m.max_body_bytes for m in models if m.max_body_bytes})
         limit = f" Bodies up to {limits[-1]} bytes." if limits else ""
         images = [m for m in models if m.image_input is not None]
@@ -352,6 +354,31 @@ class _Builder:
                 },
             },
         )
+
+    def examples(
+        self, json_body: dict[str, Any], params: list[dict[str, Any]], *, versioned: bool
+    ) -> list[dict[str, Any]]:
+        """An example request per model (version), each with the path parameters that
+        name it under the same key (tools pair them by key or position): a model's body
+        sent to another model would only be a 400."""
+        chosen: dict[str, ApiFacts] = {}
+        for facts in sorted(self.models, key=lambda m: version_key(m.version)):
+            if versioned and facts.version:
+                chosen[model_key(facts)] = facts
+            elif not versioned:
+                chosen[facts.name] = facts  # the highest version: where requests go
+        if not chosen:
+            return params
+        json_body["examples"] = {
+            key: {"summary": f"one row for model {m.name!r}", "value": _example(m)}
+            for key, m in chosen.items()
+        }
+        named = []
+        for parameter in params:
+            field = "name" if parameter["name"] == "name" else "version"
+            values = {key: {"value": getattr(m, field)} for key, m in chosen.items()}
+            named.append({**parameter, "examples": values})
+        return named
 
     def index(self) -> dict[str, Any]:
         return self.operation(
