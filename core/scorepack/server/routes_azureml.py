@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..codecs import encode_json
-from ..errors import NotFoundError, NotReadyError
+from ..errors import BadRequestError, NotFoundError, NotReadyError
 from ..openapi import SWAGGER_VERSIONS, api_document
 from ..postprocess import query_values
 from ..repository import READY, Repository, score_target
@@ -166,6 +166,13 @@ class AzureMLRoutes:
             )
         # ?version= is the document's kind, as azmlinfsrv has it: a model's version is
         # ?model_version=
+        names = self.repository.names
+        if "model_version" in query and "model" not in query and len(names) > 1:
+            # score_target's message would point at /score
+            raise BadRequestError(
+                f"?model_version= goes with ?model=NAME; this server has several models "
+                f"({', '.join(names)})."
+            )
         if "model" in query or "model_version" in query or len(self._loaded()) == 1:
             asked_for = {"model": query["model"]} if "model" in query else {}
             if "model_version" in query:
