@@ -98,7 +98,6 @@ class _Builder:
         self.explicit = any(m.model_control == "explicit" for m in self.models)
         self.names = sorted({m.name for m in self.models})
         self.versions = sorted({m.version for m in self.models if m.version}, key=version_key)
-        self.several = len(self.models) > 1
 
     # --- pieces ------------------------------------------------------------------------
 
