@@ -15,6 +15,8 @@
   the V2 datatype tests.
 * :class:`WideTypesBackend` takes the datatypes TypesBackend does not (float16, uint8,
   uint64, strings as an input), for the V2 fuzzing.
+* :class:`ImageAndScaleBackend` takes an image and a tensor beside it (images over V2
+  come with the model's other inputs).
 * :class:`EncodedImageBackend` takes JPEG bytes (``Backend.accepts_encoded_images``) and
   decodes them itself, as a GPU backend does, with Pillow.
 
@@ -39,6 +41,7 @@ __all__ = [
     "EchoBackend",
     "EncodedImageBackend",
     "ErrorBackend",
+    "ImageAndScaleBackend",
     "SlowBackend",
     "TypesBackend",
     "WideTypesBackend",
@@ -228,6 +231,30 @@ class WideTypesBackend(Backend):
             "q": inputs["q"].copy(),
             "s": inputs["s"].copy(),
         }
+
+
+class ImageAndScaleBackend(Backend):
+    """``image`` float32 [batch, 8, 8, 3] (decoded by the core) and ``scale`` float32
+    [batch, 1] → ``mean`` float32 [batch] (each image's mean pixel × its scale) and
+    ``scale`` (as it came)."""
+
+    def load(self) -> None:
+        self.signature = Signature(
+            inputs=(
+                TensorSpec("image", "float32", (None, 8, 8, 3)),
+                TensorSpec("scale", "float32", (None, 1)),
+            ),
+            outputs=(
+                TensorSpec("mean", "float32", (None,)),
+                TensorSpec("scale", "float32", (None, 1)),
+            ),
+        )
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        scale = inputs["scale"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = inputs["image"].mean(axis=(1, 2, 3)) * scale[:, 0]
+        return {"mean": mean.astype(np.float32), "scale": scale.copy()}
 
 
 class EncodedImageBackend(Backend):

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from fixture_backends import EchoBackend, EncodedImageBackend, TypesBackend, WideTypesBackend
+from fixture_backends import (
+    EchoBackend,
+    EncodedImageBackend,
+    ImageAndScaleBackend,
+    TypesBackend,
+    WideTypesBackend,
+)
 from images import encode, image, jpeg, png, truncated_jpeg, truncated_png, with_declared_size
 from scorepack import Scorer
 from scorepack.repository import ModelSource, Repository
@@ -67,12 +73,14 @@ MODELS: dict[str, tuple[Spec, ...]] = {
     ),
     "echo": (Spec("x", "FP32", (2,)),),
     "image": (Spec("image", "FP32", (IMAGE_SIZE, IMAGE_SIZE, 3)),),
+    "scaled": (Spec("image", "FP32", (8, 8, 3)), Spec("scale", "FP32", (1,))),
 }
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "types": ("twice", "total", "negated", "word"),
     "wide": ("h2", "usum", "q", "s"),
     "echo": ("y",),
     "image": ("pixels",),
+    "scaled": ("mean", "scale"),
 }
 #: the served versions of each model (None: the model has no numbered versions)
 VERSIONS: dict[str, tuple[str, ...]] = {"types": ("1", "2")}
@@ -80,7 +88,7 @@ VERSIONS: dict[str, tuple[str, ...]] = {"types": ("1", "2")}
 
 def fuzz_repository(root: Path) -> Repository:
     """The models above (tests/fixture_backends.py), ``types`` in two versions; the image
-    model with small limits, so that images over them are cheap to send."""
+    models with small limits, so that images over them are cheap to send."""
 
     def source(name: str, backend: type, version: str | None = None, **config: Any) -> ModelSource:
         def create() -> Scorer:
@@ -97,6 +105,7 @@ def fuzz_repository(root: Path) -> Repository:
             source("wide", WideTypesBackend),
             source("echo", EchoBackend),
             source("image", EncodedImageBackend, max_batch_size=MAX_IMAGES, **limits),
+            source("scaled", ImageAndScaleBackend, max_batch_size=MAX_IMAGES, **limits),
         ]
     )
 
@@ -185,9 +194,10 @@ def to_raw(array: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES" or array.dtype == object:
         items = [x if isinstance(x, bytes) else np.asarray(x).tobytes() for x in array.flat]
         return b"".join(len(b).to_bytes(4, "little") + b for b in items)
-    if datatype == "BF16":
-        return (np.ascontiguousarray(array, "<f4").view("<u4") >> 16).astype("<u2").tobytes()
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # values cast to a type they overflow: the point
+        if datatype == "BF16":
+            wide = np.ascontiguousarray(array, "<f4").view("<u4")
+            return (wide >> 16).astype("<u2").tobytes()
         return np.ascontiguousarray(array, _NUMPY.get(datatype, array.dtype)).tobytes()
 
 
@@ -238,18 +248,21 @@ class Odds:
 
 def _good_inputs(odds: Odds, model: str) -> list[Tensor]:
     draw = odds.draw
-    if model == "image" and odds.chance(0.6):
-        count = odds.choice([1, 1, 1, 2, 3, MAX_IMAGES])
-        if odds.mutate(0.1):
-            count = odds.choice([MAX_IMAGES + 1, 0])
-        # mostly images that decode: one bad one is enough to refuse them all
-        bodies = [odds.choice(IMAGES if odds.mutate(0.3) else IMAGES[:5]) for _ in range(count)]
-        array = np.empty(count, dtype=object)
-        array[:] = bodies
-        return [Tensor("image", "BYTES", [count], array)]
     rows = odds.choice([1, 1, 2, 3])
     tensors = []
+    if model in ("image", "scaled") and odds.chance(0.6):
+        # encoded images, as BYTES: each becomes a row of the image input
+        rows = odds.choice([1, 1, 1, 2, 3, MAX_IMAGES])
+        if odds.mutate(0.1):
+            rows = odds.choice([MAX_IMAGES + 1, 0])
+        # mostly images that decode: one bad one is enough to refuse them all
+        bodies = [odds.choice(IMAGES if odds.mutate(0.3) else IMAGES[:5]) for _ in range(rows)]
+        array = np.empty(rows, dtype=object)
+        array[:] = bodies
+        tensors.append(Tensor("image", "BYTES", [rows], array))
     for spec in MODELS[model]:
+        if tensors and spec.name == "image":
+            continue
         datatype = spec.datatype
         if datatype == "FP32" and odds.chance(0.2):
             datatype = "BF16"  # taken where the model takes FP32
@@ -738,7 +751,8 @@ def grpc_requests(draw: Any) -> Sent:
 
 
 def expected_outputs(model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    """The outputs the fixture model computes for ``inputs`` (None: not checked by value)."""
+    """The outputs the fixture model computes for ``inputs``, those that can be known
+    here (None: none, only their shapes)."""
     if model == "types":
         b = inputs["b"].astype(bool)
         with np.errstate(over="ignore"):
@@ -760,4 +774,11 @@ def expected_outputs(model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.
         }
     if model == "echo":
         return {"y": inputs["x"].astype(np.float32)}
+    if model == "scaled":
+        scale = inputs["scale"].astype(np.float32)
+        image = inputs["image"]
+        if image.dtype == object:  # encoded images: the pixels are the decoder's
+            return {"scale": scale}
+        with np.errstate(all="ignore"):
+            return {"mean": image.mean(axis=(1, 2, 3)) * scale[:, 0], "scale": scale}
     return None
