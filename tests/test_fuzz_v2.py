@@ -181,8 +181,16 @@ def _outcome(sent: Sent, status: str, message: str) -> str:
     return f"{sent.model or '-'} {status} {checked} {message[:70]}"
 
 
+def _pieces(body: bytes, count: int) -> Iterator[bytes]:
+    step = -(-len(body) // count) or 1
+    return (body[at : at + step] for at in range(0, len(body), step))
+
+
 def check_rest(client: httpx.Client, sent: Sent, tally: Counter[str]) -> None:
-    got = client.request(**sent.protocol_args)
+    args = dict(sent.protocol_args)
+    if sent.chunks:
+        args["content"] = _pieces(args["content"], sent.chunks)
+    got = client.request(**args)
     status = got.status_code
     tally[_outcome(sent, str(status), got.text if status >= 300 else "")] += 1
     assert 200 <= status < 300 or 400 <= status < 500, (status, got.text[:500])

@@ -381,6 +381,8 @@ class Sent:
     expect: dict[str, np.ndarray] | None = None
     #: a good request, which must be answered 200 (not only refused for a good reason)
     accept: bool = False
+    #: send the body in this many pieces, chunked (0: with a Content-Length)
+    chunks: int = 0
     #: the outputs asked for (None: all; ANY: not known)
     outputs: list[str] | None = None
     request_id: Any = None
@@ -518,6 +520,8 @@ def rest_requests(draw: Any) -> Sent:
             good = good and type(size) is int and size == len(raw)
             parameters = {**(parameters or {}), "binary_data_size": size}
             chunks.append(raw)
+            if odds.mutate(0.05):
+                item["data"] = _json_data(odds, array)  # and its data in the JSON too
         elif array is not None:
             if array.dtype == object and not all(_utf8(b) for b in array.flat):
                 good = False  # JSON carries text, not these bytes
@@ -558,6 +562,8 @@ def rest_requests(draw: Any) -> Sent:
              "application/json; charset=latin-1", "application/vnd.x+json", ""]
         )  # fmt: skip
     sent.protocol_args["content"] = body
+    # now and then in chunks (Transfer-Encoding: chunked), as a streaming client sends it
+    sent.chunks = odds.choice([0, 0, 0, 1, 2, 7])
     if good and aimed and not odds.spoiled:
         sent.expect = {t.name: t.array for t in tensors if t.array is not None}
         # bytes that are not text cannot come back as JSON (a 400, after the model ran)
