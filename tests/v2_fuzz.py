@@ -293,8 +293,12 @@ def _mutate_tensor(odds: Odds, tensors: list[Tensor], *, grpc: bool) -> None:
     what = odds.choice(_TENSOR_MUTATIONS)
     if what == "name":
         tensor.name = draw(st.sampled_from(_NAMES) | st.text(max_size=5))
+        if not grpc and odds.chance(0.2):
+            tensor.name = draw(_JSON)  # not a string at all
     elif what == "datatype":
         tensor.datatype = odds.choice(DATATYPES + _BAD_DATATYPES)
+        if not grpc and odds.chance(0.2):
+            tensor.datatype = draw(_JSON)
     elif what == "shape":
         tensor.shape = draw(st.lists(_DIMS, max_size=5))
         if not grpc and odds.chance(0.25):
