@@ -186,9 +186,12 @@ def serve(
         if scorer is not None and scorer.batcher.failure is not None:
             raise scorer.batcher.failure
     if failures:
+        why = _failed(repository) or str(failures[0])
+        if single:
+            raise ModelLoadError(f"Stopped: {why}")
         raise ModelLoadError(
-            f"Stopped: {_failed(repository) or failures[0]} "
-            + ("" if single else "(--no-exit-on-error serves the other models meanwhile)")
+            "Stopped, as --exit-on-error asks (--no-exit-on-error serves the other models "
+            f"meanwhile): {why}"
         )
 
 
