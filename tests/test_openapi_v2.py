@@ -314,9 +314,18 @@ def test_a_model_not_loaded_has_no_document_yet(tmp_path: Path) -> None:
         assert client.post("/v2/repository/models/echo/load").status_code == 200
         loaded = client.get("/v2/models/echo/docs/dataplane.json")
         dataplane = client.get(DATAPLANE_PATH).json()
+        swagger = client.get("/swagger.json", params={"version": "3"}).json()
+        assert client.post("/v2/repository/models/echo/unload").status_code == 200
+        swagger_unloaded = client.get("/swagger.json")
     assert unloaded.status_code == 503 and "not loaded" in unloaded.json()["error"]
     assert everything.status_code == 503
     assert loaded.status_code == 200
+    assert swagger_unloaded.status_code == 503
+    # each 503 is documented (found by schemathesis on an explicit-control server, where
+    # the documents' own routes answered 503 after an unload)
+    for document in (dataplane, swagger):
+        assert "503" in document["paths"][DATAPLANE_PATH]["get"]["responses"]
+    assert "503" in swagger["paths"]["/swagger.json"]["get"]["responses"]
     load = dataplane["paths"]["/v2/repository/models/{name}/load"]["post"]
     assert "--model-control explicit" in load["description"]
     assert "500" in load["responses"]  # a load that fails says why, as a 500

@@ -233,7 +233,7 @@ def _openapi3(facts: ApiFacts) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/": {"get": _liveness()},
         "/score": {"post": _score(facts)},
-        "/swagger.json": {"get": _swagger_route()},
+        "/swagger.json": {"get": _swagger_route(embedded=facts.host == "embedded")},
     }
     schemas = _schemas(facts)
     if facts.host == "embedded":
@@ -448,7 +448,7 @@ def _metrics(auth: bool) -> dict[str, Any]:
     return operation
 
 
-def _swagger_route(names: Sequence[str] = ()) -> dict[str, Any]:
+def _swagger_route(names: Sequence[str] = (), *, embedded: bool = False) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
         {
             "name": "version",
@@ -483,6 +483,9 @@ def _swagger_route(names: Sequence[str] = ()) -> dict[str, Any]:
     if names:
         # no such model or version (404), a version without the model (400), loading (503)
         missing = _errors((400, 404, 503))
+    elif embedded:
+        # the embedded server's model loading, or unloaded (explicit model control)
+        missing.update(_errors((503,)))
     return {
         "operationId": "GetSwaggerSpec",
         "description": description,

@@ -233,9 +233,10 @@ class _Builder:
             DATAPLANE_PATH: {
                 "get": self.operation(
                     "V2Dataplane",
-                    "This server's V2 REST routes as OpenAPI 3.0 (MLServer's path).",
+                    "This server's V2 REST routes as OpenAPI 3.0 (MLServer's path); 503 "
+                    "while a model is loading or none is loaded.",
                     {"description": "The document.", "content": _json({"type": "object"})},
-                    (),
+                    (503,),
                 )
             },
         }
