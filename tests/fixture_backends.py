@@ -17,6 +17,8 @@
   uint64, strings as an input), for the V2 fuzzing.
 * :class:`ImageAndScaleBackend` takes an image and a tensor beside it (images over V2
   come with the model's other inputs).
+* :class:`ScalarBackend` takes a scalar beside its rows (an input without a batch
+  dimension, as an ONNX graph may have); a closed :attr:`ScalarBackend.gate` holds it.
 * :class:`EncodedImageBackend` takes JPEG bytes (``Backend.accepts_encoded_images``) and
   decodes them itself, as a GPU backend does, with Pillow.
 
@@ -42,6 +44,7 @@ __all__ = [
     "EncodedImageBackend",
     "ErrorBackend",
     "ImageAndScaleBackend",
+    "ScalarBackend",
     "SlowBackend",
     "TypesBackend",
     "WideTypesBackend",
@@ -255,6 +258,36 @@ class ImageAndScaleBackend(Backend):
         with np.errstate(over="ignore", invalid="ignore"):
             mean = inputs["image"].mean(axis=(1, 2, 3)) * scale[:, 0]
         return {"mean": mean.astype(np.float32), "scale": scale.copy()}
+
+
+class ScalarBackend(Backend):
+    """``x`` float32 [batch, 2] and ``k`` float32 [] (no batch dimension) → ``y = k·x``;
+    :attr:`calls` records ``(rows, k)`` per call."""
+
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.calls: list[tuple[int, float]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def load(self) -> None:
+        self.signature = Signature(
+            inputs=(
+                TensorSpec("x", "float32", (None, 2)),
+                TensorSpec("k", "float32", (), batched=False),
+            ),
+            outputs=(TensorSpec("y", "float32", (None, 2)),),
+        )
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x, k = inputs["x"], inputs["k"]
+        assert k.shape == (), f"k has shape {k.shape}, not a scalar's"
+        self.entered.set()
+        if not self.gate.wait(GATE_TIMEOUT):
+            raise RuntimeError("predict gate never opened")
+        self.calls.append((len(x), float(k)))
+        return {"y": x * k}
 
 
 class EncodedImageBackend(Backend):

@@ -92,3 +92,20 @@ def lookup_table(path: Path, megabytes: int = 96) -> Path:
     )
     _save(graph, path)
     return path
+
+
+def times_scalar(path: Path) -> Path:
+    """x float32 [N, 2] and k float32 [] (a scalar: no batch dimension) → y = k·x [N, 2]."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"])],
+        "times_scalar",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("k", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    _save(graph, path)
+    return path

@@ -145,8 +145,13 @@ class _Work:
         self.deadline = deadline
         self.future = future
         self.enqueued = time.monotonic()
-        # only work with the same per-row shapes and dtypes can share a model call
-        self.key = tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(inputs.items()))
+        # only work with the same per-row shapes and dtypes can share a model call, and
+        # an input without a batch dimension (a scalar: one value for all the rows) only
+        # with work whose value is the same
+        self.key = tuple(
+            (n, a.shape[1:], a.dtype.str) if a.ndim else (n, a.dtype.str, a.tobytes())
+            for n, a in sorted(inputs.items())
+        )
 
 
 class Ticket:
@@ -592,8 +597,11 @@ class Batcher:
         if len(batch) == 1:
             inputs = batch[0].inputs
         else:
-            names = batch[0].inputs.keys()
-            inputs = {n: np.concatenate([w.inputs[n] for w in batch]) for n in names}
+            first = batch[0].inputs
+            inputs = {
+                n: np.concatenate([w.inputs[n] for w in batch]) if a.ndim else a
+                for n, a in first.items()
+            }
         began = time.monotonic()
         queue_wait = self.stats.queue_wait
         for work in batch:

@@ -264,7 +264,14 @@ def check_tensors(
             f"Missing input(s) {missing}; the model's inputs are {names}.", missing[0]
         )
     arrays = {spec.name: _tensor(tensors[spec.name], spec, plain) for spec in signature.inputs}
-    rows = {name: a.shape[0] for name, a in arrays.items()}
+    # an input without a batch dimension (an ONNX scalar) is one value for all the rows:
+    # it says nothing about the batch size (its shape[0] was an IndexError: a 500)
+    rows = {spec.name: arrays[spec.name].shape[0] for spec in signature.inputs if spec.batched}
+    if not rows:
+        raise InvalidTensorError(
+            f"The model's inputs {names} have no batch dimension; scorepack serves models "
+            "with at least one batched input."
+        )
     if len(set(rows.values())) > 1:
         raise InvalidTensorError(f"The inputs disagree on the batch size: {rows}.")
     count = next(iter(rows.values()))

@@ -276,7 +276,8 @@ class Scorer:
             else:
                 item = tuple(d or 1 for d in spec.item_shape)
             dtype = object if np.dtype(spec.dtype).kind in "USO" else spec.dtype
-            arrays[spec.name] = np.zeros((rows, *item), dtype=dtype)
+            shape = (rows, *item) if spec.batched else item  # a scalar input stays one
+            arrays[spec.name] = np.zeros(shape, dtype=dtype)
             if dtype is object:
                 arrays[spec.name][...] = b""
         return arrays
