@@ -229,6 +229,18 @@ def test_the_direct_way_writes_what_the_record_would(formatter: logging.Formatte
             assert formatter.format_access(line, created) == formatter.format(record)  # type: ignore[attr-defined]
 
 
+def test_a_formatter_of_another_class_declines_the_direct_way() -> None:
+    class Shouting(TextFormatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return super().format(record).upper()
+
+    handler = logs.BufferedStreamHandler(Sink(), flush_seconds=3600)
+    for formatter in (Shouting(logs.TEXT_FORMAT), logging.Formatter("%(message)s")):
+        handler.setFormatter(formatter)
+        assert handler.write_access(LINE, time.time()) is False
+    handler.close()
+
+
 def test_a_format_asking_for_more_declines_the_direct_way() -> None:
     for formatter in (
         TextFormatter("%(threadName)s %(message)s"),
