@@ -217,6 +217,17 @@ class Repository:
             if slot.wanted
         )
 
+    def held(self) -> list[Scorer]:
+        """Every scorer held now, by name then version, whatever its state (loading,
+        ready, failed, draining): what the metrics, the API documents and a package's
+        runtime are made over."""
+        return [
+            scorer
+            for name in self.names
+            for version in self.versions(name)
+            if (scorer := self.find(name, version)) is not None
+        ]
+
     def scorers(self) -> list[Scorer]:
         """The scorers that are ready now (for metrics)."""
         found = []

@@ -101,12 +101,7 @@ class AzureMLRuntime:
         if isinstance(scorer, Repository):
             self.repository = scorer
             self.repository.start()  # takes the given scorers as they are (started)
-            served = tuple(
-                s
-                for name in self.repository.names
-                for version in self.repository.versions(name)
-                if (s := self.repository.find(name, version)) is not None
-            )
+            served = tuple(self.repository.held())
         else:
             self.repository = Repository.of(scorer)
             self.repository.start()

@@ -111,7 +111,8 @@ class ScoringApp:
         self.draining = False
         #: this app's own registry (several apps in one process never collide); None
         #: with metrics off
-        self.metrics = Metrics(self._served) if metrics else None
+        # every model's scorer, loading ones included (their metrics say not ready)
+        self.metrics = Metrics(self.repository.held) if metrics else None
         #: where answers are counted (the gRPC server's too): with metrics off, nowhere
         self.requests: RequestStats = (
             self.metrics.requests if self.metrics is not None else NoRequestStats()
@@ -130,16 +131,6 @@ class ScoringApp:
         if scorer is None:
             raise RuntimeError("the model is not loaded")
         return scorer
-
-    def _served(self) -> list[Scorer]:
-        # every model's scorer, loading ones included (their metrics say not ready)
-        repository = self.repository
-        return [
-            scorer
-            for name in repository.names
-            for version in repository.versions(name)
-            if (scorer := repository.find(name, version)) is not None
-        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -207,27 +198,14 @@ class ScoringApp:
         if scorer is None:
             # an answer before any model was picked (unknown model, bad query, metadata,
             # probes): still counted under its route's protocol, as a package under
-            # azmlinfsrv counts every /score answer and gRPC every call
-            protocol = _route_protocol(route)
-            self.requests.record(route, status, protocol=protocol)
-            log_access(
-                request_id.decode("latin-1"),
-                method,
-                path,
-                status,
-                seconds,
-                protocol=protocol or None,
-            )
-            return
-        protocol = scope["scorepack.protocol"]
-        result = scope["scorepack.result"]
+            # azmlinfsrv counts every /score answer and gRPC every call; no latency
+            protocol, name, version, timed = _route_protocol(route), None, None, None
+        else:
+            protocol, name, version = scope["scorepack.protocol"], scorer.name, scorer.version
+            timed = seconds
+        result = scope.get("scorepack.result")
         self.requests.record(
-            route,
-            status,
-            seconds,
-            model=scorer.name,
-            version=scorer.version or "",
-            protocol=protocol,
+            route, status, timed, model=name or "", version=version or "", protocol=protocol
         )
         log_access(
             request_id.decode("latin-1"),
@@ -235,9 +213,9 @@ class ScoringApp:
             path,
             status,
             seconds,
-            protocol=protocol,
-            model=scorer.name,
-            version=scorer.version,
+            protocol=protocol or None,
+            model=name,
+            version=version,
             batch_size=None if result is None else result.batch_size,
             queue_seconds=None if result is None else result.queue_seconds,
         )

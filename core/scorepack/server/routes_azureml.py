@@ -135,7 +135,7 @@ class AzureMLRoutes:
 
     async def info(self, request: Request) -> Response:
         self.auth.check(request.headers.get("authorization"))
-        scorers = self._loaded()
+        scorers = self.repository.held()
         if len(self.repository.models()) == 1 and scorers:
             return Response(encode_json(scorers[0].describe()), media_type=_JSON)
         states = {(s.name, s.version): s for s in self.repository.models()}
@@ -173,23 +173,14 @@ class AzureMLRoutes:
                 f"?model_version= goes with ?model=NAME; this server has several models "
                 f"({', '.join(names)})."
             )
-        if "model" in query or "model_version" in query or len(self._loaded()) == 1:
+        if "model" in query or "model_version" in query or len(self.repository.held()) == 1:
             asked_for = {"model": query["model"]} if "model" in query else {}
             if "model_version" in query:
                 asked_for["version"] = query["model_version"]
             scorers = [self._scorer(asked_for)]
         else:
-            scorers = self._loaded()
+            scorers = self.repository.held()
         facts = document_facts(
             self.repository, scorers, self.auth.enabled, metrics=self.prometheus is not None
         )
         return Response(encode_json(api_document(facts, kind)), media_type=_JSON)
-
-    def _loaded(self) -> list[Scorer]:
-        """Every loaded model version, by name and version."""
-        return [
-            scorer
-            for name in self.repository.names
-            for version in self.repository.versions(name)
-            if (scorer := self.repository.find(name, version)) is not None
-        ]

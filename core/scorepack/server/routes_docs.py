@@ -68,13 +68,7 @@ class DocsRoutes:
 
     async def dataplane(self, request: Request) -> Response:
         repository = self.repository
-        scorers = [
-            scorer
-            for name in repository.names
-            for version in repository.versions(name)
-            if (scorer := repository.find(name, version)) is not None
-        ]
-        facts = document_facts(repository, scorers, self.auth.enabled)
+        facts = document_facts(repository, repository.held(), self.auth.enabled)
         return _json(dataplane_document(facts))
 
     async def model(self, request: Request) -> Response:
